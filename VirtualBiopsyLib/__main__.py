@@ -1,0 +1,7 @@
+"""``python -m VirtualBiopsyLib`` runs the ``virtual-biopsy`` command line."""
+
+import sys
+
+from VirtualBiopsyLib.cli import main
+
+sys.exit(main())
