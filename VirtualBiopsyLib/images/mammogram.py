@@ -15,7 +15,7 @@ class ImageInfo:
     """What a file is, read from its header or name, without decoding pixels.
 
     ``rules`` says which rule decided each role, e.g.
-    ``{"modality": "ImageType[3]=LOW_ENERGY", "view": "ViewPosition", "laterality": "ImageLaterality"}``.
+    ``{"modality": "ImageType[3]=LOW_ENERGY", "view": "ViewPosition", ...}``.
     """
 
     path: Path

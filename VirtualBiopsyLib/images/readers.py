@@ -1,0 +1,139 @@
+"""One entry point for every image format: read a header, read pixels, scan folders.
+
+The format is chosen by file name: ``.nrrd``/``.nhdr`` → NRRD, ``.jpg``/``.jpeg``/``.png``
+→ raster (CDD-CESM names), anything else → DICOM (real exports often have no extension).
+Side files (``.csv``, ``.json``, ``.xlsx``, ``.txt``, ``.md``) and hidden files are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from VirtualBiopsyLib.errors import ImageError, ImageReadError, UnsupportedImageError
+from VirtualBiopsyLib.images.dicom_reader import read_dicom_image, read_dicom_info
+from VirtualBiopsyLib.images.mammogram import ImageInfo, MammogramImage
+from VirtualBiopsyLib.images.nrrd_reader import NRRD_SUFFIXES, read_nrrd_image, read_nrrd_info
+from VirtualBiopsyLib.images.raster_reader import (
+    RASTER_SUFFIXES,
+    read_raster_image,
+    read_raster_info,
+)
+
+logger = logging.getLogger(__name__)
+
+IGNORED_SUFFIXES = (".csv", ".json", ".xlsx", ".txt", ".md")
+Status = Literal["ok", "skipped", "error"]
+
+
+@dataclass
+class ScanEntry:
+    """The outcome of reading one file's header during a scan."""
+
+    path: Path
+    status: Status
+    reason: str | None = None
+    info: ImageInfo | None = None
+
+
+def image_format(path: Path) -> str:
+    """``"nrrd"``, ``"raster"`` or ``"dicom"`` from the file name."""
+    suffix = path.suffix.lower()
+    if suffix in NRRD_SUFFIXES:
+        return "nrrd"
+    if suffix in RASTER_SUFFIXES or path.name.strip().lower().endswith(RASTER_SUFFIXES):
+        return "raster"
+    return "dicom"
+
+
+_INFO_READERS: dict[str, Callable[[Path], ImageInfo]] = {
+    "dicom": read_dicom_info,
+    "raster": read_raster_info,
+    "nrrd": read_nrrd_info,
+}
+_IMAGE_READERS: dict[str, Callable[[Path, ImageInfo | None], MammogramImage]] = {
+    "dicom": read_dicom_image,
+    "raster": read_raster_image,
+    "nrrd": read_nrrd_image,
+}
+
+
+def read_info(path: Path | str) -> ImageInfo:
+    """Read what a file is (roles, identity, size) without decoding its pixels.
+
+    Raises ``UnsupportedImageError`` (skip) or ``ImageReadError`` (error).
+
+    >>> from VirtualBiopsyLib.images.readers import read_info
+    >>> info = read_info("exam/IM_0001.dcm")  # doctest: +SKIP
+    >>> info.slot, info.laterality.value  # doctest: +SKIP
+    ('DES_CC', 'L')
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(path, "no such file")
+    return _INFO_READERS[image_format(path)](path)
+
+
+def read_image(path_or_info: Path | str | ImageInfo) -> MammogramImage:
+    """Decode a file into pixels as a radiologist sees them, with its roles.
+
+    >>> image = read_image("exam/IM_0001.dcm")  # doctest: +SKIP
+    >>> image.pixels.dtype, image.windowed  # doctest: +SKIP
+    (dtype('float32'), True)
+    """
+    if isinstance(path_or_info, ImageInfo):
+        info: ImageInfo | None = path_or_info
+        path = path_or_info.path
+    else:
+        info, path = None, Path(path_or_info)
+    if not path.is_file():
+        raise ImageReadError(path, "no such file")
+    return _IMAGE_READERS[image_format(path)](path, info)
+
+
+def iter_files(paths: Iterable[Path | str]) -> Iterator[Path]:
+    """Every candidate image file under ``paths`` (folders recursively), each once, sorted."""
+    seen: set[Path] = set()
+    for root in paths:
+        root = Path(root)
+        candidates = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for candidate in candidates:
+            key = candidate.resolve()
+            if key in seen or _is_ignored(candidate):
+                continue
+            seen.add(key)
+            yield candidate
+
+
+def _is_ignored(path: Path) -> bool:
+    return path.name.startswith(".") or path.suffix.lower() in IGNORED_SUFFIXES
+
+
+def scan(paths: Iterable[Path | str]) -> list[ScanEntry]:
+    """Read the header of every file under ``paths``; never raises for a bad file.
+
+    >>> from VirtualBiopsyLib.images.readers import scan
+    >>> [entry.status for entry in scan(["exam/"])]  # doctest: +SKIP
+    ['ok', 'ok', 'skipped', 'ok', 'ok']
+    """
+    entries = []
+    for path in iter_files(paths):
+        entries.append(scan_file(path))
+    return entries
+
+
+def scan_file(path: Path) -> ScanEntry:
+    """One file's scan entry: ``ok`` with its info, ``skipped`` or ``error`` with a reason."""
+    try:
+        return ScanEntry(path=path, status="ok", info=read_info(path))
+    except UnsupportedImageError as error:
+        return ScanEntry(path=path, status="skipped", reason=error.reason)
+    except ImageError as error:
+        return ScanEntry(path=path, status="error", reason=error.reason)
+    except Exception as error:  # a file must never stop a scan of a whole folder
+        logger.debug("unexpected %s while reading a header", type(error).__name__)
+        reason = f"unexpected {type(error).__name__}: {error}"
+        return ScanEntry(path=path, status="error", reason=reason)
