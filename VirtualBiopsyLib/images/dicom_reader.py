@@ -7,7 +7,7 @@ it, so that ``virtual-biopsy inspect`` can explain itself.
 
 Pixels go through Modality LUT → VOI LUT → MONOCHROME1 inversion → [0, 1] scaling. Those
 steps depend only on the stored value, so they are composed once into a float32 lookup table
-over the stored-value range and applied with one indexing pass (``table[stored]``); this is
+over the stored-value range and applied with one gather (``table.take(stored)``); this is
 about ten times faster than applying pydicom's LUT functions to a full-size image and gives
 the same numbers. Float pixel data and very wide ranges fall back to pydicom's functions.
 """
@@ -423,10 +423,10 @@ def display_pixels(stored: np.ndarray, ds: Dataset) -> tuple[np.ndarray, Display
         return _display_values(stored, ds, transform), transform
     values, offset = table
     if offset == 0:
-        return values[stored], transform
+        return values.take(stored), transform  # take(): ~3x faster than fancy indexing
     # Signed values: flipping the sign bit of the unsigned view gives ``stored - offset``.
     unsigned = stored.view(np.dtype(f"u{stored.dtype.itemsize}"))
-    return values[unsigned ^ unsigned.dtype.type(-offset)], transform
+    return values.take(unsigned ^ unsigned.dtype.type(-offset)), transform
 
 
 def read_dicom_image(path: Path | str, info: ImageInfo | None = None) -> MammogramImage:
