@@ -1,0 +1,211 @@
+"""The module logic end to end over a real slicer-core scene, with a stand-in process."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK
+import slicer
+import slicer.util
+from test_slicer_bridge import add_volume, marked_picture, write_result_folder
+
+from VirtualBiopsyLib.errors import CaseError
+from VirtualBiopsyLib.roles import Laterality
+from VirtualBiopsyLib.slicer import bridge
+from VirtualBiopsyLib.slicer.logic import RunOptions, VirtualBiopsyLogic, library_path_entry
+from VirtualBiopsyLib.slicer.process import (
+    JobCancelledError,
+    JobState,
+    ProcessFailedError,
+    Progress,
+)
+
+
+class FakePredictProcess:
+    """A :class:`ProcessRunner` that behaves like ``predict --progress json``, in-process.
+
+    It checks the exported folder, writes a result folder like the real command, and
+    hands out progress lines one poll at a time.
+    """
+
+    def __init__(self, exit_code: int = 0, stderr: str = "") -> None:
+        self.exit_code = exit_code
+        self.stderr = stderr
+        self.args: list[str] = []
+        self.env_updates: dict[str, str] = {}
+        self.exported: dict[str, np.ndarray] = {}
+        self.case_json: dict = {}
+        self.pending: list[str] = []
+        self.cancelled = False
+
+    def start(self, args: Sequence[str], env_updates: Mapping[str, str] | None = None) -> None:
+        self.args = list(args)
+        self.env_updates = dict(env_updates or {})
+        folder = Path(args[4])
+        out = Path(args[args.index("--out") + 1])
+        for path in folder.glob("*.nrrd"):
+            self.exported[path.stem] = SimpleITK.GetArrayFromImage(SimpleITK.ReadImage(str(path)))
+        self.case_json = json.loads((folder / "case.json").read_text())
+        progress = [("read", 0.1), ("synthesize", 0.4), ("classify", 0.8)]
+        self.pending = [json.dumps({"step": s, "fraction": f, "message": s}) for s, f in progress]
+        if self.exit_code:
+            self.pending.append(self.stderr)
+            return
+        result_json = write_result_folder(out / "case-ab12-L")
+        self.pending.append(
+            json.dumps(
+                {
+                    "step": "done",
+                    "fraction": 1.0,
+                    "message": "1 case",
+                    "results": [str(result_json)],
+                }
+            )
+        )
+
+    def read_lines(self) -> list[str]:
+        return [self.pending.pop(0)] if self.pending else []
+
+    def returncode(self) -> int | None:
+        return None if self.pending else self.exit_code
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@pytest.fixture
+def scene():
+    slicer.mrmlScene = slicer.vtkMRMLScene()
+    color_logic = slicer.vtkMRMLColorLogic()
+    color_logic.SetMRMLScene(slicer.mrmlScene)
+    for view in bridge.VIEW_SLOTS:  # the app's 2×2 layout has these slice views
+        slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceCompositeNode").SetLayoutName(view)
+    yield slicer.mrmlScene
+    color_logic.SetMRMLScene(None)
+    slicer.mrmlScene.Clear(True)
+
+
+def test_run_exports_runs_and_imports(scene, tmp_path):
+    le_cc = add_volume(marked_picture(), "P1_L_DM_CC")
+    le_mlo = add_volume(marked_picture() * 2, "P1_L_DM_MLO")
+    process = FakePredictProcess()
+    seen: list[Progress] = []
+    logic = VirtualBiopsyLogic(
+        scene, runner_factory=lambda: process, sleep=lambda s: None, work_root=tmp_path
+    )
+
+    runs = logic.run(options=RunOptions(synthesis=True, device="cpu"), on_progress=seen.append)
+
+    assert [p.step for p in seen] == ["read", "synthesize", "classify", "done"]
+    assert sorted(process.exported) == ["LE_CC", "LE_MLO"]
+    np.testing.assert_array_equal(process.exported["LE_MLO"], marked_picture() * 2)
+    assert process.case_json["laterality"] == "L"
+    assert process.args[2:4] == ["VirtualBiopsyLib", "predict"]
+    assert process.env_updates["PYTHONPATH"].split(os.pathsep)[0] == library_path_entry()
+    (run,) = runs
+    assert run.nodes.synthetic["DES_CC"].GetName() == "SYNTHETIC DES CC (VirtualBiopsy)"
+    assert run.shown == {"Red": "LE_CC", "Yellow": "LE_MLO", "Green": "DES_CC"}
+    red = bridge.slice_composite_nodes(scene)["Red"]
+    assert red.GetBackgroundVolumeID() == le_cc.GetID()
+    assert red.GetForegroundVolumeID() == run.nodes.saliency["LE_CC"].GetID()
+    assert le_mlo.GetID() == bridge.slice_composite_nodes(scene)["Yellow"].GetBackgroundVolumeID()
+    # exported copies of the patient's pixels are removed; the results stay
+    (work_dir,) = list(tmp_path.iterdir())
+    assert not (work_dir / "input").exists()
+    assert (work_dir / "results" / "case-ab12-L" / "result.json").is_file()
+
+
+def test_failure_carries_the_process_message(scene, tmp_path):
+    add_volume(marked_picture(), "L LE CC")
+    process = FakePredictProcess(exit_code=3, stderr="ERROR LE_CC.nrrd: image is empty")
+    logic = VirtualBiopsyLogic(
+        scene, runner_factory=lambda: process, sleep=lambda s: None, work_root=tmp_path
+    )
+    with pytest.raises(ProcessFailedError, match="LE_CC.nrrd: image is empty"):
+        logic.run()
+    (work_dir,) = list(tmp_path.iterdir())
+    assert not (work_dir / "input").exists()
+
+
+def test_unknown_laterality_is_a_case_error(scene, tmp_path):
+    add_volume(marked_picture(), "LE_CC")
+    logic = VirtualBiopsyLogic(scene, runner_factory=FakePredictProcess, work_root=tmp_path)
+    with pytest.raises(CaseError, match="laterality unknown"):
+        logic.run()
+    runs = logic.run(options=RunOptions(laterality=Laterality.R), timeout=30)
+    assert runs[0].nodes.table is not None
+
+
+def test_panel_style_start_poll_finish_and_cancel(scene, tmp_path):
+    """What the panel does: start, poll from a timer, import; or cancel half-way."""
+    add_volume(marked_picture(), "P1_R_DM_CC")
+    process = FakePredictProcess()
+    logic = VirtualBiopsyLogic(scene, runner_factory=lambda: process, work_root=tmp_path)
+    volumes = logic.assign_slots().slots
+    handle = logic.start(volumes, RunOptions(saliency=False))
+    assert "--no-saliency" in process.args
+    polls = 1
+    while handle.job.step() is JobState.RUNNING:
+        polls += 1
+    assert polls == 4  # one progress line per poll: the GUI stays responsive
+    assert logic.finish(handle)[0].nodes.table.GetAttribute("VirtualBiopsy.Label") == "malignant"
+
+    second = FakePredictProcess()
+    logic.runner_factory = lambda: second
+    handle = logic.start(volumes, RunOptions())
+    handle.job.step()
+    logic.cancel(handle)
+    assert second.cancelled and handle.job.state is JobState.CANCELLED
+    assert not handle.input_dir.exists()
+    with pytest.raises(JobCancelledError):
+        logic.finish(handle)
+
+
+@pytest.mark.slow
+def test_real_predict_command_end_to_end(scene, tmp_path):
+    """The real predict command in a child process on volumes exported from the scene."""
+    from VirtualBiopsyLib.inference.fixtures import write_slot_folder, write_untrained_package
+
+    package = write_untrained_package(tmp_path / "DemoModel", n_folds=2, is_demo=True)
+    phantom = write_slot_folder(tmp_path / "phantom", ["LE_CC", "LE_MLO", "DES_CC"], laterality="R")
+    inputs = {}
+    for slot, name in (
+        ("LE_CC", "P5_R_DM_CC"),
+        ("LE_MLO", "P5_R_DM_MLO"),
+        ("DES_CC", "P5_R_CM_CC"),
+    ):
+        picture, spacing = bridge.read_picture_nrrd(phantom / f"{slot}.nrrd")
+        inputs[slot] = bridge.add_picture_volume(scene, picture, spacing, name, None)
+        inputs[slot].RemoveAttribute("VirtualBiopsy.Result")  # a user's volume, not ours
+    logic = VirtualBiopsyLogic(scene, work_root=tmp_path / "work")
+    seen: list[Progress] = []
+
+    runs = logic.run(
+        options=RunOptions(model_dir=package, python=sys.executable),
+        on_progress=seen.append,
+        timeout=120,
+    )
+
+    assert seen[-1].step == "done" and len(seen) > 0
+    (run,) = runs
+    result = run.nodes.result
+    assert result["inputs"]["DES_MLO"]["source"] == "synthetic"
+    assert result["case"]["laterality"] == "R"
+    rows = {(r["Level"], r["Input"]): r for r in bridge.table_rows(run.nodes.table)}
+    assert rows[("fused", "case")]["Probability"] == pytest.approx(
+        result["probabilities"]["fused"]["mean"]
+    )
+    synthetic = run.nodes.synthetic["DES_MLO"]
+    assert synthetic.GetName() == "SYNTHETIC DES MLO (VirtualBiopsy)"
+    assert (
+        synthetic.GetImageData().GetDimensions()[:2]
+        == inputs["LE_MLO"].GetImageData().GetDimensions()[:2]
+    )
+    assert run.shown["Slice4"] == "DES_MLO"
+    assert ("notice", "demo model") in rows

@@ -1,0 +1,207 @@
+"""The background-process runner: real child processes, JSON progress, errors, cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from VirtualBiopsyLib.slicer.process import (
+    JobCancelledError,
+    JobState,
+    PredictJob,
+    ProcessFailedError,
+    Progress,
+    SubprocessRunner,
+    parse_progress_line,
+    predict_command,
+)
+
+
+def python_job(code: str, on_progress=None, env_updates=None, launcher=None) -> PredictJob:
+    args = [sys.executable, "-c", textwrap.dedent(code)]
+    runner = SubprocessRunner(launcher) if launcher else SubprocessRunner()
+    return PredictJob(runner, args, on_progress, env_updates or {})
+
+
+def console_process_launcher(args, env_updates):
+    """Starts like slicer.util.launchConsoleProcess: same process group, stderr merged."""
+    return subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **env_updates},
+    )
+
+
+def test_parse_progress_lines():
+    line = json.dumps({"step": "synthesize", "fraction": 0.25, "message": "DES CC"})
+    assert parse_progress_line(line) == Progress("synthesize", 0.25, "DES CC")
+    done = parse_progress_line(
+        json.dumps({"step": "done", "fraction": 1, "message": "ok", "results": ["a/result.json"]})
+    )
+    assert done.done and done.results == (Path("a/result.json"),)
+    assert parse_progress_line('{"step": "x", "fraction": 7}').fraction == 1.0
+    for other in (
+        "",
+        "Traceback (most recent call last):",
+        "{not json",
+        '{"message": "no step"}',
+        '{"step": "x", "fraction": "half"}',
+    ):
+        assert parse_progress_line(other) is None
+
+
+def test_job_reports_progress_and_results():
+    seen: list[Progress] = []
+    job = python_job(
+        """
+        import json, sys
+        for step, fraction in (("read", 0.1), ("classify", 0.6)):
+            print(json.dumps({"step": step, "fraction": fraction, "message": step}), flush=True)
+        print("a log line on stderr", file=sys.stderr)
+        print(json.dumps({"step": "done", "fraction": 1.0, "message": "1 case",
+                          "results": ["out/k/result.json"]}))
+        """,
+        seen.append,
+    )
+    results = job.wait(timeout=20)
+    assert results == (Path("out/k/result.json"),)
+    assert [p.step for p in seen] == ["read", "classify", "done"]
+    assert [p.fraction for p in seen] == [0.1, 0.6, 1.0]
+    assert job.state is JobState.DONE
+    assert "a log line on stderr" in job.log_tail
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [None, console_process_launcher],
+    ids=["own-process-group", "launchConsoleProcess-style"],
+)
+def test_failure_reports_stderr_and_exit_code(launcher):
+    job = python_job(
+        """
+        import sys
+        print("ERROR LE_CC.nrrd: cannot decode NRRD", file=sys.stderr)
+        sys.exit(3)
+        """,
+        launcher=launcher,
+    )
+    with pytest.raises(ProcessFailedError, match="exit code 3") as caught:
+        job.wait(timeout=20)
+    assert caught.value.returncode == 3
+    assert "LE_CC.nrrd: cannot decode NRRD" in str(caught.value)
+    assert job.state is JobState.FAILED
+
+
+def test_exit_zero_without_done_line_is_a_failure():
+    job = python_job('print("nothing useful")')
+    with pytest.raises(ProcessFailedError, match="without results"):
+        job.wait(timeout=20)
+
+
+def test_environment_updates_reach_the_child():
+    job = python_job(
+        """
+        import json, os
+        print(json.dumps({"step": "done", "fraction": 1, "message": os.environ["VB_TEST"],
+                          "results": []}))
+        """,
+        env_updates={"VB_TEST": "hello"},
+    )
+    job.wait(timeout=20)
+    assert job.last_progress.message == "hello"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads child PIDs from /proc")
+@pytest.mark.parametrize(
+    "launcher",
+    [None, console_process_launcher],
+    ids=["own-process-group", "launchConsoleProcess-style"],
+)
+def test_cancel_kills_the_process_tree(tmp_path, launcher):
+    grandchild_pid = tmp_path / "grandchild.pid"
+    job = python_job(
+        f"""
+        import json, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open({str(grandchild_pid)!r}, "w").write(str(child.pid))
+        print(json.dumps({{"step": "started", "fraction": 0.05, "message": "busy"}}), flush=True)
+        time.sleep(60)
+        """,
+        launcher=launcher,
+    )
+    job.start()
+    deadline = time.monotonic() + 20
+    while job.last_progress is None and time.monotonic() < deadline:
+        job.step()
+        time.sleep(0.05)
+    assert job.last_progress is not None and job.last_progress.step == "started"
+    worker_pid = job.runner.pid
+    helper_pid = int(grandchild_pid.read_text())
+
+    job.cancel()
+
+    assert job.state is JobState.CANCELLED
+    assert isinstance(job.error, JobCancelledError)
+    deadline = time.monotonic() + 5
+    while (_alive(worker_pid) or _alive(helper_pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker_pid)
+    assert not _alive(helper_pid)
+    assert job.step() is JobState.CANCELLED
+
+
+def test_timeout_cancels():
+    job = python_job("import time; time.sleep(30)")
+    ticks = iter(range(100))
+    with pytest.raises(ProcessFailedError, match="timed out"):
+        job.wait(timeout=2, clock=lambda: float(next(ticks)), sleep=lambda s: None)
+    assert job.state is JobState.CANCELLED
+
+
+def test_predict_command_arguments():
+    args = predict_command(
+        "in",
+        "out",
+        model_dir="m",
+        synthesis=False,
+        saliency=False,
+        device="cuda",
+        python="PythonSlicer",
+    )
+    assert args == [
+        "PythonSlicer",
+        "-m",
+        "VirtualBiopsyLib",
+        "predict",
+        "in",
+        "--out",
+        "out",
+        "--progress",
+        "json",
+        "--device",
+        "cuda",
+        "--model",
+        "m",
+        "--no-synthesis",
+        "--no-saliency",
+    ]
+    with pytest.raises(ValueError, match="device"):
+        predict_command("in", "out", device="tpu")
