@@ -1,0 +1,385 @@
+"""A deterministic synthetic CESM cohort on disk, with its manifest.
+
+The same seed gives byte-identical files and manifest: every random draw comes from
+``numpy.random.default_rng([seed, patient])`` and every UID from
+``generate_uid(entropy_srcs=[seed, …])``; no clock is read.
+
+The cohort varies what real exams vary, by patient (see :func:`plan_cohort`): GE-style
+and standard Image Type values, MONOCHROME1, compressed transfer syntaxes, files without
+extension, studies of both breasts, patients without DES, late-phase and high-energy
+acquisitions (the readers must skip high energy; late-phase rows are marked ``late``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE
+from VirtualBiopsyLib.errors import OutputExistsError
+from VirtualBiopsyLib.phantom.anatomy import ACR_CATEGORIES, PIXEL_SPACING_MM
+from VirtualBiopsyLib.phantom.dicom_writer import DicomImageSpec, phantom_uid, write_dicom
+from VirtualBiopsyLib.phantom.exam import RenderedBreast, render_breast
+from VirtualBiopsyLib.phantom.files import write_atomically
+from VirtualBiopsyLib.roles import VIEWS, Laterality, View
+
+MANIFEST_NAME = "manifest.csv"
+README_NAME = "PHANTOM_README.txt"
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "study_uid",
+    "laterality",
+    "view",
+    "modality",
+    "path",
+    "label",
+    "acr_density",
+    "phase",
+    "synthetic",
+)
+LAYOUTS: tuple[str, ...] = ("dicom", "cdd-cesm")
+SIZES: tuple[str, ...] = ("small", "full")
+MALIGNANT_SHARE = 0.7  # as in the paper's classification subset (83 of 115)
+_ACR_WEIGHTS = (0.1, 0.4, 0.4, 0.1)
+
+
+@dataclass(frozen=True)
+class PatientPlan:
+    """What one phantom patient's exam holds and how its files are encoded."""
+
+    number: int  # 1-based
+    acr_density: str
+    cases: tuple[tuple[Laterality, str], ...]  # (laterality, label) per imaged breast
+    has_des: bool
+    late_phase: bool
+    high_energy: bool
+    style: str  # "ge" or "standard" Image Type values
+    photometric: str
+    transfer_syntax: str  # "explicit", "jpeg2000" or "jpegls"
+    file_suffix: str  # ".dcm" or "" (PACS exports often have none)
+    age: int
+
+
+def _labels(seed: int, n_cases: int) -> list[str]:
+    """About 70 % malignant, at least one benign once there are two cases, shuffled."""
+    n_benign = max(1, round((1 - MALIGNANT_SHARE) * n_cases)) if n_cases >= 2 else 0
+    labels = ["benign"] * n_benign + ["malignant"] * (n_cases - n_benign)
+    np.random.default_rng([seed, 0x1AB]).shuffle(labels)
+    return labels
+
+
+def _densities(seed: int, patients: int) -> list[str]:
+    """ACR categories: the first four patients cover a–d, the rest follow typical shares."""
+    rng = np.random.default_rng([seed, 0xACE])
+    first = list(rng.permutation(ACR_CATEGORIES))[: min(4, patients)]
+    rest = rng.choice(ACR_CATEGORIES, size=max(0, patients - 4), p=_ACR_WEIGHTS)
+    return [str(category) for category in [*first, *rest]]
+
+
+def plan_cohort(patients: int, seed: int) -> list[PatientPlan]:
+    """Per-patient plans; every variant appears in a cohort of eight or more patients.
+
+    >>> plans = plan_cohort(8, seed=1)
+    >>> sorted({plan.acr_density for plan in plans})
+    ['a', 'b', 'c', 'd']
+    >>> any(not plan.has_des for plan in plans), any(len(plan.cases) == 2 for plan in plans)
+    (True, True)
+    """
+    if patients < 1:
+        raise ValueError("a cohort needs at least one patient")
+    bilateral = [index % 4 == 1 for index in range(patients)]
+    labels = iter(_labels(seed, patients + sum(bilateral)))
+    densities = _densities(seed, patients)
+    plans = []
+    for index in range(patients):
+        rng = np.random.default_rng([seed, index, 0x9A7])
+        first_side = Laterality.L if rng.random() < 0.5 else Laterality.R
+        sides = (Laterality.L, Laterality.R) if bilateral[index] else (first_side,)
+        has_des = index % 7 != 5
+        style = "ge" if index % 2 == 0 else "standard"
+        plans.append(
+            PatientPlan(
+                number=index + 1,
+                acr_density=densities[index],
+                cases=tuple((side, next(labels)) for side in sides),
+                has_des=has_des,
+                late_phase=has_des and index % 5 == 2,
+                high_energy=style == "ge" and index % 3 == 0,
+                style=style,
+                photometric="MONOCHROME1" if index % 6 == 3 else "MONOCHROME2",
+                transfer_syntax={2: "jpeg2000", 3: "jpegls"}.get(index % 4, "explicit"),
+                file_suffix="" if index % 5 == 4 else ".dcm",
+                age=int(rng.integers(35, 80)),
+            )
+        )
+    return plans
+
+
+@dataclass
+class ManifestRow:
+    """One image the readers should use (high-energy images never appear)."""
+
+    patient_id: str
+    study_uid: str
+    laterality: str
+    view: str
+    modality: str
+    path: str  # relative to the cohort folder, forward slashes
+    label: str
+    acr_density: str
+    phase: str
+    synthetic: str = "true"
+
+
+def render_patient(plan: PatientPlan, seed: int, size: str) -> list[RenderedBreast]:
+    """The rendered breasts of one patient (deterministic in ``seed`` and the plan)."""
+    breasts = []
+    for case_index, (laterality, label) in enumerate(plan.cases):
+        rng = np.random.default_rng([seed, plan.number, case_index])
+        breasts.append(
+            render_breast(
+                rng,
+                label,
+                plan.acr_density,
+                size,
+                laterality,
+                late_phase=plan.late_phase,
+                high_energy=plan.high_energy,
+            )
+        )
+    return breasts
+
+
+class _DicomExamWriter:
+    """Writes one patient's study: series by energy and phase, one file per image."""
+
+    SERIES = {
+        ("LE", "early"): 1,
+        ("DES", "early"): 2,
+        ("HE", "early"): 3,
+        ("LE", "late"): 4,
+        ("DES", "late"): 5,
+    }
+
+    def __init__(
+        self, out_dir: Path, plan: PatientPlan, seed: int, size: str, contrast_value3: bool = False
+    ) -> None:
+        self.out_dir, self.plan, self.seed, self.size = out_dir, plan, seed, size
+        self.contrast_value3 = contrast_value3
+        rng = np.random.default_rng([seed, plan.number, 0xD1C])
+        self.study_uid = phantom_uid(seed, plan.number, "study")
+        study_day = date(2023, 1, 2) + timedelta(days=int(rng.integers(0, 700)))
+        self.study_date = study_day.strftime("%Y%m%d")
+        self.start_minute = int(rng.integers(8 * 60, 16 * 60))
+        self.windows = {
+            "LE": (float(rng.uniform(2190, 2470)), float(rng.uniform(750, 900))),
+            "DES": (float(rng.uniform(2085, 2105)), float(rng.uniform(265, 380))),
+            "HE": (float(rng.uniform(2200, 2400)), float(rng.uniform(800, 1000))),
+        }
+        self.instances: dict[int, int] = {}
+        self.file_count = 0
+
+    def _time(self, minute_offset: float) -> str:
+        seconds = int(round((self.start_minute + minute_offset) * 60))
+        return f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
+
+    def write(
+        self,
+        breast: RenderedBreast,
+        view: View,
+        energy: str,
+        phase: str,
+        image: np.ndarray,
+        minute_offset: float,
+    ) -> str:
+        """Write one image; returns its path relative to the cohort folder."""
+        series = self.SERIES[(energy, phase)]
+        self.instances[series] = self.instances.get(series, 0) + 1
+        self.file_count += 1
+        center, width = self.windows[energy]
+        spec = DicomImageSpec(
+            patient_number=self.plan.number,
+            study_uid=self.study_uid,
+            series_uid=phantom_uid(self.seed, self.plan.number, "series", series),
+            sop_uid=phantom_uid(self.seed, self.plan.number, "sop", self.file_count),
+            frame_of_reference_uid=phantom_uid(self.seed, self.plan.number, "frame"),
+            study_date=self.study_date,
+            study_time=self._time(0),
+            acquisition_time=self._time(minute_offset),
+            series_number=series,
+            instance_number=self.instances[series],
+            laterality=breast.laterality,
+            view=view,
+            energy=energy,
+            phase=phase,
+            style=self.plan.style,
+            photometric=self.plan.photometric,
+            transfer_syntax=self.plan.transfer_syntax,
+            window_center=center,
+            window_width=width,
+            spacing_mm=PIXEL_SPACING_MM[self.size],
+            patient_age=self.plan.age,
+            contrast_value3=self.contrast_value3,
+        )
+        relative = (
+            f"dicom/PHANTOM-{self.plan.number:04d}/IM{self.file_count:04d}{self.plan.file_suffix}"
+        )
+        write_dicom(self.out_dir / relative, image, spec)
+        return relative
+
+
+def _write_dicom_patient(
+    out_dir: Path,
+    plan: PatientPlan,
+    seed: int,
+    size: str,
+    breasts: list[RenderedBreast],
+    contrast_value3: bool = False,
+) -> list[ManifestRow]:
+    writer = _DicomExamWriter(out_dir, plan, seed, size, contrast_value3)
+    rows = []
+
+    def add(breast: RenderedBreast, view: View, modality: str, phase: str, path: str) -> None:
+        rows.append(
+            ManifestRow(
+                f"PHANTOM-{plan.number:04d}",
+                writer.study_uid,
+                breast.laterality.value,
+                view.value,
+                modality,
+                path,
+                breast.label,
+                plan.acr_density,
+                phase,
+            )
+        )
+
+    for order, (breast, view) in enumerate((b, v) for b in breasts for v in VIEWS):
+        minute = 2.0 + order
+        slot_le, slot_des = f"LE_{view.value}", f"DES_{view.value}"
+        add(
+            breast,
+            view,
+            "LE",
+            "early",
+            writer.write(breast, view, "LE", "early", breast.images[slot_le], minute),
+        )
+        if plan.high_energy:
+            writer.write(breast, view, "HE", "early", breast.high_energy[view.value], minute)
+        if plan.has_des:
+            add(
+                breast,
+                view,
+                "DES",
+                "early",
+                writer.write(breast, view, "DES", "early", breast.images[slot_des], minute),
+            )
+    for breast in breasts:
+        for slot, image in breast.late_images.items():
+            modality, view_name = slot.split("_")
+            view = View(view_name)
+            add(
+                breast,
+                view,
+                modality,
+                "late",
+                writer.write(breast, view, modality, "late", image, 8.0 + len(rows)),
+            )
+    return rows
+
+
+def write_manifest(path: Path, rows: list[ManifestRow]) -> Path:
+    """Write ``manifest.csv`` (columns :data:`MANIFEST_COLUMNS`) atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(vars(row))
+    text = buffer.getvalue()
+    return write_atomically(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    """The rows of a phantom ``manifest.csv`` as dictionaries."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _readme_text(patients: int, seed: int, size: str, layout: str) -> str:
+    return (
+        "VirtualBiopsy synthetic CESM cohort (phantom)\n\n"
+        f"{SYNTHETIC_NOTICE}\n{RESEARCH_USE_NOTICE}\n\n"
+        "Every image here was generated by a program; none shows a patient.\n"
+        f"patients={patients} seed={seed} size={size} layout={layout}\n"
+        "manifest.csv lists the images to use (label, ACR density, phase); "
+        "high-energy images are not listed.\n"
+    )
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to touch a non-empty folder unless it is an earlier phantom and overwrite is on."""
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return
+    if not overwrite:
+        raise OutputExistsError(
+            f"{out_dir}: folder is not empty; pass --overwrite to replace an earlier phantom cohort"
+        )
+    if not (out_dir / README_NAME).is_file():
+        raise OutputExistsError(
+            f"{out_dir}: not empty and not a phantom cohort (no "
+            f"{README_NAME}); refusing to overwrite it"
+        )
+    shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+
+
+def generate_cohort(
+    out_dir: Path | str,
+    patients: int,
+    seed: int,
+    size: str = "small",
+    layout: str = "dicom",
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    contrast_value3: bool = False,
+) -> Path:
+    """Write a synthetic cohort of ``patients`` patients and return the manifest path.
+
+    ``contrast_value3`` writes POST_CONTRAST in Image Type value 3 of the standard-style
+    files (DICOM CP-1342); off by default because the Debian ``dciodvfy`` rejects it.
+
+    >>> import tempfile
+    >>> manifest = generate_cohort(Path(tempfile.mkdtemp()) / "cohort", patients=2, seed=0)
+    >>> manifest.name, manifest.read_text().splitlines()[0].split(",")[:3]
+    ('manifest.csv', ['patient_id', 'study_uid', 'laterality'])
+    """
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; expected one of {', '.join(SIZES)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    out_dir = Path(out_dir)
+    _prepare_out_dir(out_dir, overwrite)
+    plans = plan_cohort(patients, seed)
+    rows: list[ManifestRow] = []
+    if layout == "dicom":
+        for done, plan in enumerate(plans, start=1):
+            breasts = render_patient(plan, seed, size)
+            rows.extend(_write_dicom_patient(out_dir, plan, seed, size, breasts, contrast_value3))
+            if progress is not None:
+                progress(done, len(plans))
+    else:
+        from VirtualBiopsyLib.phantom.cdd_cesm import write_cdd_cesm_cohort
+
+        rows = write_cdd_cesm_cohort(out_dir, plans, seed, size, progress)
+    readme = _readme_text(patients, seed, size, layout)
+    write_atomically(out_dir / README_NAME, lambda temp: temp.write_text(readme, "utf-8"))
+    return write_manifest(out_dir / MANIFEST_NAME, rows)
