@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, stats
+from skimage.measure import regionprops
 
 from VirtualBiopsyLib.phantom import render_breast, render_exam
 from VirtualBiopsyLib.phantom.anatomy import IMAGE_SHAPES, power_law_noise
+from VirtualBiopsyLib.phantom.lesion import draw_enhancement
 from VirtualBiopsyLib.roles import SLOTS
 
 SEEDS = range(10)
@@ -113,6 +115,49 @@ def test_le_lesion_is_masked_by_dense_tissue():
 
     # The DES contrast of the same lesions does not depend on density; LE contrast does.
     assert mean_le_contrast("d") < 0.6 * mean_le_contrast("a")
+
+
+def _margin_irregularity(lesion_mask: np.ndarray) -> float:
+    """1 − solidity of the lesion as outlined in LE: 0 for a convex (oval) mass."""
+    return 1.0 - float(regionprops(lesion_mask.astype(np.uint8))[0].solidity)
+
+
+def _des_enhancement(breast) -> float:
+    """Mean DES inside the lesion above the breast's median DES (its background)."""
+    des, lesion = breast.images["DES_CC"], breast.lesion_masks["CC"]
+    return float(des[lesion].mean() - np.median(des[breast.breast_masks["CC"]]))
+
+
+def test_le_morphology_carries_part_of_the_malignancy_and_of_the_des_enhancement():
+    """Malignant masses look more irregular in LE; DES enhancement follows that only in part."""
+    irregularity, enhancement, malignant = [], [], []
+    for seed in range(24):
+        for label in ("malignant", "benign"):
+            breast = render_breast(100 + seed, label, "abcd"[seed % 4])
+            irregularity.append(_margin_irregularity(breast.lesion_masks["CC"]))
+            enhancement.append(_des_enhancement(breast))
+            malignant.append(label == "malignant")
+    irregularity, enhancement = np.array(irregularity), np.array(enhancement)
+    malignant = np.array(malignant)
+    mean_malignant, mean_benign = irregularity[malignant].mean(), irregularity[~malignant].mean()
+    assert mean_malignant > 1.5 * mean_benign, (mean_malignant, mean_benign)
+    # ... but the classes overlap: some benign masses are more irregular than some malignant.
+    assert irregularity[~malignant].max() > np.percentile(irregularity[malignant], 25)
+    rho = stats.spearmanr(irregularity, enhancement)[0]
+    assert 0.15 < rho < 0.8, rho
+
+
+def test_enhancement_depends_on_aggressiveness_and_on_the_label_alone():
+    """Two sources: the LE-visible aggressiveness, and the label (seen only in DES)."""
+
+    def mean_strength(label: str, aggressiveness: float) -> float:
+        rng = np.random.default_rng(5)
+        return float(np.mean([draw_enhancement(rng, label, aggressiveness)[0] for _ in range(400)]))
+
+    for label in ("malignant", "benign"):
+        assert mean_strength(label, 0.9) > mean_strength(label, 0.1) + 0.1
+    for aggressiveness in (0.2, 0.8):
+        assert mean_strength("malignant", aggressiveness) > mean_strength("benign", aggressiveness)
 
 
 def test_late_phase_and_high_energy_images_when_asked():

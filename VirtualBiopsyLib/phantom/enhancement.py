@@ -3,12 +3,16 @@
 Both are composed from the same :class:`~.anatomy.ViewAnatomy` and lesion, so LE and DES of
 a view are pixel-aligned. What DES shows is only partly predictable from LE:
 
-- LE: fat, fibroglandular tissue, pectoral muscle, skin line; the lesion's density is
-  masked where tissue is dense, so in dense breasts it nearly vanishes;
+- LE: fat, fibroglandular tissue, pectoral muscle, skin line and the lesion, whose
+  density, size, margin irregularity, spiculation and margin blur grow with its latent
+  aggressiveness (see :mod:`.lesion`); its density is masked where tissue is dense, so in
+  dense breasts it nearly vanishes;
 - DES: a low, flat anatomical background, background parenchymal enhancement (BPE) at a
-  random level per patient, enhancing vessels, and lesion enhancement whose strength and
-  pattern depend on the label (malignant: strong, heterogeneous or rim; benign: weak or
-  none). None of these is visible in LE.
+  random level per patient, enhancing vessels, and lesion enhancement whose strength
+  follows partly the aggressiveness (hence partly predictable from LE morphology) and
+  partly the label and chance, with a label-dependent pattern (malignant: heterogeneous,
+  rim or homogeneous; benign: homogeneous, sometimes heterogeneous, or none). BPE,
+  vessels and the DES-only part of the enhancement are not visible in LE.
 
 Values are presentation-space floats (0 = black, 1 = white), as a radiologist sees them.
 """
@@ -88,7 +92,7 @@ def draw_view_components(
     bpe_texture = np.clip(0.5 + 0.35 * power_law_noise(rng, shape, beta=2.2), 0.0, 1.0)
     heterogeneity = np.ones(shape, dtype=np.float32)
     if lesion.pattern == "heterogeneous":  # only the lesion's bounding box needs texture
-        rows, cols = np.nonzero(lesion_maps.body > 0.01)
+        rows, cols = np.nonzero(lesion_maps.enhancing > 0.01)
         if rows.size:
             box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
             patch = power_law_noise(rng, heterogeneity[box].shape, beta=1.6)
@@ -119,17 +123,17 @@ def form_low_energy(components: ViewComponents, rng: np.random.Generator) -> np.
 
 
 def lesion_enhancement(components: ViewComponents) -> np.ndarray:
-    """DES lesion enhancement: strength and pattern set by the label (see module docstring)."""
+    """DES lesion enhancement inside the sharp tumour margin (see module docstring)."""
     lesion, maps = components.lesion, components.lesion_maps
     if lesion.pattern == "none" or lesion.enhancement <= 0:
-        return np.zeros_like(maps.body)
+        return np.zeros_like(maps.enhancing)
     if lesion.pattern == "rim":
         weight = 0.25 + 0.75 * np.clip((maps.relative_radius - 0.5) / 0.35, 0.0, 1.0)
     elif lesion.pattern == "heterogeneous":
         weight = components.heterogeneity
     else:
-        weight = np.ones_like(maps.body)
-    return (lesion.enhancement * weight * maps.body).astype(np.float32)
+        weight = np.ones_like(maps.enhancing)
+    return (lesion.enhancement * weight * maps.enhancing).astype(np.float32)
 
 
 def form_subtracted(
@@ -137,7 +141,7 @@ def form_subtracted(
     rng: np.random.Generator,
     phase: str = "early",
 ) -> np.ndarray:
-    """DES image: flat background, BPE, vessels and label-dependent lesion enhancement."""
+    """DES image: flat background, BPE, vessels and the lesion's enhancement."""
     anatomy = components.anatomy
     phase_factor = 1.0 if phase == "early" else LATE_PHASE_FACTOR[components.lesion.label]
     bpe = BPE_LEVELS[components.bpe_level] * (1.0 if phase == "early" else 1.3)
