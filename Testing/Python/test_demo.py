@@ -1,0 +1,80 @@
+"""``virtual-biopsy demo``: synthetic cohort → two exams (one with synthesized DES) → reports."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE
+from VirtualBiopsyLib.cli import EXIT_OK, EXIT_OUTPUT_EXISTS, main
+from VirtualBiopsyLib.commands.demo import MARKER
+from VirtualBiopsyLib.inference import runner
+from VirtualBiopsyLib.inference.fixtures import write_untrained_package
+from VirtualBiopsyLib.models.package import demo_package_path
+
+
+@pytest.fixture()
+def tiny_demo_model(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:
+    """Stand in for the trained demo package: same role (is_demo), untrained weights."""
+    package = write_untrained_package(
+        tmp_path_factory.mktemp("demo") / "DemoModel", n_folds=2, image_size=64, is_demo=True
+    )
+    monkeypatch.setattr(runner, "demo_package_path", lambda: package)
+    return package
+
+
+def test_demo_shows_real_and_synthetic_des_and_says_it_is_synthetic(
+    tiny_demo_model, tmp_path, capsys
+):
+    out = tmp_path / "demo-output"
+    assert main(["demo", "--out", str(out)]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert SYNTHETIC_NOTICE in printed and RESEARCH_USE_NOTICE in printed
+    assert "DEMO MODEL" in printed
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("results/*/result.json"))]
+    assert len(results) == 2
+    sources = [{slot: v["source"] for slot, v in r["inputs"].items()} for r in results]
+    assert any(s["DES_CC"] == "real" and s["DES_MLO"] == "real" for s in sources)
+    assert any(s["DES_CC"] == "synthetic" and s["DES_MLO"] == "synthetic" for s in sources)
+    assert all(r["model"]["is_demo"] for r in results)
+    for result_json in out.glob("results/*/result.json"):
+        assert (result_json.parent / "report.png").is_file()
+        assert str(result_json.parent / "report.png") in printed
+    assert "PHANTOM-" not in printed  # case keys only, even for phantom patients
+
+
+def test_demo_refuses_to_overwrite_unless_asked(tiny_demo_model, tmp_path, capsys):
+    out = tmp_path / "demo-output"
+    out.mkdir()
+    (out / MARKER).write_text("an earlier demo")
+    (out / "stale.txt").write_text("from the earlier demo")
+    assert main(["demo", "--out", str(out)]) == EXIT_OUTPUT_EXISTS
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "stale.txt").exists()
+    assert main(["demo", "--out", str(out), "--overwrite"]) == EXIT_OK
+    assert (out / MARKER).is_file() and not (out / "stale.txt").exists()
+    assert len(list(out.glob("results/*/result.json"))) == 2
+
+
+def test_demo_never_deletes_a_folder_that_is_not_a_demo(tiny_demo_model, tmp_path, capsys):
+    out = tmp_path / "my-data"
+    out.mkdir()
+    (out / "precious.dcm").write_bytes(b"user data")
+    assert main(["demo", "--out", str(out), "--overwrite"]) == EXIT_OUTPUT_EXISTS
+    assert (out / "precious.dcm").read_bytes() == b"user data"
+    assert "refusing" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (demo_package_path() / "model.json").is_file(),
+    reason="the trained demo package is not built yet (make demo-model)",
+)
+def test_demo_with_the_bundled_model_runs_within_thirty_seconds(tmp_path, capsys):
+    started = time.perf_counter()
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == EXIT_OK
+    assert time.perf_counter() - started < 30.0
+    assert "DEMO MODEL" in capsys.readouterr().out

@@ -1,0 +1,235 @@
+"""``virtual-biopsy predict PATH... --out DIR``: the virtual biopsy of every case found.
+
+PATHs are files or folders (DICOM, CDD-CESM JPEG/PNG, or a folder of slot files
+``LE_CC.nrrd`` … with an optional ``case.json``, the form the Slicer module hands over).
+Each case gets ``<out>/<case key>/`` with ``result.json``, ``report.png``, synthetic DES
+and saliency maps as NRRD (and DICOM with ``--export-dicom``).
+
+Output on stdout: a short summary per case, or with ``--progress json`` one JSON object
+per line (``{"step", "fraction", "message"}``, last ``{"step": "done", …, "results"}``).
+Exit codes: 0 ok, 1 internal error, 2 usage / missing PATH, 3 bad input or a case that
+cannot be classified (the other cases are still written), 4 bad model package, 5 output
+exists (nothing written).
+
+Example::
+
+    virtual-biopsy predict exam/ --model MyModel --out results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from VirtualBiopsyLib import RESEARCH_USE_NOTICE
+from VirtualBiopsyLib.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_BAD_MODEL,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_OUTPUT_EXISTS,
+    EXIT_USAGE,
+)
+from VirtualBiopsyLib.errors import (
+    CaseError,
+    ImageError,
+    ModelPackageError,
+    OutputExistsError,
+    VirtualBiopsyError,
+)
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``predict`` sub-command."""
+    parser = subparsers.add_parser(
+        "predict",
+        help="virtual biopsy of the cases in files or folders",
+        description="Classify each case (LE and DES, CC and MLO; missing DES synthesized "
+        "from LE), fuse by MCC weights, and write result.json, report.png, synthetic DES and "
+        "saliency maps per case. " + RESEARCH_USE_NOTICE,
+    )
+    add_predict_arguments(parser)
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="output folder; one sub-folder per case",
+    )
+    parser.set_defaults(func=run)
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``predict`` (kept together so another front end can reuse them)."""
+    parser.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="model package folder (default: the bundled DEMO model)",
+    )
+    parser.add_argument(
+        "--no-synthesis",
+        dest="synthesis",
+        action="store_false",
+        help="do not synthesize a missing DES from LE",
+    )
+    parser.add_argument(
+        "--saliency",
+        dest="saliency",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Grad-CAM saliency maps (default: on)",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--synthesis-precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="bfloat16 roughly halves synthesis time on CPUs with bf16 units; the "
+        "synthetic DES then differs slightly from float32 (default: float32)",
+    )
+    parser.add_argument(
+        "--export-dicom",
+        action="store_true",
+        help="also write synthetic DES as DICOM (Secondary Capture)",
+    )
+    parser.add_argument(
+        "--progress",
+        choices=("bar", "json"),
+        default="bar",
+        help="progress as a bar on stderr (default) or JSON lines on stdout",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing case output folders"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``predict``; returns the exit code (see the module docstring)."""
+    from VirtualBiopsyLib.inference.threads import configure_cpu_threads
+
+    configure_cpu_threads()  # before torch loads
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        return _fail(args, EXIT_USAGE, f"no such file or folder: {', '.join(missing)}")
+    try:
+        return _predict(args)
+    except (ImageError, CaseError) as error:
+        return _fail(args, EXIT_BAD_INPUT, str(error))
+    except ModelPackageError as error:
+        return _fail(args, EXIT_BAD_MODEL, f"model package: {error}")
+    except OutputExistsError as error:
+        return _fail(args, EXIT_OUTPUT_EXISTS, str(error))
+    except VirtualBiopsyError as error:
+        return _fail(args, EXIT_BAD_INPUT, str(error))
+    except UsageError as error:
+        return _fail(args, EXIT_USAGE, str(error))
+    except Exception as error:  # the command line never ends in a bare traceback
+        log.debug("internal error", exc_info=True)
+        return _fail(args, EXIT_INTERNAL, f"internal error: {type(error).__name__}: {error}")
+
+
+class UsageError(Exception):
+    """An option that cannot be honoured here (e.g. CUDA on a machine without it)."""
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from VirtualBiopsyLib.inference.runner import predict_paths
+
+    _check_device(args.device)
+    progress = _reporter(args.progress)
+    try:
+        run = predict_paths(
+            args.paths,
+            args.out,
+            args.model,
+            device=args.device,
+            synthesis=args.synthesis,
+            saliency=args.saliency,
+            export_dicom=args.export_dicom,
+            overwrite=args.overwrite,
+            progress=progress,
+            synthesis_precision=args.synthesis_precision,
+        )
+    finally:
+        if hasattr(progress, "close"):
+            progress.close()
+    message = f"{len(run.folders)} case(s) written to {args.out}"
+    if run.failures:
+        message += f"; {len(run.failures)} case(s) not classified"
+    if args.progress == "json":  # failures first: "done" stays the last line
+        for failure in run.failures:
+            _json_line({"step": "error", "fraction": 1.0, "message": failure})
+    progress.done(message, run.result_files)
+    if args.progress != "json":
+        print_summary(run, sys.stdout)
+    gathered = run.gathered
+    for line in gathered.errors if gathered is not None else []:
+        print(f"virtual-biopsy predict: warning: unreadable file {line}", file=sys.stderr)
+    for failure in run.failures:
+        print(f"virtual-biopsy predict: case not classified: {failure}", file=sys.stderr)
+    return EXIT_BAD_INPUT if run.failures else EXIT_OK
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available on this machine")
+
+
+def _reporter(kind: str) -> Any:
+    from VirtualBiopsyLib.inference.progress import JsonLinesProgress, TqdmProgress
+
+    return JsonLinesProgress(sys.stdout) if kind == "json" else TqdmProgress(sys.stderr)
+
+
+def print_summary(run: Any, stream: Any) -> None:
+    """A few lines per case for people: label, probability, sources, where the report is.
+
+    Case keys only, never patient names or IDs.
+    """
+    demo = any(result.model.is_demo for result in run.results)
+    if demo:
+        print(
+            "DEMO MODEL: trained on synthetic phantom data only; its numbers mean nothing "
+            "about real patients.",
+            file=stream,
+        )
+    for result, folder in zip(run.results, run.folders, strict=True):
+        fused = result.fused
+        sources = ", ".join(
+            f"{slot} {record.source.value}" for slot, record in result.inputs.items()
+        )
+        print(
+            f"{result.key}: {result.label.upper()}  p(malignant) = {fused.mean:.3f} "
+            f"± {fused.sem:.3f} (SE over {len(fused.folds)} folds, threshold "
+            f"{result.threshold:.2f})",
+            file=stream,
+        )
+        print(f"  inputs: {sources}", file=stream)
+        print(f"  report: {folder / 'report.png'}", file=stream)
+    print(RESEARCH_USE_NOTICE, file=stream)
+
+
+def _json_line(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(args: argparse.Namespace, code: int, message: str) -> int:
+    if getattr(args, "progress", None) == "json":
+        _json_line({"step": "error", "fraction": 1.0, "message": message, "exit_code": code})
+    print(
+        f"virtual-biopsy {getattr(args, 'command', 'predict')}: error: {message}", file=sys.stderr
+    )
+    return code

@@ -1,0 +1,131 @@
+"""Progress reporters: how a long run tells its caller where it is.
+
+The pipeline only knows the :class:`ProgressReporter` protocol, so the command line
+(JSON lines for the Slicer module, a tqdm bar for people), the Python console (a
+callback) and the tests (a list) plug in without the pipeline knowing which.
+
+>>> import io
+>>> stream = io.StringIO()
+>>> reporter = JsonLinesProgress(stream)
+>>> reporter.report("classify", 0.5, "classifying LE_CC")
+>>> stream.getvalue()
+'{"step": "classify", "fraction": 0.5, "message": "classifying LE_CC"}\\n'
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import IO, Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class ProgressReporter(Protocol):
+    """Anything that can be told 'step X is at fraction f of the whole run'."""
+
+    def report(self, step: str, fraction: float, message: str) -> None:
+        """Record that ``step`` has been reached; ``fraction`` of the whole run is done."""
+
+    def done(self, message: str, results: Sequence[str]) -> None:
+        """Record the end of the run with the paths of the results it wrote."""
+
+
+def _clamp(fraction: float) -> float:
+    return round(min(1.0, max(0.0, float(fraction))), 4)
+
+
+class NullProgress:
+    """Reports nothing; the default when the caller passes no reporter."""
+
+    def report(self, step: str, fraction: float, message: str) -> None:
+        return None
+
+    def done(self, message: str, results: Sequence[str]) -> None:
+        return None
+
+
+class JsonLinesProgress:
+    """One JSON object per line, flushed at once, so a parent process can follow along.
+
+    This is the form the Slicer module reads from the predict process's stdout.
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._stream.write(json.dumps(record) + "\n")
+        self._stream.flush()
+
+    def report(self, step: str, fraction: float, message: str) -> None:
+        self._write({"step": step, "fraction": _clamp(fraction), "message": message})
+
+    def done(self, message: str, results: Sequence[str]) -> None:
+        self._write({"step": "done", "fraction": 1.0, "message": message, "results": list(results)})
+
+
+class TqdmProgress:
+    """A progress bar on stderr for people at a terminal (stdout stays for the summary)."""
+
+    def __init__(self, stream: IO[str] | None = None, total: int = 1000) -> None:
+        from tqdm import tqdm
+
+        self._total = total
+        self._bar = tqdm(
+            total=total,
+            file=stream if stream is not None else sys.stderr,
+            unit="‰",
+            bar_format="{l_bar}{bar}| {elapsed}<{remaining}",
+            leave=False,
+        )
+
+    def report(self, step: str, fraction: float, message: str) -> None:
+        target = int(_clamp(fraction) * self._total)
+        if target > self._bar.n:
+            self._bar.update(target - self._bar.n)
+        self._bar.set_description_str(message[:60])
+
+    def done(self, message: str, results: Sequence[str]) -> None:
+        self.report("done", 1.0, message)
+        self.close()
+
+    def close(self) -> None:
+        """Remove the bar (also on errors, so a message is not printed over it)."""
+        self._bar.close()
+
+
+class CallbackProgress:
+    """Calls ``callback(step, fraction, message)``; for the console or a GUI thread."""
+
+    def __init__(self, callback: Callable[[str, float, str], None]) -> None:
+        self._callback = callback
+
+    def report(self, step: str, fraction: float, message: str) -> None:
+        self._callback(step, _clamp(fraction), message)
+
+    def done(self, message: str, results: Sequence[str]) -> None:
+        self._callback("done", 1.0, message)
+
+
+class ScaledProgress:
+    """Maps a sub-task's 0..1 onto ``[start, end]`` of its parent (one case of many).
+
+    >>> seen = []
+    >>> parent = CallbackProgress(lambda step, f, m: seen.append(f))
+    >>> ScaledProgress(parent, 0.5, 1.0).report("classify", 0.5, "")
+    >>> seen
+    [0.75]
+    """
+
+    def __init__(self, parent: ProgressReporter, start: float, end: float) -> None:
+        self._parent = parent
+        self._start = start
+        self._end = end
+
+    def report(self, step: str, fraction: float, message: str) -> None:
+        scaled = self._start + (self._end - self._start) * _clamp(fraction)
+        self._parent.report(step, scaled, message)
+
+    def done(self, message: str, results: Sequence[str]) -> None:
+        self._parent.report("case-done", self._end, message)
