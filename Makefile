@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/virtual-biopsy demo
+	$(BIN)/virtual-biopsy demo --out demo-output --overwrite
 
 test: $(STAMP)
 	$(BIN)/ruff check .
