@@ -1,0 +1,58 @@
+"""Training configuration: the paper's defaults, JSON round trip, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from Training.config import ConfigError, RunConfig, tiny_config
+
+
+def test_defaults_are_the_papers_numbers() -> None:
+    config = RunConfig()
+    c, g, a = config.classifier, config.generator, config.classifier.augment
+    assert (c.learning_rate, c.beta1, c.weight_decay) == (1e-3, 0.9, 1e-5)
+    assert (c.lr_factor, c.lr_patience) == (0.1, 10)
+    assert (c.max_epochs, c.early_stopping_patience, c.warmup_epochs) == (300, 50, 50)
+    assert (a.shift_fraction, a.zoom_fraction, a.rotation_degrees) == (0.1, 0.1, 15.0)
+    assert (g.learning_rate, g.beta1, g.weight_decay) == (1e-5, 0.5, 1e-5)
+    assert (g.lambda_cycle, g.lambda_identity) == (10.0, 5.0)
+    assert (g.max_epochs, g.early_stopping_patience, g.warmup_epochs) == (200, 50, 50)
+    assert (g.ngf, g.n_blocks, g.ndf, g.n_layers) == (64, 9, 64, 3)
+    assert (config.image_size, config.splits.n_folds, config.threshold) == (256, 5, 0.5)
+
+
+def test_config_round_trips_through_json(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    tiny_config(seed=4).save(path)
+    assert RunConfig.load(path) == tiny_config(seed=4)
+    assert json.loads(path.read_text())["classifier"]["architecture"] == "demo"
+
+
+def test_unknown_key_names_the_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    data = RunConfig().to_dict()
+    data["classifier"]["learning_rat"] = 0.1
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=r"config\.json.*learning_rat"):
+        RunConfig.load(path)
+
+
+def test_bad_values_are_refused() -> None:
+    data = RunConfig().to_dict()
+    data["classifier"]["architecture"] = "alexnet"
+    with pytest.raises(ConfigError, match="alexnet"):
+        RunConfig.from_dict(data)
+    data = RunConfig().to_dict()
+    data["classifier"]["batch_size"] = 0
+    with pytest.raises(ConfigError, match="batch_size"):
+        RunConfig.from_dict(data)
+
+
+def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="config.json"):
+        RunConfig.load(path)

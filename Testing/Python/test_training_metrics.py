@@ -1,0 +1,67 @@
+"""The paper's metrics, checked against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from Training.metrics import (
+    auc,
+    classification_metrics,
+    format_mean_se,
+    g_mean,
+    generation_metrics,
+    mcc,
+    mean_and_standard_error,
+)
+
+
+def test_g_mean_is_sqrt_of_recall_times_specificity() -> None:
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.1, 0.1, 0.1, 0.1, 0.1])
+    recall, specificity = 3 / 4, 5 / 6
+    assert g_mean(labels, scores) == pytest.approx(math.sqrt(recall * specificity))
+
+
+def test_mcc_matches_the_confusion_matrix_formula() -> None:
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.1, 0.1, 0.1, 0.1, 0.1])
+    tp, fn, fp, tn = 3, 1, 1, 5
+    expected = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert mcc(labels, scores) == pytest.approx(expected)
+
+
+def test_threshold_is_inclusive() -> None:
+    assert mcc(np.array([0, 1]), np.array([0.49, 0.5])) == pytest.approx(1.0)
+
+
+def test_auc_is_undefined_with_one_class() -> None:
+    assert math.isnan(auc(np.array([1, 1]), np.array([0.2, 0.9])))
+    assert math.isnan(classification_metrics(np.array([0, 0]), np.array([0.1, 0.7]))["g_mean"])
+
+
+def test_auc_of_a_perfect_ranking_is_one() -> None:
+    assert auc(np.array([0, 0, 1]), np.array([0.1, 0.3, 0.2 + 0.6])) == 1.0
+
+
+def test_generation_metrics_with_data_range_one() -> None:
+    rng = np.random.default_rng(0)
+    real_des = rng.random((32, 32))
+    assert generation_metrics(real_des, real_des)["ssim"] == pytest.approx(1.0)
+    synthetic_des = np.clip(real_des + 0.1, 0, 1)
+    scores = generation_metrics(synthetic_des, real_des)
+    mse = float(np.mean((synthetic_des - real_des) ** 2))
+    assert scores["mse"] == pytest.approx(mse)
+    assert scores["psnr"] == pytest.approx(10 * math.log10(1.0 / mse))
+    assert 0 < scores["ssim"] < 1
+
+
+def test_mean_and_standard_error_over_folds() -> None:
+    values = [0.6, 0.7, 0.8, 0.9, 1.0]
+    mean, error = mean_and_standard_error(values)
+    assert mean == pytest.approx(0.8)
+    assert error == pytest.approx(np.std(values, ddof=1) / math.sqrt(5))
+    assert mean_and_standard_error([0.5, math.nan])[0] == 0.5
+    assert format_mean_se([0.6, 0.8]) == "70.00 ± 10.00"

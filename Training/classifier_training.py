@@ -1,0 +1,270 @@
+"""Train one modality-view classifier f[m,v] with the paper's recipe.
+
+Cross-entropy, Adam (lr 1e-3, β1 0.9, weight decay 1e-5), ReduceLROnPlateau (×0.1 after 10
+epochs without a better validation loss), early stopping on validation loss (patience 50
+after a 50-epoch warm-up), at most 300 epochs, augmentation on the training images only.
+The weights with the best validation loss are kept. Every epoch ends with a checkpoint,
+so ``resume=True`` continues a killed run to the same result (on CPU with fixed seeds).
+
+>>> import torch
+>>> from Training.config import ClassifierConfig
+>>> data = ImageSet(torch.rand(8, 1, 32, 32), torch.tensor([0, 1] * 4))
+>>> result = train_classifier(data, data, ClassifierConfig(architecture="demo", max_epochs=1),
+...                           work_dir=None, seed=0, progress=False)
+>>> result.epochs_run, len(result.history)
+(1, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from Training.augment import RandomAffine2d
+from Training.config import ClassifierConfig
+from Training.runtime import (
+    CheckpointStore,
+    EarlyStopping,
+    Runtime,
+    copy_state,
+    evaluating,
+    make_runtime,
+    rng_from_json,
+    rng_state_to_json,
+    unwrap,
+)
+from VirtualBiopsyLib.models.classifiers import MalignancyClassifier, build_classifier
+
+
+@dataclass
+class ImageSet:
+    """Images ``[N, 1, H, W]`` in [0, 1] with labels ``[N]`` (0 benign, 1 malignant)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass
+class ClassifierResult:
+    """The best-validation-loss model and how training went."""
+
+    model: MalignancyClassifier
+    best_val_loss: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def train_classifier(
+    train: ImageSet,
+    val: ImageSet,
+    config: ClassifierConfig,
+    work_dir: Path | None,
+    seed: int = 0,
+    runtime: Runtime | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    description: str = "classifier",
+    stop_after_epochs: int | None = None,
+) -> ClassifierResult:
+    """Train one classifier; ``work_dir`` (if given) receives an every-epoch checkpoint.
+
+    ``stop_after_epochs`` ends the call after that many epochs of this call, as a kill
+    would (used by the resume test); the checkpoint lets a later call continue.
+    """
+    runtime = runtime or make_runtime("cpu")
+    torch.manual_seed(seed)
+    model = runtime.prepare_model(build_classifier(config.architecture, config.pretrained_weights))
+    loop = _ClassifierLoop(model, config, seed, runtime)
+    store = CheckpointStore(work_dir) if work_dir is not None else None
+    if resume and store is not None and store.exists():
+        loop.restore(store)
+    bar = tqdm(
+        total=config.max_epochs,
+        initial=loop.epoch,
+        desc=description,
+        disable=not (progress and runtime.is_main),
+        leave=False,
+    )
+    epochs_this_call = 0
+    with bar:
+        while loop.epoch < config.max_epochs and not loop.stopper.should_stop:
+            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+                break
+            record = loop.run_epoch(train, val)
+            epochs_this_call += 1
+            bar.update(1)
+            bar.set_postfix(val_loss=f"{record['val_loss']:.4f}")
+            if store is not None and runtime.is_main:
+                loop.save(store)
+    best = build_classifier(config.architecture)
+    best.load_state_dict(loop.best_state)
+    return ClassifierResult(
+        model=best.eval(),
+        best_val_loss=loop.stopper.best_loss,
+        best_epoch=loop.stopper.best_epoch,
+        epochs_run=loop.epoch,
+        history=loop.history,
+    )
+
+
+class _ClassifierLoop:
+    """Mutable state of one classifier's training: model, optimiser, RNGs, counters."""
+
+    def __init__(
+        self, model: nn.Module, config: ClassifierConfig, seed: int, runtime: Runtime
+    ) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.model = model
+        self.network = runtime.wrap(model)
+        self.optimizer = torch.optim.Adam(
+            model.parameters(),
+            lr=config.learning_rate,
+            betas=(config.beta1, config.beta2),
+            weight_decay=config.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+        )
+        self.scaler = runtime.grad_scaler()
+        self.loss_function = nn.CrossEntropyLoss()
+        self.shuffle = torch.Generator().manual_seed(seed)
+        self.augment = RandomAffine2d(config.augment, np.random.default_rng(seed))
+        self.stopper = EarlyStopping(config.early_stopping_patience, config.warmup_epochs)
+        self.best_state = copy_state(model)
+        self.history: list[dict[str, float]] = []
+        self.epoch = 0
+        self.seed = seed
+
+    def run_epoch(self, train: ImageSet, val: ImageSet) -> dict[str, float]:
+        train_loss = self._train_one_epoch(train)
+        val_loss = self.validation_loss(val)
+        self.scheduler.step(val_loss)
+        if self.stopper.update(val_loss) or not self.config.keep_best:
+            self.best_state = copy_state(self.model)
+        record = {
+            "epoch": self.epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        self.history.append(record)
+        self.epoch += 1
+        return record
+
+    def _train_one_epoch(self, train: ImageSet) -> float:
+        self.network.train()
+        total, count = 0.0, 0
+        for indices in _batches(
+            len(train), self.config.batch_size, self.shuffle, self.runtime, self.seed, self.epoch
+        ):
+            images = self.augment(train.images[indices])
+            images = self.runtime.prepare_batch(images)
+            labels = train.labels[indices].to(self.runtime.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            with self.runtime.autocast():
+                loss = self.loss_function(self.network(images), labels)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += float(loss.detach()) * len(indices)
+            count += len(indices)
+        return total / max(count, 1)
+
+    def validation_loss(self, val: ImageSet) -> float:
+        """Mean cross-entropy over the validation images (no augmentation)."""
+        if len(val) == 0:
+            return math.nan
+        total = 0.0
+        with evaluating(self.model):
+            for start in range(0, len(val), 64):
+                images = self.runtime.prepare_batch(val.images[start : start + 64])
+                labels = val.labels[start : start + 64].to(self.runtime.device)
+                with self.runtime.autocast():
+                    logits = self.model(images)
+                total += float(nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
+        return total / len(val)
+
+    def save(self, store: CheckpointStore) -> None:
+        torch_state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "shuffle_rng": self.shuffle.get_state(),
+        }
+        state = {
+            "epoch": self.epoch,
+            "stopper": self.stopper.state_dict(),
+            "history": self.history,
+            "augment_rng": rng_state_to_json(self.augment.rng),
+        }
+        store.save(copy_state(self.model), self.best_state, torch_state, state)
+
+    def restore(self, store: CheckpointStore) -> None:
+        weights, best, torch_state, state = store.load()
+        unwrap(self.model).load_state_dict(weights)
+        self.best_state = best
+        self.optimizer.load_state_dict(torch_state["optimizer"])
+        self.scheduler.load_state_dict(torch_state["scheduler"])
+        self.scaler.load_state_dict(torch_state["scaler"])
+        torch.set_rng_state(torch_state["torch_rng"])
+        self.shuffle.set_state(torch_state["shuffle_rng"])
+        self.epoch = int(state["epoch"])
+        self.stopper.load_state_dict(state["stopper"])
+        self.history = list(state["history"])
+        self.augment.rng = rng_from_json(state["augment_rng"])
+
+
+def _batches(
+    n: int, batch_size: int, shuffle: torch.Generator, runtime: Runtime, seed: int, epoch: int
+) -> list[torch.Tensor]:
+    """Shuffled index batches; under torchrun each process gets its DistributedSampler share."""
+    if runtime.distributed:
+        from torch.utils.data import DistributedSampler
+
+        sampler = DistributedSampler(
+            range(n), num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=seed
+        )
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+    else:
+        order = torch.randperm(n, generator=shuffle)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: nn.Module, images: torch.Tensor, runtime: Runtime | None = None, batch_size: int = 64
+) -> np.ndarray:
+    """Malignancy probabilities ``[N]`` of images ``[N, 1, H, W]`` (eval mode)."""
+    runtime = runtime or make_runtime("cpu")
+    model = unwrap(model).to(runtime.device).eval()
+    outputs: list[torch.Tensor] = []
+    for start in range(0, images.shape[0], batch_size):
+        batch = runtime.prepare_batch(images[start : start + batch_size])
+        with runtime.autocast():
+            outputs.append(model.probability(batch).float().cpu())
+    if not outputs:
+        return np.zeros(0, dtype=np.float64)
+    return torch.cat(outputs).numpy().astype(np.float64)
+
+
+def history_summary(result: ClassifierResult) -> dict[str, Any]:
+    return {
+        "best_val_loss": result.best_val_loss,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "history": result.history,
+    }

@@ -1,0 +1,333 @@
+"""``virtual-biopsy-train``: train, export and report the paper's models.
+
+Sub-commands::
+
+    virtual-biopsy-train train MANIFEST --out RUN_DIR [--tiny] [--architecture resnet18]
+                               [--config config.json] [--pretrain-manifest CDD.csv] [--resume]
+    virtual-biopsy-train package RUN_DIR --out PACKAGE_DIR
+    virtual-biopsy-train experiments RUN_DIR [RUN_DIR ...] --out TABLES_DIR
+    virtual-biopsy-train demo-model --out VirtualBiopsyLib/Resources/DemoModel
+
+Exit codes are those of ``virtual-biopsy`` (0 ok, 1 internal error, 2 usage, 3 bad input
+data, 4 bad model package, 5 output exists); 130 when interrupted (resume with
+``--resume``).
+
+>>> main(["--help"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import VirtualBiopsyLib
+from Training.config import CLASSIFIER_ARCHITECTURES, RunConfig, tiny_config
+from VirtualBiopsyLib.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_BAD_MODEL,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_OUTPUT_EXISTS,
+    EXIT_USAGE,
+)
+from VirtualBiopsyLib.errors import (
+    ImageError,
+    ModelPackageError,
+    OutputExistsError,
+    VirtualBiopsyError,
+)
+
+EXIT_INTERRUPTED = 130
+DEMO_PATIENTS = 30
+DEMO_COHORT_SEED = 7
+DEMO_TRAINING_SEED = 0
+
+logger = logging.getLogger("virtual-biopsy-train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="virtual-biopsy-train",
+        description="Train, export and evaluate VirtualBiopsy models with the paper's "
+        "protocol. " + VirtualBiopsyLib.RESEARCH_USE_NOTICE,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {VirtualBiopsyLib.__version__}"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_train(commands)
+    _add_package(commands)
+    _add_experiments(commands)
+    _add_demo_model(commands)
+    return parser
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train",
+        help="cross-validated training of 4 classifiers and 2 generators per fold",
+        description="Train every fold's classifiers (LE_CC, LE_MLO, DES_CC, DES_MLO) and "
+        "generators (CC, MLO) on a manifest CSV; writes RUN_DIR (config.json, splits.json, "
+        "fold_*/, predictions.csv, metrics.json). Defaults are the paper's numbers.",
+    )
+    train.add_argument("manifest", type=Path, help="manifest CSV (phantom format)")
+    train.add_argument("--out", type=Path, required=True, help="run folder (must be new)")
+    train.add_argument("--config", type=Path, help="a config.json to start from")
+    train.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the CI/demo setting: 64² images, demo networks, few epochs",
+    )
+    train.add_argument("--architecture", choices=CLASSIFIER_ARCHITECTURES)
+    train.add_argument("--epochs", type=int, help="classifier max epochs (paper: 300)")
+    train.add_argument("--generator-epochs", type=int, help="generator max epochs (paper: 200)")
+    train.add_argument("--batch-size", type=int, help="classifier batch size")
+    train.add_argument("--image-size", type=int, help="preprocessed side in pixels (paper: 256)")
+    train.add_argument("--no-generators", action="store_true", help="skip the CycleGANs")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
+    train.add_argument(
+        "--pretrain-manifest",
+        type=Path,
+        help="pre-train the generators on this manifest, then fine-tune",
+    )
+    train.add_argument(
+        "--cache", type=Path, help="preprocessed-image cache (default RUN_DIR/cache)"
+    )
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument("--threads", type=int, help="CPU threads for torch")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(func=run_train)
+
+
+def _add_package(commands: argparse._SubParsersAction) -> None:
+    package = commands.add_parser("package", help="export a finished run as a model package")
+    package.add_argument("run_dir", type=Path)
+    package.add_argument("--out", type=Path, required=True)
+    package.add_argument("--name")
+    package.add_argument("--version", dest="package_version", default=VirtualBiopsyLib.__version__)
+    package.add_argument("--overwrite", action="store_true")
+    package.set_defaults(func=run_package)
+
+
+def _add_experiments(commands: argparse._SubParsersAction) -> None:
+    experiments = commands.add_parser(
+        "experiments", help="the paper's tables (settings, robustness, density, generation)"
+    )
+    experiments.add_argument("run_dirs", type=Path, nargs="+", help="one run per architecture")
+    experiments.add_argument("--out", type=Path, required=True)
+    experiments.add_argument("--repetitions", type=int, help="robustness repetitions (10)")
+    experiments.add_argument("--overwrite", action="store_true")
+    experiments.set_defaults(func=run_experiments)
+
+
+def _add_demo_model(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo-model", help="train the tiny demo package on a synthetic phantom cohort"
+    )
+    demo.add_argument("--out", type=Path, required=True)
+    demo.add_argument("--patients", type=int, default=DEMO_PATIENTS)
+    demo.add_argument("--seed", type=int, default=DEMO_COHORT_SEED, help="phantom cohort seed")
+    demo.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (1: fastest for the tiny networks)"
+    )
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--overwrite", action="store_true", help="replace OUT even when it is not a demo package"
+    )
+    demo.set_defaults(func=run_demo_model)
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    config = (
+        RunConfig.load(args.config)
+        if args.config
+        else (tiny_config() if args.tiny else RunConfig())
+    )
+    classifier = config.classifier
+    if args.architecture:
+        classifier = replace(classifier, architecture=args.architecture)
+    if args.epochs:
+        classifier = replace(classifier, max_epochs=args.epochs)
+    if args.batch_size:
+        classifier = replace(classifier, batch_size=args.batch_size)
+    generator = config.generator
+    if args.generator_epochs:
+        generator = replace(generator, max_epochs=args.generator_epochs)
+    config = replace(config, classifier=classifier, generator=generator)
+    if args.image_size:
+        config = replace(config, image_size=args.image_size)
+    if args.seed is not None:
+        config = replace(config, seed=args.seed)
+    if args.device:
+        config = replace(config, device=args.device)
+    if args.no_generators:
+        config = replace(config, train_generators=False)
+    return RunConfig.from_dict(config.to_dict())  # validates the overrides
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from Training.run import train_run
+
+    _check_exists(args.manifest)
+    if args.pretrain_manifest:
+        _check_exists(args.pretrain_manifest)
+    _set_threads(args.threads)
+    out = train_run(
+        args.manifest,
+        args.out,
+        _run_config(args),
+        resume=args.resume,
+        pretrain_manifest=args.pretrain_manifest,
+        cache_dir=args.cache,
+        progress=not args.no_progress,
+    )
+    print(f"run written to {out} (metrics.json, predictions.csv)")
+    _print_metrics(out)
+    return EXIT_OK
+
+
+def run_package(args: argparse.Namespace) -> int:
+    from Training.export import export_package
+
+    _check_exists(args.run_dir)
+    out = export_package(
+        args.run_dir,
+        args.out,
+        name=args.name,
+        version=args.package_version,
+        overwrite=args.overwrite,
+    )
+    print(f"model package written to {out}")
+    return EXIT_OK
+
+
+def run_experiments(args: argparse.Namespace) -> int:
+    from Training.experiments import write_experiments
+
+    for run_dir in args.run_dirs:
+        _check_exists(run_dir)
+    written = write_experiments(args.run_dirs, args.out, args.repetitions, args.overwrite)
+    for path in written:
+        print(path)
+    return EXIT_OK
+
+
+def run_demo_model(args: argparse.Namespace) -> int:
+    """Phantom cohort (fixed seed) → tiny run → demo package marked synthetic."""
+    from Training.export import export_package
+    from Training.run import train_run
+    from VirtualBiopsyLib.models.package import DEMO_INTENDED_USE
+    from VirtualBiopsyLib.phantom import generate_cohort
+
+    overwrite = args.overwrite or _is_demo_package(args.out)
+    if args.out.exists() and any(args.out.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{args.out}: exists and is not a demo package (use --overwrite)")
+    _set_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="virtual-biopsy-demo-") as work:
+        manifest = generate_cohort(Path(work) / "cohort", patients=args.patients, seed=args.seed)
+        run_dir = train_run(
+            manifest,
+            Path(work) / "run",
+            tiny_config(DEMO_TRAINING_SEED),
+            synthetic_data=True,
+            progress=not args.no_progress,
+        )
+        _print_metrics(run_dir)
+        out = export_package(
+            run_dir,
+            args.out,
+            name="virtual-biopsy-demo",
+            is_demo=True,
+            intended_use=DEMO_INTENDED_USE,
+            overwrite=True,
+        )
+    print(f"demo model package written to {out}")
+    print(VirtualBiopsyLib.SYNTHETIC_NOTICE)
+    return EXIT_OK
+
+
+def _is_demo_package(directory: Path) -> bool:
+    import json
+
+    try:
+        return bool(json.loads((directory / "model.json").read_text("utf-8")).get("is_demo"))
+    except (OSError, ValueError):
+        return False
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(path)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _print_metrics(run_dir: Path) -> None:
+    import json
+
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    print("test metrics, mean ± SE over folds (%):")
+    for setting, values in metrics["summary"].items():
+        cells = [f"{name} {_percent(*values[name])}" for name in ("auc", "g_mean", "mcc")]
+        print(f"  {setting:4s} " + "  ".join(cells))
+    if metrics.get("synthetic_notice"):
+        print(metrics["synthetic_notice"])
+    print(VirtualBiopsyLib.RESEARCH_USE_NOTICE)
+
+
+def _percent(mean: float | None, error: float | None) -> str:
+    if mean is None or mean != mean:
+        return "n/a"
+    if error is None or error != error:
+        return f"{100 * mean:.1f}"
+    return f"{100 * mean:.1f} ± {100 * error:.1f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``virtual-biopsy-train``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except FileNotFoundError as error:
+        print(f"error: {error.filename or error}: no such file or folder", file=sys.stderr)
+        return EXIT_USAGE
+    except OutputExistsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_OUTPUT_EXISTS
+    except ModelPackageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_MODEL
+    except (ImageError, VirtualBiopsyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; continue with `train ... --resume`", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # a bug: say so briefly, full traceback with --verbose
+        logger.debug("internal error", exc_info=True)
+        print(f"internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""Per-fold fused metrics from stored predictions: the paper's settings F, C, Ĉ, F+C, F+Ĉ.
+
+Training writes one row per (fold, split, case, slot, source) with the classifier's
+malignancy probability; ``source`` is ``real`` or ``synthetic`` (a DES classifier applied
+to ``G_v(LE)``). This module fuses them with :mod:`VirtualBiopsyLib.fusion` (views by
+MCC[m,v], then modalities by MCC[m], both measured on the fold's validation split):
+
+- ``F``: view-fused LE;       ``C``: view-fused real DES;  ``Ĉ``: view-fused synthetic DES;
+- ``F+C``: LE and real DES;   ``F+Ĉ``: LE and synthetic DES (the paper's Eq. 7–8).
+
+A case enters a setting only when it has at least one input of every modality the setting
+uses. Metrics per fold are AUC, G-mean and MCC at the package threshold; summaries are
+mean ± standard error over folds.
+
+>>> rows = [Prediction(0, "test", "c1", "p1", 1, "b", "LE_CC", "real", 0.8)]
+>>> slot_mcc = {"LE_CC": 0.5}
+>>> fused_probability(case_inputs(rows)["c1"], "F", slot_mcc, {"LE": 0.5, "DES": 0.5})
+0.8
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from Training.config import atomic_write_text
+from Training.metrics import (
+    CLASSIFICATION_METRICS,
+    classification_metrics,
+    mcc,
+    mean_and_standard_error,
+)
+from VirtualBiopsyLib.errors import CaseError
+from VirtualBiopsyLib.fusion import fuse_case, fuse_views
+from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, slot_name
+
+SETTINGS: tuple[str, ...] = ("F", "C", "Ĉ", "F+C", "F+Ĉ")
+SETTING_ASCII: dict[str, str] = {"F": "F", "C": "C", "Ĉ": "C_hat", "F+C": "F+C", "F+Ĉ": "F+C_hat"}
+REAL = "real"
+SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One classifier output stored by training (no patient ID: keys are pseudonyms)."""
+
+    fold: int
+    split: str  # "val" or "test"
+    case: str
+    patient: str
+    label: int
+    acr_density: str
+    slot: str
+    source: str  # "real" or "synthetic"
+    probability: float
+
+
+@dataclass
+class CaseInputs:
+    """Everything known about one case of one fold and split."""
+
+    label: int
+    patient: str
+    acr_density: str
+    real: dict[str, float]
+    synthetic: dict[str, float]
+
+
+def write_predictions(predictions: Iterable[Prediction], path: Path) -> None:
+    names = [f.name for f in fields(Prediction)]
+    lines = [",".join(names)]
+    for prediction in predictions:
+        values = asdict(prediction)
+        lines.append(",".join(_csv_value(values[name]) for name in names))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _csv_value(value: object) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def read_predictions(path: Path) -> list[Prediction]:
+    with open(path, newline="", encoding="utf-8") as stream:
+        return [
+            Prediction(
+                fold=int(row["fold"]),
+                split=row["split"],
+                case=row["case"],
+                patient=row["patient"],
+                label=int(row["label"]),
+                acr_density=row["acr_density"],
+                slot=row["slot"],
+                source=row["source"],
+                probability=float(row["probability"]),
+            )
+            for row in csv.DictReader(stream)
+        ]
+
+
+def case_inputs(predictions: Iterable[Prediction]) -> dict[str, CaseInputs]:
+    """Group one fold-split's predictions by case."""
+    cases: dict[str, CaseInputs] = {}
+    for p in predictions:
+        case = cases.setdefault(p.case, CaseInputs(p.label, p.patient, p.acr_density, {}, {}))
+        (case.real if p.source == REAL else case.synthetic)[p.slot] = p.probability
+    return cases
+
+
+def select(
+    predictions: Iterable[Prediction], fold: int | None = None, split: str | None = None
+) -> list[Prediction]:
+    return [
+        p
+        for p in predictions
+        if (fold is None or p.fold == fold) and (split is None or p.split == split)
+    ]
+
+
+def slot_mccs(val_predictions: Sequence[Prediction], threshold: float = 0.5) -> dict[str, float]:
+    """Validation MCC of each classifier f[m,v] on real images (the Eq. 7 weights)."""
+    result = {}
+    for slot in SLOTS:
+        rows = [p for p in val_predictions if p.slot == slot and p.source == REAL]
+        if rows:
+            labels = np.array([p.label for p in rows])
+            result[slot] = mcc(labels, np.array([p.probability for p in rows]), threshold)
+    return result
+
+
+def modality_mccs(
+    val_predictions: Sequence[Prediction], slot_mcc: Mapping[str, float], threshold: float = 0.5
+) -> dict[str, float]:
+    """Validation MCC of each modality after view fusion (the Eq. 8 weights)."""
+    cases = case_inputs(val_predictions)
+    result = {}
+    for modality in (Modality.LE, Modality.DES):
+        labels, fused = [], []
+        for case in cases.values():
+            probability = _view_fused(case.real, modality, slot_mcc)
+            if probability is not None:
+                labels.append(case.label)
+                fused.append(probability)
+        if labels:
+            result[modality.value] = mcc(np.array(labels), np.array(fused), threshold)
+    return result
+
+
+def _view_fused(
+    probabilities: Mapping[str, float], modality: Modality, slot_mcc: Mapping[str, float]
+) -> float | None:
+    per_view = {v.value: probabilities.get(slot_name(modality, v)) for v in VIEWS}
+    if all(value is None for value in per_view.values()):
+        return None
+    weights = {v.value: slot_mcc.get(slot_name(modality, v), 0.0) for v in VIEWS}
+    return fuse_views(per_view, weights).probability
+
+
+def fused_probability(
+    case: CaseInputs,
+    setting: str,
+    slot_mcc: Mapping[str, float],
+    modality_mcc: Mapping[str, float],
+    des_override: Mapping[str, float] | None = None,
+) -> float | None:
+    """The case's fused probability in one setting, or ``None`` if it lacks an input.
+
+    ``des_override`` replaces the DES inputs (used by the robustness sweep).
+    """
+    le = {s: p for s, p in case.real.items() if s.startswith("LE_")}
+    if des_override is not None:
+        des = dict(des_override)
+    elif "Ĉ" in setting:
+        des = {s: p for s, p in case.synthetic.items() if s.startswith("DES_")}
+    else:
+        des = {s: p for s, p in case.real.items() if s.startswith("DES_")}
+    if setting == "F":
+        return _view_fused(le, Modality.LE, slot_mcc)
+    if setting in ("C", "Ĉ"):
+        return _view_fused(des, Modality.DES, slot_mcc)
+    if not le or not des:
+        return None
+    try:
+        return fuse_case({**le, **des}, slot_mcc, modality_mcc).probability
+    except CaseError:
+        return None
+
+
+@dataclass(frozen=True)
+class FoldWeights:
+    slot_mcc: dict[str, float]
+    modality_mcc: dict[str, float]
+
+
+def fold_weights(predictions: Sequence[Prediction], fold: int, threshold: float) -> FoldWeights:
+    val = select(predictions, fold, "val")
+    slot_mcc = slot_mccs(val, threshold)
+    return FoldWeights(slot_mcc, modality_mccs(val, slot_mcc, threshold))
+
+
+def setting_scores(
+    cases: Mapping[str, CaseInputs],
+    setting: str,
+    weights: FoldWeights,
+    des_overrides: Mapping[str, Mapping[str, float]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Labels, fused probabilities and case keys of the cases that have the setting's inputs."""
+    labels, scores, keys = [], [], []
+    for key, case in cases.items():
+        override = des_overrides.get(key) if des_overrides else None
+        probability = fused_probability(
+            case, setting, weights.slot_mcc, weights.modality_mcc, override
+        )
+        if probability is not None:
+            labels.append(case.label)
+            scores.append(probability)
+            keys.append(key)
+    return np.array(labels, dtype=int), np.array(scores, dtype=float), keys
+
+
+def per_fold_metrics(
+    predictions: Sequence[Prediction], threshold: float = 0.5
+) -> dict[str, list[dict[str, float]]]:
+    """AUC / G-mean / MCC of every setting on every fold's test split."""
+    result: dict[str, list[dict[str, float]]] = {setting: [] for setting in SETTINGS}
+    for fold in sorted({p.fold for p in predictions}):
+        weights = fold_weights(predictions, fold, threshold)
+        cases = case_inputs(select(predictions, fold, "test"))
+        for setting in SETTINGS:
+            labels, scores, _ = setting_scores(cases, setting, weights)
+            if labels.size:
+                result[setting].append(classification_metrics(labels, scores, threshold))
+    return result
+
+
+def summarize(per_fold: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, dict[str, list]]:
+    """``{setting: {metric: [mean, standard_error]}}`` over folds (NaN folds ignored)."""
+    return {
+        setting: {
+            metric: list(mean_and_standard_error([fold[metric] for fold in folds]))
+            for metric in CLASSIFICATION_METRICS
+        }
+        for setting, folds in per_fold.items()
+    }
+
+
+def pooled_test_auc(predictions: Sequence[Prediction], setting: str, threshold: float = 0.5):
+    """AUC over the test predictions of all folds pooled (each fold fused with its own MCCs)."""
+    labels_all, scores_all = [], []
+    for fold in sorted({p.fold for p in predictions}):
+        weights = fold_weights(predictions, fold, threshold)
+        labels, scores, _ = setting_scores(
+            case_inputs(select(predictions, fold, "test")), setting, weights
+        )
+        labels_all.extend(labels)
+        scores_all.extend(scores)
+    return classification_metrics(np.array(labels_all), np.array(scores_all), threshold)["auc"]
+
+
+def robustness_sweep(
+    predictions: Sequence[Prediction],
+    repetitions: int = 10,
+    seed: int = 0,
+    threshold: float = 0.5,
+    percents: Sequence[int] = tuple(range(10, 101, 10)),
+) -> list[dict[str, float | int | str]]:
+    """The paper's Figure 5: replace the real DES of n % of test patients by synthetic DES.
+
+    For each fold, n and repetition a seeded random subset of test patients loses its
+    real DES (both views) in favour of the synthetic one; ``C*`` and ``F+C*`` are then
+    scored, ``F`` (no DES) is the flat reference. Per fold the repetitions are averaged;
+    rows give mean ± standard error over folds.
+    """
+    rows = []
+    folds = sorted({p.fold for p in predictions})
+    for percent in percents:
+        per_setting: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for fold in folds:
+            weights = fold_weights(predictions, fold, threshold)
+            cases = case_inputs(select(predictions, fold, "test"))
+            fold_scores = _fold_robustness(
+                cases, weights, percent, repetitions, seed, fold, threshold
+            )
+            for setting, metrics in fold_scores.items():
+                for metric, value in metrics.items():
+                    per_setting[setting][metric].append(value)
+        for setting, metrics in per_setting.items():
+            for metric, values in metrics.items():
+                mean, error = mean_and_standard_error(values)
+                rows.append(
+                    {
+                        "percent": percent,
+                        "setting": setting,
+                        "metric": metric,
+                        "mean": mean,
+                        "se": error,
+                    }
+                )
+    return rows
+
+
+def _fold_robustness(
+    cases: Mapping[str, CaseInputs],
+    weights: FoldWeights,
+    percent: int,
+    repetitions: int,
+    seed: int,
+    fold: int,
+    threshold: float,
+) -> dict[str, dict[str, float]]:
+    patients = sorted({case.patient for case in cases.values()})
+    count = round(len(patients) * percent / 100)
+    collected: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for repetition in range(repetitions):
+        rng = np.random.default_rng([seed, fold, percent, repetition])
+        replaced = set(rng.choice(patients, size=count, replace=False)) if count else set()
+        overrides = {key: _mixed_des(case, case.patient in replaced) for key, case in cases.items()}
+        for setting, name in (("F", "F"), ("C", "C*"), ("F+C", "F+C*")):
+            labels, scores, _ = setting_scores(
+                cases, setting, weights, None if setting == "F" else overrides
+            )
+            if labels.size:
+                for metric, value in classification_metrics(labels, scores, threshold).items():
+                    collected[name][metric].append(value)
+    return {
+        name: {
+            metric: float(np.nanmean(values)) if not all(map(math.isnan, values)) else math.nan
+            for metric, values in metrics.items()
+        }
+        for name, metrics in collected.items()
+    }
+
+
+def _mixed_des(case: CaseInputs, use_synthetic: bool) -> dict[str, float]:
+    source = case.synthetic if use_synthetic else case.real
+    return {s: p for s, p in source.items() if s.startswith("DES_")}
+
+
+def density_metrics(
+    predictions: Sequence[Prediction], threshold: float = 0.5
+) -> dict[str, dict[str, dict[str, list]]]:
+    """Table 4: F, F+C, F+Ĉ per ACR density category, mean ± SE over folds.
+
+    Within a fold a category's metrics are computed on that fold's test cases of the
+    category; undefined values (one class only) are left out of the mean.
+    """
+    result: dict[str, dict[str, dict[str, list]]] = {}
+    categories = sorted({p.acr_density for p in predictions if p.acr_density})
+    for category in categories:
+        per_fold: dict[str, list[dict[str, float]]] = {s: [] for s in ("F", "F+C", "F+Ĉ")}
+        for fold in sorted({p.fold for p in predictions}):
+            weights = fold_weights(predictions, fold, threshold)
+            cases = {
+                key: case
+                for key, case in case_inputs(select(predictions, fold, "test")).items()
+                if case.acr_density == category
+            }
+            for setting in per_fold:
+                labels, scores, _ = setting_scores(cases, setting, weights)
+                if labels.size:
+                    per_fold[setting].append(classification_metrics(labels, scores, threshold))
+        result[category] = summarize(per_fold)
+    return result

@@ -1,0 +1,291 @@
+"""The paper's experiments as tables, from one or more finished runs (one per architecture).
+
+- ``settings.csv|md`` — Table A1: AUC, G-mean, MCC of F, C, Ĉ, F+C, F+Ĉ per architecture;
+- ``robustness.csv|md`` (+ ``robustness.png``) — Figure 5: real DES of n % of test
+  patients replaced by synthetic DES (n = 10 … 100, repetitions from the config);
+- ``density.csv|md`` — Table 4: F, F+C, F+Ĉ per ACR category, plus the architectures'
+  average;
+- ``generation.csv|md`` — Table 3: MSE, PSNR, SSIM per view (data_range 1, whole image).
+
+Values are percentages for classification metrics, mean ± standard error over folds.
+When a run was trained on synthetic (phantom) data every table says so: Markdown files
+start with ``SYNTHETIC_NOTICE`` and CSV files with a ``# `` comment line carrying it.
+
+>>> write_experiments([Path("runs/resnet18")], Path("tables"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import VirtualBiopsyLib
+from Training.config import RunConfig, atomic_write_bytes, atomic_write_text
+from Training.datasets import ManifestError
+from Training.evaluation import (
+    SETTINGS,
+    Prediction,
+    density_metrics,
+    per_fold_metrics,
+    read_predictions,
+    robustness_sweep,
+    summarize,
+)
+from Training.metrics import CLASSIFICATION_METRICS, GENERATION_METRICS
+from Training.run import generation_summary
+from VirtualBiopsyLib.errors import OutputExistsError
+
+METRIC_TITLES = {
+    "auc": "AUC",
+    "g_mean": "G-mean",
+    "mcc": "MCC",
+    "mse": "MSE",
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+}
+
+
+@dataclass
+class RunTables:
+    """What the tables need from one run."""
+
+    architecture: str
+    predictions: list[Prediction]
+    config: RunConfig
+    synthetic: bool
+    run_dir: Path
+
+
+def load_run(run_dir: Path) -> RunTables:
+    run_dir = Path(run_dir)
+    predictions_file = run_dir / "predictions.csv"
+    if not predictions_file.exists():
+        raise ManifestError(f"{run_dir}: no predictions.csv; is the run complete?")
+    config = RunConfig.load(run_dir / "config.json")
+    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    return RunTables(
+        config.classifier.architecture,
+        read_predictions(predictions_file),
+        config,
+        bool(record.get("synthetic_data")),
+        run_dir,
+    )
+
+
+def write_experiments(
+    run_dirs: Sequence[Path],
+    out_dir: Path,
+    repetitions: int | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write every table for the runs into ``out_dir``; returns the files written."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{out_dir}: folder exists and is not empty (use --overwrite)")
+    runs = [load_run(path) for path in run_dirs]
+    synthetic = any(run.synthetic for run in runs)
+    tables = {
+        "settings": settings_table(runs),
+        "robustness": robustness_table(runs, repetitions),
+        "density": density_table(runs),
+        "generation": generation_table(runs),
+    }
+    written = []
+    for name, (header, rows) in tables.items():
+        written.append(_write_csv(out_dir / f"{name}.csv", header, rows, synthetic))
+        written.append(_write_markdown(out_dir / f"{name}.md", name, header, rows, synthetic))
+    plot = _plot_robustness(out_dir / "robustness.png", tables["robustness"][1], synthetic)
+    if plot is not None:
+        written.append(plot)
+    return written
+
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def _cell(mean: float, error: float, scale: float = 100.0, digits: int = 2) -> str:
+    if mean is None or math.isnan(mean):
+        return "n/a"
+    if error is None or math.isnan(error):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {error * scale:.{digits}f}"
+
+
+def settings_table(runs: Sequence[RunTables]) -> Table:
+    """Table A1: one row per architecture and setting."""
+    header = ["architecture", "setting", *[METRIC_TITLES[m] for m in CLASSIFICATION_METRICS]]
+    rows = []
+    for run in runs:
+        summary = summarize(per_fold_metrics(run.predictions, run.config.threshold))
+        for setting in SETTINGS:
+            rows.append(
+                [
+                    run.architecture,
+                    setting,
+                    *[_cell(*summary[setting][m]) for m in CLASSIFICATION_METRICS],
+                ]
+            )
+    return header, rows
+
+
+def robustness_table(runs: Sequence[RunTables], repetitions: int | None) -> Table:
+    """Figure 5 as a table: one row per architecture, n % and curve (F, C*, F+C*)."""
+    header = [
+        "architecture",
+        "percent_synthetic",
+        "setting",
+        *[METRIC_TITLES[m] for m in CLASSIFICATION_METRICS],
+    ]
+    rows = []
+    for run in runs:
+        sweep = robustness_sweep(
+            run.predictions,
+            repetitions or run.config.robustness_repetitions,
+            run.config.seed,
+            run.config.threshold,
+        )
+        cells: dict[tuple[int, str], dict[str, str]] = {}
+        for item in sweep:
+            key = (int(item["percent"]), str(item["setting"]))
+            cells.setdefault(key, {})[str(item["metric"])] = _cell(item["mean"], item["se"])
+        for (percent, setting), metrics in sorted(cells.items()):
+            rows.append(
+                [
+                    run.architecture,
+                    str(percent),
+                    setting,
+                    *[metrics.get(m, "n/a") for m in CLASSIFICATION_METRICS],
+                ]
+            )
+    return header, rows
+
+
+def density_table(runs: Sequence[RunTables]) -> Table:
+    """Table 4: per ACR category and setting; the last block averages the architectures."""
+    header = [
+        "architecture",
+        "acr_density",
+        "setting",
+        *[METRIC_TITLES[m] for m in CLASSIFICATION_METRICS],
+    ]
+    rows = []
+    means: dict[tuple[str, str, str], list[float]] = {}
+    for run in runs:
+        table = density_metrics(run.predictions, run.config.threshold)
+        for category, settings in sorted(table.items()):
+            for setting, metrics in settings.items():
+                rows.append(
+                    [
+                        run.architecture,
+                        category,
+                        setting,
+                        *[_cell(*metrics[m]) for m in CLASSIFICATION_METRICS],
+                    ]
+                )
+                for m in CLASSIFICATION_METRICS:
+                    means.setdefault((category, setting, m), []).append(metrics[m][0])
+    if len(runs) > 1:
+        for category, setting in sorted({(c, s) for c, s, _ in means}):
+            values = [_mean_of(means[(category, setting, m)]) for m in CLASSIFICATION_METRICS]
+            rows.append(["average", category, setting, *[_cell(v, math.nan) for v in values]])
+    return header, rows
+
+
+def _mean_of(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def generation_table(runs: Sequence[RunTables]) -> Table:
+    """Table 3: per run and view, MSE / PSNR / SSIM mean ± SE over folds."""
+    header = ["architecture", "view", *[METRIC_TITLES[m] for m in GENERATION_METRICS]]
+    rows = []
+    for run in runs:
+        for view, metrics in generation_summary(run.run_dir).items():
+            rows.append(
+                [
+                    run.architecture,
+                    view,
+                    _cell(*metrics["mse"], scale=1.0, digits=4),
+                    _cell(*metrics["psnr"], scale=1.0, digits=2),
+                    _cell(*metrics["ssim"], scale=1.0, digits=3),
+                ]
+            )
+    return header, rows
+
+
+def _notice_lines(synthetic: bool) -> list[str]:
+    lines = [VirtualBiopsyLib.RESEARCH_USE_NOTICE]
+    if synthetic:
+        lines.insert(0, VirtualBiopsyLib.SYNTHETIC_NOTICE)
+    return lines
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]], synthetic: bool) -> Path:
+    buffer = io.StringIO()
+    for line in _notice_lines(synthetic):
+        buffer.write(f"# {line}\n")
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+    return path
+
+
+def _write_markdown(
+    path: Path, name: str, header: list[str], rows: list[list[str]], synthetic: bool
+) -> Path:
+    lines = [f"# {name.capitalize()}", ""]
+    lines += [f"> {line}" for line in _notice_lines(synthetic)]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _plot_robustness(path: Path, rows: list[list[str]], synthetic: bool) -> Path | None:
+    """Figure 5: AUC against the share of synthetic DES, one panel per architecture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    architectures = sorted({row[0] for row in rows})
+    if not architectures:
+        return None
+    figure, axes = plt.subplots(
+        1, len(architectures), figsize=(4 * len(architectures), 3.2), squeeze=False
+    )
+    for axis, architecture in zip(axes[0], architectures, strict=True):
+        for setting in ("F", "C*", "F+C*"):
+            points = [
+                (int(r[1]), _mean_cell(r[3]))
+                for r in rows
+                if r[0] == architecture and r[2] == setting
+            ]
+            if points:
+                axis.plot(*zip(*points, strict=True), marker="o", label=setting)
+        axis.set(
+            title=architecture, xlabel="% of test patients with synthetic DES", ylabel="AUC (%)"
+        )
+        axis.legend()
+    if synthetic:
+        figure.suptitle("Synthetic phantom data: not evidence of clinical performance", fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _mean_cell(cell: str) -> float:
+    try:
+        return float(cell.split(" ± ")[0])
+    except ValueError:
+        return math.nan

@@ -1,0 +1,97 @@
+"""The paper's metrics: AUC, G-mean, MCC (classification) and MSE, PSNR, SSIM (generation).
+
+Classification metrics come from scikit-learn, image metrics from scikit-image with
+``data_range=1`` on the whole 2-D image (images are in [0, 1]; no breast mask). Fold
+summaries are mean ± standard error (sample standard deviation / √n), as in the paper.
+
+>>> import numpy as np
+>>> scores = classification_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.7, 0.9]))
+>>> round(scores["auc"], 2), round(scores["mcc"], 2)
+(1.0, 0.58)
+>>> [round(v, 3) for v in mean_and_standard_error([0.5, 0.7])]
+[0.6, 0.1]
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
+from sklearn.metrics import confusion_matrix, matthews_corrcoef, roc_auc_score
+
+CLASSIFICATION_METRICS: tuple[str, ...] = ("auc", "g_mean", "mcc")
+GENERATION_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim")
+
+
+def mcc(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> float:
+    """Matthews correlation coefficient of ``probability >= threshold`` (0 when undefined)."""
+    predicted = (np.asarray(probabilities) >= threshold).astype(int)
+    with warnings.catch_warnings():  # one class only: sklearn warns and returns 0
+        warnings.simplefilter("ignore", UserWarning)
+        return float(matthews_corrcoef(np.asarray(labels).astype(int), predicted))
+
+
+def g_mean(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> float:
+    """sqrt(recall × specificity); NaN when a class is absent."""
+    labels = np.asarray(labels).astype(int)
+    predicted = (np.asarray(probabilities) >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
+    if tp + fn == 0 or tn + fp == 0:
+        return math.nan
+    return math.sqrt(tp / (tp + fn) * tn / (tn + fp))
+
+
+def auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    """Area under the ROC curve; NaN when only one class is present."""
+    labels = np.asarray(labels).astype(int)
+    if len(np.unique(labels)) < 2:
+        return math.nan
+    return float(roc_auc_score(labels, np.asarray(probabilities, dtype=float)))
+
+
+def classification_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
+    """AUC, G-mean and MCC of one set of predictions."""
+    return {
+        "auc": auc(labels, probabilities),
+        "g_mean": g_mean(labels, probabilities, threshold),
+        "mcc": mcc(labels, probabilities, threshold),
+    }
+
+
+def generation_metrics(synthetic_des: np.ndarray, real_des: np.ndarray) -> dict[str, float]:
+    """MSE, PSNR (dB) and SSIM of one synthetic DES against the real one (data_range=1).
+
+    Computed on the whole image (background included), as the arrays come out of
+    preprocessing. A perfect match has infinite PSNR; it is capped at 100 dB.
+    """
+    synthetic_des = np.asarray(synthetic_des, dtype=np.float64)
+    real_des = np.asarray(real_des, dtype=np.float64)
+    error = mean_squared_error(real_des, synthetic_des)
+    psnr = 100.0 if error == 0 else peak_signal_noise_ratio(real_des, synthetic_des, data_range=1.0)
+    ssim = structural_similarity(real_des, synthetic_des, data_range=1.0)
+    return {"mse": float(error), "psnr": float(min(psnr, 100.0)), "ssim": float(ssim)}
+
+
+def mean_and_standard_error(values: Sequence[float]) -> tuple[float, float]:
+    """Mean ± standard error over folds, ignoring NaN (undefined) folds."""
+    finite = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if finite.size == 0:
+        return math.nan, math.nan
+    if finite.size == 1:
+        return float(finite[0]), math.nan
+    return float(finite.mean()), float(finite.std(ddof=1) / math.sqrt(finite.size))
+
+
+def format_mean_se(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``"61.52 ± 10.67"`` in the paper's style (percent by default)."""
+    mean, error = mean_and_standard_error(values)
+    if math.isnan(mean):
+        return "n/a"
+    if math.isnan(error):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {error * scale:.{digits}f}"

@@ -1,0 +1,248 @@
+"""Where training runs: device, mixed precision, distributed set-up and checkpoints.
+
+CPU runs are plain float32 and repeatable with fixed seeds. On CUDA, training uses
+automatic mixed precision (``torch.autocast`` + ``GradScaler``) and channels-last
+memory. Under ``torchrun`` (``WORLD_SIZE > 1``) each process joins the process group
+once and models are wrapped in ``DistributedDataParallel``; nothing else schedules work.
+
+Checkpoints (one folder per model) hold only our own files: weights as safetensors, the
+loop's counters and numpy RNG state as JSON, and optimizer / scheduler / torch RNG
+state in ``optimizer.pt``, read back with ``torch.load(weights_only=True)``. A new
+checkpoint is written into a temporary folder that then replaces the old one, so a
+killed run leaves either the previous or the new checkpoint, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from Training.config import atomic_write_text
+from VirtualBiopsyLib.models.safetensors_io import read_state_dict, write_state_dict
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The device and distributed context a training loop runs in."""
+
+    device: torch.device
+    amp: bool = False
+    channels_last: bool = False
+    world_size: int = 1
+    rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed precision on CUDA when enabled; a no-op elsewhere."""
+        if self.amp and self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Move to the device (channels-last on CUDA) without wrapping."""
+        model = model.to(self.device)
+        if self.channels_last and self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def prepare_batch(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last and self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """``DistributedDataParallel`` under torchrun, the model itself otherwise."""
+        if not self.distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = True) -> Runtime:
+    """Pick the device and join the process group when launched by ``torchrun``.
+
+    >>> make_runtime("cpu").device.type
+    'cpu'
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and chosen.index is None:
+        chosen = torch.device("cuda", local_rank if world_size > 1 else 0)
+        torch.cuda.set_device(chosen)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
+    return Runtime(chosen, amp, channels_last, world_size, rank)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy's legacy RNG and torch (every device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a model's weights (the "best so far" snapshot)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
+
+
+class CheckpointStore:
+    """The checkpoint folder of one model: ``<work_dir>/checkpoint``.
+
+    >>> store = CheckpointStore(Path("runs/x/fold_0/classifiers/LE_CC"))  # doctest: +SKIP
+    >>> store.exists()  # doctest: +SKIP
+    False
+    """
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = Path(work_dir)
+        self.folder = self.work_dir / "checkpoint"
+
+    def exists(self) -> bool:
+        return (self.folder / "state.json").exists() or (self._old / "state.json").exists()
+
+    @property
+    def _old(self) -> Path:
+        return self.work_dir / "checkpoint.old"
+
+    def save(
+        self,
+        weights: dict[str, torch.Tensor],
+        best_weights: dict[str, torch.Tensor],
+        torch_state: dict[str, Any],
+        state: dict[str, Any],
+    ) -> None:
+        """Write a complete checkpoint, then swap it in place of the previous one."""
+        temporary = self.work_dir / "checkpoint.tmp"
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+        write_state_dict(weights, temporary / "weights.safetensors")
+        write_state_dict(best_weights, temporary / "best.safetensors")
+        torch.save(torch_state, temporary / "optimizer.pt")
+        atomic_write_text(temporary / "state.json", json.dumps(state, indent=1) + "\n")
+        shutil.rmtree(self._old, ignore_errors=True)
+        if self.folder.exists():
+            os.replace(self.folder, self._old)
+        os.replace(temporary, self.folder)
+        shutil.rmtree(self._old, ignore_errors=True)
+
+    def load(
+        self,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+        """Read the latest complete checkpoint (our own files: ``weights_only=True``)."""
+        folder = self.folder if (self.folder / "state.json").exists() else self._old
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        torch_state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+        return (
+            read_state_dict(folder / "weights.safetensors"),
+            read_state_dict(folder / "best.safetensors"),
+            torch_state,
+            state,
+        )
+
+
+def rng_state_to_json(rng: np.random.Generator) -> dict[str, Any]:
+    """A numpy Generator's state as JSON-able data (its 128-bit integers stay exact)."""
+    return rng.bit_generator.state
+
+
+def rng_from_json(state: dict[str, Any]) -> np.random.Generator:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode without gradients, restoring the previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+class EarlyStopping:
+    """Early stopping on validation loss with a warm-up (the paper: patience 50 after 50).
+
+    Improvements are tracked from the first epoch; stopping is only allowed once
+    ``warmup_epochs`` epochs have run and ``patience`` epochs have passed without a new
+    best validation loss.
+
+    >>> stopper = EarlyStopping(patience=2, warmup_epochs=3)
+    >>> [stopper.update(loss) for loss in (1.0, 2.0, 2.0, 2.0)]
+    [True, False, False, False]
+    >>> stopper.should_stop
+    True
+    """
+
+    def __init__(self, patience: int, warmup_epochs: int) -> None:
+        self.patience = patience
+        self.warmup_epochs = warmup_epochs
+        self.best_loss = float("inf")
+        self.best_epoch = -1
+        self.epochs_run = 0
+        self.epochs_without_improvement = 0
+
+    def update(self, val_loss: float) -> bool:
+        """Record one epoch's validation loss; True when it is a new best."""
+        improved = val_loss < self.best_loss
+        if improved:
+            self.best_loss = val_loss
+            self.best_epoch = self.epochs_run
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        self.epochs_run += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return (
+            self.epochs_run >= self.warmup_epochs
+            and self.epochs_without_improvement >= self.patience
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
