@@ -31,6 +31,8 @@ demo-model: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python Testing/benchmarks/bench_read_preprocess.py
+	$(BIN)/python Testing/benchmarks/bench_predict.py
+	$(BIN)/python Testing/benchmarks/bench_training.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
