@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import VirtualBiopsyLib
-from Training.config import CLASSIFIER_ARCHITECTURES, RunConfig, tiny_config
+from Training.config import CLASSIFIER_ARCHITECTURES, RunConfig, demo_config, tiny_config
 from VirtualBiopsyLib.cli import (
     EXIT_BAD_INPUT,
     EXIT_BAD_MODEL,
@@ -238,7 +238,7 @@ def run_demo_model(args: argparse.Namespace) -> int:
         run_dir = train_run(
             manifest,
             Path(work) / "run",
-            tiny_config(DEMO_TRAINING_SEED),
+            demo_config(DEMO_TRAINING_SEED),
             synthetic_data=True,
             progress=not args.no_progress,
         )

@@ -259,6 +259,8 @@ def pooled_test_auc(predictions: Sequence[Prediction], setting: str, threshold: 
         )
         labels_all.extend(labels)
         scores_all.extend(scores)
+    if not labels_all:  # e.g. Ĉ of a run without generators (--no-generators)
+        return math.nan
     return classification_metrics(np.array(labels_all), np.array(scores_all), threshold)["auc"]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from Training.config import ConfigError, RunConfig, tiny_config
+from Training.config import ConfigError, RunConfig, demo_config, tiny_config
 
 
 def test_defaults_are_the_papers_numbers() -> None:
@@ -56,3 +56,35 @@ def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="config.json"):
         RunConfig.load(path)
+
+
+def test_class_weighting_defaults_to_the_papers_plain_cross_entropy(tmp_path: Path) -> None:
+    assert RunConfig().classifier.class_weighting == "none"
+    assert tiny_config().classifier.class_weighting == "balanced"
+    assert demo_config().classifier.class_weighting == "balanced"
+    path = tmp_path / "config.json"
+    demo_config().save(path)
+    assert json.loads(path.read_text())["classifier"]["class_weighting"] == "balanced"
+    assert RunConfig.load(path) == demo_config()
+
+
+def test_unknown_class_weighting_is_refused() -> None:
+    data = RunConfig().to_dict()
+    data["classifier"]["class_weighting"] = "inverse"
+    with pytest.raises(ConfigError, match="class_weighting.*inverse"):
+        RunConfig.from_dict(data)
+
+
+def test_config_saved_before_class_weighting_existed_still_loads(tmp_path: Path) -> None:
+    data = RunConfig().to_dict()
+    del data["classifier"]["class_weighting"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    assert RunConfig.load(path).classifier.class_weighting == "none"
+
+
+def test_demo_config_trains_its_generators_longer_than_ci() -> None:
+    demo, tiny = demo_config(), tiny_config()
+    assert demo.generator.max_epochs > tiny.generator.max_epochs
+    assert demo.image_size == tiny.image_size
+    assert demo.classifier == tiny.classifier

@@ -69,6 +69,25 @@ def test_fused_prediction_beats_chance_on_held_out_patients(tiny_run, tmp_path) 
     assert scores["F+C"]["auc"] > 0.55
 
 
+def test_class_balanced_classifiers_give_meaningful_validation_mccs(tiny_run) -> None:
+    """The phantom is ~70 % malignant: unweighted, every tiny classifier said "malignant"
+    for everyone, every validation MCC was 0 and fusion fell back to equal weights."""
+    _, run_dir = tiny_run
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["classifier"]["class_weighting"] == "balanced"
+    mccs = [
+        mcc
+        for fold in range(5)
+        for mcc in json.loads((run_dir / f"fold_{fold}" / "fold.json").read_text())[
+            "val_mcc"
+        ].values()
+    ]
+    assert sum(mcc != 0 for mcc in mccs) >= len(mccs) // 2
+    predictions = read_predictions(run_dir / "predictions.csv")
+    real = [p.probability for p in predictions if p.source == "real"]
+    assert 0.1 < np.mean(np.array(real) > 0.5) < 0.95  # not everyone above the threshold
+
+
 def test_cross_validation_metrics_are_recorded_for_every_fold(tiny_run) -> None:
     _, run_dir = tiny_run
     predictions = read_predictions(run_dir / "predictions.csv")

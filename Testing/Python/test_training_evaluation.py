@@ -12,6 +12,7 @@ from Training.evaluation import (
     fold_weights,
     fused_probability,
     per_fold_metrics,
+    pooled_test_auc,
     read_predictions,
     robustness_sweep,
     select,
@@ -120,3 +121,12 @@ def test_predictions_round_trip_through_csv(predictions: list[Prediction], tmp_p
     path = tmp_path / "predictions.csv"
     write_predictions(predictions, path)
     assert read_predictions(path) == predictions
+
+
+def test_pooled_auc_of_a_setting_without_predictions_is_nan(
+    predictions: list[Prediction],
+) -> None:
+    """A run without generators has no synthetic DES: Ĉ is NaN, not a crash."""
+    real_only = [p for p in predictions if p.source == "real"]
+    assert np.isnan(pooled_test_auc(real_only, "Ĉ"))
+    assert 0.5 < pooled_test_auc(real_only, "C") <= 1.0
