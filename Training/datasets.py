@@ -20,19 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from VirtualBiopsyLib.errors import VirtualBiopsyError
+from VirtualBiopsyLib.phantom.cohort import REQUIRED_MANIFEST_COLUMNS
 from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, View, slot_name
 
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "patient_id",
-    "study_uid",
-    "laterality",
-    "view",
-    "modality",
-    "path",
-    "label",
-    "acr_density",
-    "phase",
-)
+MANIFEST_COLUMNS = REQUIRED_MANIFEST_COLUMNS
 LABELS: dict[str, int] = {"benign": 0, "malignant": 1}
 
 

@@ -38,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"VirtualBiopsyLib.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"VirtualBiopsyLib.commands.{name}":
-                raise
-            continue  # a command not built yet
-        module.register(subparsers)
+        importlib.import_module(f"VirtualBiopsyLib.commands.{name}").register(subparsers)
     return parser
 
 

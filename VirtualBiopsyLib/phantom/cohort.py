@@ -32,7 +32,7 @@ from VirtualBiopsyLib.roles import VIEWS, Laterality, View
 
 MANIFEST_NAME = "manifest.csv"
 README_NAME = "PHANTOM_README.txt"
-MANIFEST_COLUMNS: tuple[str, ...] = (
+REQUIRED_MANIFEST_COLUMNS: tuple[str, ...] = (
     "patient_id",
     "study_uid",
     "laterality",
@@ -42,8 +42,8 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "label",
     "acr_density",
     "phase",
-    "synthetic",
-)
+)  # what Training reads; real-data manifests need no more
+MANIFEST_COLUMNS: tuple[str, ...] = (*REQUIRED_MANIFEST_COLUMNS, "synthetic")
 LAYOUTS: tuple[str, ...] = ("dicom", "cdd-cesm")
 SIZES: tuple[str, ...] = ("small", "full")
 MALIGNANT_SHARE = 0.7  # as in the paper's classification subset (83 of 115)
