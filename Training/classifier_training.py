@@ -28,19 +28,15 @@ import numpy as np
 import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
-from tqdm.auto import tqdm
 
-from Training.augment import RandomAffine2d
 from Training.config import ClassifierConfig
+from Training.epochs import EpochLoop, run_epochs
 from Training.runtime import (
     CheckpointStore,
-    EarlyStopping,
     Runtime,
     copy_state,
     evaluating,
     make_runtime,
-    rng_from_json,
-    rng_state_to_json,
     unwrap,
 )
 from VirtualBiopsyLib.models.classifiers import MalignancyClassifier, build_classifier
@@ -85,8 +81,7 @@ def train_classifier(
 ) -> ClassifierResult:
     """Train one classifier; ``work_dir`` (if given) receives an every-epoch checkpoint.
 
-    ``stop_after_epochs`` ends the call after that many epochs of this call, as a kill
-    would (used by the resume test); the checkpoint lets a later call continue.
+    ``stop_after_epochs``: see :func:`Training.epochs.run_epochs` (used by resume tests).
     """
     runtime = runtime or make_runtime("cpu")
     torch.manual_seed(seed)
@@ -96,24 +91,17 @@ def train_classifier(
     store = CheckpointStore(work_dir) if work_dir is not None else None
     if resume and store is not None and store.exists():
         loop.restore(store)
-    bar = tqdm(
-        total=config.max_epochs,
-        initial=loop.epoch,
-        desc=description,
-        disable=not (progress and runtime.is_main),
-        leave=False,
+    run_epochs(
+        loop,
+        train,
+        val,
+        limit=config.max_epochs,
+        store=store,
+        progress=progress,
+        description=description,
+        postfix="val_loss",
+        stop_after_epochs=stop_after_epochs,
     )
-    epochs_this_call = 0
-    with bar:
-        while loop.epoch < config.max_epochs and not loop.stopper.should_stop:
-            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-                break
-            record = loop.run_epoch(train, val)
-            epochs_this_call += 1
-            bar.update(1)
-            bar.set_postfix(val_loss=f"{record['val_loss']:.4f}")
-            if store is not None and runtime.is_main:
-                loop.save(store)
     best = build_classifier(config.architecture)
     best.load_state_dict(loop.best_state)
     return ClassifierResult(
@@ -151,7 +139,7 @@ def class_weights(labels: torch.Tensor, weighting: str = "none") -> torch.Tensor
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
-class _ClassifierLoop:
+class _ClassifierLoop(EpochLoop):
     """Mutable state of one classifier's training: model, optimiser, RNGs, counters."""
 
     def __init__(
@@ -162,8 +150,10 @@ class _ClassifierLoop:
         runtime: Runtime,
         weights: torch.Tensor | None = None,
     ) -> None:
+        super().__init__(
+            seed, runtime, config.augment, config.early_stopping_patience, config.warmup_epochs
+        )
         self.config = config
-        self.runtime = runtime
         self.model = model
         self.network = runtime.wrap(model)
         self.optimizer = torch.optim.Adam(
@@ -175,16 +165,9 @@ class _ClassifierLoop:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
         )
-        self.scaler = runtime.grad_scaler()
         self.class_weights = None if weights is None else weights.to(runtime.device)
         self.loss_function = nn.CrossEntropyLoss(weight=self.class_weights)
-        self.shuffle = torch.Generator().manual_seed(seed)
-        self.augment = RandomAffine2d(config.augment, np.random.default_rng(seed))
-        self.stopper = EarlyStopping(config.early_stopping_patience, config.warmup_epochs)
         self.best_state = copy_state(model)
-        self.history: list[dict[str, float]] = []
-        self.epoch = 0
-        self.seed = seed
 
     def run_epoch(self, train: ImageSet, val: ImageSet) -> dict[str, float]:
         train_loss = self._train_one_epoch(train)
@@ -248,19 +231,9 @@ class _ClassifierLoop:
         return total / weight_sum
 
     def save(self, store: CheckpointStore) -> None:
-        torch_state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "shuffle_rng": self.shuffle.get_state(),
-        }
-        state = {
-            "epoch": self.epoch,
-            "stopper": self.stopper.state_dict(),
-            "history": self.history,
-            "augment_rng": rng_state_to_json(self.augment.rng),
-        }
+        torch_state, state = self.shared_checkpoint()
+        torch_state["optimizer"] = self.optimizer.state_dict()
+        torch_state["scheduler"] = self.scheduler.state_dict()
         store.save(copy_state(self.model), self.best_state, torch_state, state)
 
     def restore(self, store: CheckpointStore) -> None:
@@ -269,13 +242,7 @@ class _ClassifierLoop:
         self.best_state = best
         self.optimizer.load_state_dict(torch_state["optimizer"])
         self.scheduler.load_state_dict(torch_state["scheduler"])
-        self.scaler.load_state_dict(torch_state["scaler"])
-        torch.set_rng_state(torch_state["torch_rng"])
-        self.shuffle.set_state(torch_state["shuffle_rng"])
-        self.epoch = int(state["epoch"])
-        self.stopper.load_state_dict(state["stopper"])
-        self.history = list(state["history"])
-        self.augment.rng = rng_from_json(state["augment_rng"])
+        self.restore_shared(torch_state, state)
 
 
 def _batches(

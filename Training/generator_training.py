@@ -22,24 +22,19 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from Training.augment import RandomAffine2d
 from Training.classifier_training import _batches
 from Training.config import GeneratorConfig
+from Training.epochs import EpochLoop, run_epochs
 from Training.metrics import generation_metrics
 from Training.runtime import (
     CheckpointStore,
-    EarlyStopping,
     Runtime,
     copy_state,
     evaluating,
     make_runtime,
-    rng_from_json,
-    rng_state_to_json,
     unwrap,
 )
 from VirtualBiopsyLib.models.cyclegan import (
@@ -102,24 +97,17 @@ def train_generator(
     if resume and store is not None and store.exists():
         loop.restore(store)
     limit = max_epochs if max_epochs is not None else config.max_epochs
-    bar = tqdm(
-        total=limit,
-        initial=loop.epoch,
-        desc=description,
-        leave=False,
-        disable=not (progress and runtime.is_main),
+    run_epochs(
+        loop,
+        train,
+        val,
+        limit=limit,
+        store=store,
+        progress=progress,
+        description=description,
+        postfix="val_l1",
+        stop_after_epochs=stop_after_epochs,
     )
-    epochs_this_call = 0
-    with bar:
-        while loop.epoch < limit and not loop.stopper.should_stop:
-            if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-                break
-            record = loop.run_epoch(train, val)
-            epochs_this_call += 1
-            bar.update(1)
-            bar.set_postfix(val_l1=f"{record['val_loss']:.4f}")
-            if store is not None and runtime.is_main:
-                loop.save(store)
     best = build_generator(config.ngf, config.n_blocks)
     best.load_state_dict(loop.best_state)
     return GeneratorResult(
@@ -131,13 +119,14 @@ def train_generator(
     )
 
 
-class _CycleGanLoop:
+class _CycleGanLoop(EpochLoop):
     """Mutable state of one CycleGAN's training: four networks, two optimisers, RNGs."""
 
     def __init__(self, config: GeneratorConfig, seed: int, runtime: Runtime) -> None:
+        super().__init__(
+            seed, runtime, config.augment, config.early_stopping_patience, config.warmup_epochs
+        )
         self.config = config
-        self.runtime = runtime
-        self.seed = seed
         self.networks: dict[str, nn.Module] = {
             "le_to_des": build_generator(config.ngf, config.n_blocks),
             "des_to_le": build_generator(config.ngf, config.n_blocks),
@@ -160,13 +149,7 @@ class _CycleGanLoop:
         self.optimizer_d = torch.optim.Adam(
             [*self.networks["d_des"].parameters(), *self.networks["d_le"].parameters()], **adam
         )
-        self.scaler = runtime.grad_scaler()
-        self.shuffle = torch.Generator().manual_seed(seed)
-        self.augment = RandomAffine2d(config.augment, np.random.default_rng(seed))
-        self.stopper = EarlyStopping(config.early_stopping_patience, config.warmup_epochs)
         self.best_state = copy_state(self.networks["le_to_des"])
-        self.history: list[dict[str, float]] = []
-        self.epoch = 0
 
     def run_epoch(self, train: PairSet, val: PairSet) -> dict[str, float]:
         losses = self._train_one_epoch(train)
@@ -234,19 +217,9 @@ class _CycleGanLoop:
             for name, network in self.networks.items()
             for key, value in copy_state(network).items()
         }
-        torch_state = {
-            "optimizer_g": self.optimizer_g.state_dict(),
-            "optimizer_d": self.optimizer_d.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "shuffle_rng": self.shuffle.get_state(),
-        }
-        state = {
-            "epoch": self.epoch,
-            "stopper": self.stopper.state_dict(),
-            "history": self.history,
-            "augment_rng": rng_state_to_json(self.augment.rng),
-        }
+        torch_state, state = self.shared_checkpoint()
+        torch_state["optimizer_g"] = self.optimizer_g.state_dict()
+        torch_state["optimizer_d"] = self.optimizer_d.state_dict()
         store.save(weights, self.best_state, torch_state, state)
 
     def restore(self, store: CheckpointStore) -> None:
@@ -259,13 +232,7 @@ class _CycleGanLoop:
         self.best_state = best
         self.optimizer_g.load_state_dict(torch_state["optimizer_g"])
         self.optimizer_d.load_state_dict(torch_state["optimizer_d"])
-        self.scaler.load_state_dict(torch_state["scaler"])
-        torch.set_rng_state(torch_state["torch_rng"])
-        self.shuffle.set_state(torch_state["shuffle_rng"])
-        self.epoch = int(state["epoch"])
-        self.stopper.load_state_dict(state["stopper"])
-        self.history = list(state["history"])
-        self.augment.rng = rng_from_json(state["augment_rng"])
+        self.restore_shared(torch_state, state)
 
 
 def _lsgan(logits: torch.Tensor, real: bool) -> torch.Tensor:
