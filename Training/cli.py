@@ -28,16 +28,12 @@ from pathlib import Path
 import VirtualBiopsyLib
 from Training.config import CLASSIFIER_ARCHITECTURES, RunConfig, demo_config, tiny_config
 from VirtualBiopsyLib.cli import (
-    EXIT_BAD_INPUT,
-    EXIT_BAD_MODEL,
     EXIT_INTERNAL,
     EXIT_OK,
-    EXIT_OUTPUT_EXISTS,
     EXIT_USAGE,
+    exit_code_for,
 )
 from VirtualBiopsyLib.errors import (
-    ImageError,
-    ModelPackageError,
     OutputExistsError,
     VirtualBiopsyError,
 )
@@ -311,15 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as error:
         print(f"error: {error.filename or error}: no such file or folder", file=sys.stderr)
         return EXIT_USAGE
-    except OutputExistsError as error:
+    except VirtualBiopsyError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_OUTPUT_EXISTS
-    except ModelPackageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_MODEL
-    except (ImageError, VirtualBiopsyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exit_code_for(error)
     except KeyboardInterrupt:
         print("interrupted; continue with `train ... --resume`", file=sys.stderr)
         return EXIT_INTERRUPTED

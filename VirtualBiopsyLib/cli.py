@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, __version__
 from VirtualBiopsyLib.commands import COMMAND_MODULES
+from VirtualBiopsyLib.errors import ModelPackageError, OutputExistsError, VirtualBiopsyError
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -26,6 +27,21 @@ EXIT_USAGE = 2
 EXIT_BAD_INPUT = 3
 EXIT_BAD_MODEL = 4
 EXIT_OUTPUT_EXISTS = 5
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The documented exit code of an error (the table above), for every command line.
+
+    >>> exit_code_for(OutputExistsError("out exists"))
+    5
+    """
+    if isinstance(error, OutputExistsError):
+        return EXIT_OUTPUT_EXISTS
+    if isinstance(error, ModelPackageError):
+        return EXIT_BAD_MODEL
+    if isinstance(error, VirtualBiopsyError):
+        return EXIT_BAD_INPUT
+    return EXIT_INTERNAL
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,10 +72,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; exit codes as ``predict`` (see ``VirtualBiopsyLib.cli``)."""
     from VirtualBiopsyLib.cli import (
         EXIT_BAD_INPUT,
-        EXIT_BAD_MODEL,
         EXIT_INTERNAL,
         EXIT_OK,
-        EXIT_OUTPUT_EXISTS,
+        exit_code_for,
     )
     from VirtualBiopsyLib.errors import ModelPackageError, VirtualBiopsyError
     from VirtualBiopsyLib.inference.threads import configure_cpu_threads
@@ -87,14 +86,11 @@ def run(args: argparse.Namespace) -> int:
             if run_demo(args.out, args.overwrite, args.model, args.device, args.seed, sys.stdout)
             else EXIT_BAD_INPUT
         )
-    except OutputExistsError as error:
-        return _fail(EXIT_OUTPUT_EXISTS, str(error))
     except ModelPackageError as error:
-        return _fail(
-            EXIT_BAD_MODEL, f"model package: {error} (build the demo model with `make demo-model`)"
-        )
+        hint = "(build the demo model with `make demo-model`)"
+        return _fail(exit_code_for(error), f"model package: {error} {hint}")
     except VirtualBiopsyError as error:
-        return _fail(EXIT_BAD_INPUT, str(error))
+        return _fail(exit_code_for(error), str(error))
     except Exception as error:  # never a bare traceback at the command line
         return _fail(EXIT_INTERNAL, f"internal error: {type(error).__name__}: {error}")
 

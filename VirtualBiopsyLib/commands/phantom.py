@@ -16,12 +16,9 @@ import logging
 import sys
 
 from VirtualBiopsyLib import SYNTHETIC_NOTICE
-from VirtualBiopsyLib.errors import OutputExistsError, VirtualBiopsyError
+from VirtualBiopsyLib.cli import EXIT_BAD_INPUT, EXIT_OK, exit_code_for
+from VirtualBiopsyLib.errors import VirtualBiopsyError
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_BAD_INPUT = 3
-EXIT_OUTPUT_EXISTS = 5
 LOG = logging.getLogger(__name__)
 
 
@@ -91,12 +88,9 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             contrast_value3=args.cp1342_value3,
         )
-    except OutputExistsError as error:
-        print(f"virtual-biopsy phantom: {error}", file=sys.stderr)
-        return EXIT_OUTPUT_EXISTS
     except (OSError, VirtualBiopsyError) as error:
         print(f"virtual-biopsy phantom: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exit_code_for(error) if isinstance(error, VirtualBiopsyError) else EXIT_BAD_INPUT
     print(manifest)
     print(SYNTHETIC_NOTICE)
     return EXIT_OK

@@ -28,17 +28,13 @@ from typing import Any
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE
 from VirtualBiopsyLib.cli import (
     EXIT_BAD_INPUT,
-    EXIT_BAD_MODEL,
     EXIT_INTERNAL,
     EXIT_OK,
-    EXIT_OUTPUT_EXISTS,
     EXIT_USAGE,
+    exit_code_for,
 )
 from VirtualBiopsyLib.errors import (
-    CaseError,
-    ImageError,
     ModelPackageError,
-    OutputExistsError,
     VirtualBiopsyError,
 )
 
@@ -122,14 +118,9 @@ def run(args: argparse.Namespace) -> int:
         return _fail(args, EXIT_USAGE, f"no such file or folder: {', '.join(missing)}")
     try:
         return _predict(args)
-    except (ImageError, CaseError) as error:
-        return _fail(args, EXIT_BAD_INPUT, str(error))
-    except ModelPackageError as error:
-        return _fail(args, EXIT_BAD_MODEL, f"model package: {error}")
-    except OutputExistsError as error:
-        return _fail(args, EXIT_OUTPUT_EXISTS, str(error))
     except VirtualBiopsyError as error:
-        return _fail(args, EXIT_BAD_INPUT, str(error))
+        prefix = "model package: " if isinstance(error, ModelPackageError) else ""
+        return _fail(args, exit_code_for(error), f"{prefix}{error}")
     except UsageError as error:
         return _fail(args, EXIT_USAGE, str(error))
     except Exception as error:  # the command line never ends in a bare traceback
