@@ -16,6 +16,7 @@ from VirtualBiopsyLib.models.classifiers import (
     MalignancyClassifier,
     build_classifier,
     count_parameters,
+    fold_batch_norms,
 )
 from VirtualBiopsyLib.models.torchvision_compat import import_torchvision
 
@@ -115,6 +116,24 @@ def test_cam_layer_backward_hook_works_without_inplace_errors() -> None:
     model(torch.rand(1, 1, 64, 64))[:, 1].sum().backward()
     handle.remove()
     assert gradients and gradients[0].shape[1] == 512
+
+
+@pytest.mark.parametrize("architecture", ["demo", "resnet18", "resnet50"])
+def test_folding_batch_norms_keeps_the_function(architecture: str) -> None:
+    model = build_classifier(architecture)
+    for module in model.modules():  # non-trivial statistics, as after training
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    images = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        expected = model(images)
+        folded = fold_batch_norms(model)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+        assert torch.allclose(folded(images), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_unknown_architecture_is_refused() -> None:

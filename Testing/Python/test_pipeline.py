@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813 (the conventional alias)
+import torch
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE
 from VirtualBiopsyLib.errors import CaseError, OutputExistsError
@@ -41,7 +42,7 @@ def exam_without_des_cc(tmp_path_factory: pytest.TempPathFactory) -> Case:
 
 @pytest.fixture(scope="module")
 def result(package, exam_without_des_cc):
-    return Pipeline(package).run(exam_without_des_cc)
+    return Pipeline(package, synthesis_precision="float32").run(exam_without_des_cc)
 
 
 def test_missing_des_is_synthesized_from_le_of_the_same_view(result):
@@ -83,7 +84,9 @@ def test_synthetic_des_and_saliency_lie_on_the_original_grid(result, exam_withou
 
 
 def test_probabilities_do_not_depend_on_saliency(package, exam_without_des_cc, result):
-    plain = Pipeline(package, saliency=False).run(exam_without_des_cc)
+    plain = Pipeline(package, saliency=False, synthesis_precision="float32").run(
+        exam_without_des_cc
+    )
     assert plain.saliency == {}
     for slot in SLOTS:
         assert plain.image_probabilities[slot].folds == pytest.approx(
@@ -215,5 +218,17 @@ def test_bfloat16_synthesis_stays_close_to_float32_and_is_recorded(
     assert result.settings["synthesis_precision"] == "float32"
     difference = np.abs(outcome.pictures["DES_CC"].data - result.pictures["DES_CC"].data)
     assert float(difference.mean()) < 0.01
+    assert abs(outcome.fused.mean - result.fused.mean) < 0.02
+    generator = package.load_generator("CC", "cpu", torch.bfloat16)
+    assert next(generator.parameters()).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="synthesis_precision"):
         Pipeline(package, synthesis_precision="float16")
+
+
+def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(package, monkeypatch):
+    from VirtualBiopsyLib.inference import pipeline
+
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(pipeline, "native_bfloat16", lambda device, native=native: native)
+        assert Pipeline(package).synthesis_precision == expected
+        assert Pipeline(package, synthesis_precision="float32").synthesis_precision == "float32"

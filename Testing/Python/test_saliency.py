@@ -25,27 +25,28 @@ from VirtualBiopsyLib.roles import Laterality
 class BrightSpotClassifier(nn.Module):
     """Malignancy logit = mean brightness: Grad-CAM must light up where the image is bright.
 
-    ``cam_layer`` is an identity convolution, so its activations are the image itself and
+    ``features`` is an identity convolution, so its activations are the image itself and
     the gradient of the malignant logit is a positive constant: the map is the image.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Conv2d(1, 1, kernel_size=1, bias=False)
+        self.identity = nn.Conv2d(1, 1, kernel_size=1, bias=False)
         with torch.no_grad():
-            self.features.weight.fill_(1.0)
-        self.head = nn.Linear(1, 2)
+            self.identity.weight.fill_(1.0)
+        self.linear = nn.Linear(1, 2)
         with torch.no_grad():
-            self.head.weight.copy_(torch.tensor([[-4.0], [4.0]]))
-            self.head.bias.zero_()
+            self.linear.weight.copy_(torch.tensor([[-4.0], [4.0]]))
+            self.linear.bias.zero_()
 
-    @property
-    def cam_layer(self) -> nn.Module:
-        return self.features
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.identity(images)
+
+    def head(self, activations: torch.Tensor) -> torch.Tensor:
+        return self.linear(activations.mean(dim=(2, 3)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        pooled = self.features(images).mean(dim=(2, 3))
-        return self.head(pooled)
+        return self.head(self.features(images))
 
 
 def spot_image(size: int, row: int, col: int) -> torch.Tensor:
@@ -78,10 +79,23 @@ def test_probability_matches_the_model_and_no_parameter_gets_a_gradient():
     assert all(p.requires_grad for p in model.parameters())  # flags restored
 
 
-def test_hook_is_removed_after_use():
-    model = build_classifier("demo").eval()
-    grad_cam(model, torch.rand(1, 1, 32, 32))
-    assert not model.cam_layer._forward_hooks
+@pytest.mark.parametrize("architecture", ["demo", "resnet18", "vgg16"])
+def test_grad_cam_equals_autograd_through_the_whole_network(architecture):
+    """The cut at the CAM layer changes nothing: same map as a hook on the full network."""
+    model = build_classifier(architecture).eval()
+    images = torch.rand(1, 1, 64, 64)
+    captured = {}
+
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        captured["a"] = output
+
+    handle = model.cam_layer.register_forward_hook(keep)
+    model(images)[0, 1].backward()
+    handle.remove()
+    expected = cam_from(captured["a"].detach(), captured["a"].grad, (64, 64))
+    _, maps = grad_cam(model, images)
+    assert torch.allclose(maps, expected, atol=1e-5)
 
 
 def test_negative_evidence_gives_an_empty_map():

@@ -8,11 +8,13 @@ report.png, 2 synthetic DES and 4 saliency NRRDs. The weights are UNTRAINED (fre
 initialised): timing does not depend on what the weights are, and no figure here says
 anything about classification.
 
-(a) project: ``Pipeline`` with models loaded once per run (the package caches them),
-    ``torch.inference_mode``, Grad-CAM gradients only from the logits back to the hooked
-    layer, float32 block-mean preprocessing;
-(a') the same with ``synthesis_precision="bfloat16"`` (the generator under bf16 autocast,
-    ``predict --synthesis-precision bfloat16``; classifiers stay float32);
+(a) project: ``predict`` as it runs by default: models loaded once per run (the package
+    caches them, batch norms folded), ``torch.inference_mode``, Grad-CAM differentiating
+    only the classifier head, the case's model passes side by side on worker threads,
+    output files written beside the report, float32 block-mean preprocessing, and
+    ``--synthesis-precision auto`` (bfloat16 generators where the CPU computes bf16
+    natively, float32 elsewhere; the row says which);
+(a') the same with ``--synthesis-precision float32`` (classifiers are float32 in both);
 (b) naive baseline, measured in the same run: the package (every weight file) loaded
     for every case, float64 preprocessing (pad, scikit-image resize with antialiasing),
     autograd over the whole network and a second forward pass for the probability, the
@@ -57,7 +59,7 @@ from _common import (  # noqa: E402
 )
 
 TARGET_SECONDS = 2.5
-PATHS = ("project", "project-bf16", "naive")
+PATHS = ("project", "project-fp32", "naive")
 TARGET_PEAK_MB = 1536.0
 
 
@@ -93,7 +95,7 @@ def prepare_inputs(root: Path) -> tuple[Path, list[Path]]:
 
 
 def project_case(
-    package: Any, files: list[Path], out: Path, device: str, precision: str = "float32"
+    package: Any, files: list[Path], out: Path, device: str, precision: str = "auto"
 ) -> Path:
     """What ``virtual-biopsy predict`` does per case (runner.predict_paths, package given)."""
     from VirtualBiopsyLib.inference.runner import predict_paths
@@ -262,7 +264,7 @@ def worker(path: str, device: str, cases: int, root: Path) -> None:
     started = time.perf_counter()
     if path.startswith("project"):
         package = load_package(package_dir)
-        precision = "bfloat16" if path.endswith("bf16") else "float32"
+        precision = "float32" if path.endswith("fp32") else "auto"
 
         def one_case() -> None:
             project_case(package, files, out, device, precision)
@@ -379,6 +381,11 @@ def run_all(args: argparse.Namespace) -> int:
                 ("memory_ratio", "RSS ratio", "{:.2f}"),
             ],
         )
+        from VirtualBiopsyLib.inference.pipeline import resolve_synthesis_precision
+
+        for device in devices:
+            meaning = resolve_synthesis_precision("auto", torch.device(device))
+            print(f"project ({device}): --synthesis-precision auto means {meaning} here")
         cpu = next(r for r in rows if r["name"] == "project (cpu)")
         met = check_target("s per case (CPU)", cpu["median_ms"] / 1000, TARGET_SECONDS, False)
         met &= check_target("peak RSS MB (CPU)", cpu["peak_rss_mb"], TARGET_PEAK_MB, False)

@@ -1,1 +1,1 @@
-"""Layer 1: images and cases (numpy, pydicom, SimpleITK; never torch)."""
+"""Layer 1: images and cases (numpy, pydicom, pynrrd; never torch)."""

@@ -6,16 +6,24 @@ name gives modality and view; ``case.json`` gives the identity. Without ``case.j
 folder name stands in for the patient and a study UID is derived from the folder path, so
 two folders never merge into one case. ``synthetic_DES_CC.nrrd`` (our own output) is read
 as a synthetic image.
+
+Headers and pixels are read with pynrrd (pure Python): the predict path then never loads
+SimpleITK's ~90 MB of libraries just for NRRD. Geometry follows ITK's reading of the same
+header (spacing = length of each axis's space direction, LPS in-plane frame), so files
+written by Slicer or SimpleITK mean the same here.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import nrrd
 import numpy as np
-import SimpleITK as sitk  # noqa: N813 (the conventional alias)
 
 from VirtualBiopsyLib.errors import ImageReadError, UnsupportedImageError
 from VirtualBiopsyLib.images.cases import derived_uid
@@ -24,6 +32,18 @@ from VirtualBiopsyLib.roles import Laterality, Source, parse_slot
 
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 CASE_FILE = "case.json"
+_REQUIRED_FIELDS = ("type", "dimension", "sizes", "encoding")  # the NRRD format's own
+_NON_SPATIAL_KINDS = (
+    "vector",
+    "list",
+    "point",
+    "color",
+    "complex",
+    "tensor",
+    "matrix",
+    "quaternion",
+)
+_RAS_SPACES = ("right-anterior-superior", "ras")
 _SLOT_NAME = re.compile(r"(?P<synthetic>synthetic_)?(?P<slot>(LE|DES)_(CC|MLO))", re.IGNORECASE)
 
 
@@ -66,15 +86,7 @@ def read_nrrd_info(path: Path | str) -> ImageInfo:
         raise UnsupportedImageError(
             path, "NRRD name is not a slot name (LE_CC, LE_MLO, DES_CC, DES_MLO)"
         )
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise ImageReadError(path, f"not a readable NRRD file ({_first_line(error)})") from error
-    size = reader.GetSize()
-    if reader.GetNumberOfComponents() != 1 or (len(size) > 2 and size[2] != 1):
-        raise UnsupportedImageError(path, f"expected one grey-level 2-D image, got size {size}")
+    grid = nrrd_grid(read_nrrd_header(path), path)
     modality, view = parse_slot(match["slot"].upper())
     identity = read_case_json(path.parent)
     rules = {"modality": "file name (slot)", "view": "file name (slot)"}
@@ -94,16 +106,72 @@ def read_nrrd_info(path: Path | str) -> ImageInfo:
         laterality=Laterality(laterality.upper()) if laterality else None,
         patient_id=identity.get("patient_id"),
         study_uid=identity.get("study_uid"),
-        rows=int(size[1]),
-        columns=int(size[0]),
+        rows=grid.shape[0],
+        columns=grid.shape[1],
         rules=rules,
         source=Source.SYNTHETIC if match["synthetic"] else Source.REAL,
     )
 
 
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+@dataclass(frozen=True)
+class NrrdGrid:
+    """Where a 2-D NRRD image lies: shape (rows, columns), spacing (row_mm, column_mm),
+    and, in ITK's LPS terms, the in-plane origin (x, y) and direction (row-major 2×2)."""
+
+    shape: tuple[int, int]
+    spacing: tuple[float, float]
+    origin: tuple[float, float]
+    direction: tuple[float, float, float, float]
+
+
+def read_nrrd_header(path: Path | str) -> dict[str, Any]:
+    """The header fields of an NRRD file (pixels untouched); ImageReadError if unreadable."""
+    try:
+        header = dict(nrrd.read_header(str(path)))
+    except (OSError, UnicodeDecodeError, ValueError, nrrd.NRRDError) as error:
+        raise ImageReadError(path, f"not a readable NRRD file ({error})") from error
+    missing = [field for field in _REQUIRED_FIELDS if field not in header]
+    if missing:
+        raise ImageReadError(path, f"not a readable NRRD file (no {', '.join(missing)} field)")
+    return header
+
+
+def nrrd_grid(header: dict[str, Any], path: Path | str) -> NrrdGrid:
+    """The 2-D grid of a header; UnsupportedImageError unless it is one grey-level image."""
+    sizes = [int(s) for s in header.get("sizes", ())]
+    kinds = [str(k).lower() for k in header.get("kinds", ["domain"] * len(sizes))]
+    if any(word in kind for kind in kinds for word in _NON_SPATIAL_KINDS) or not (
+        len(sizes) == 2 or (len(sizes) == 3 and sizes[2] == 1)
+    ):
+        raise UnsupportedImageError(path, f"expected one grey-level 2-D image, got size {sizes}")
+    axes = _axis_vectors(header, len(sizes))
+    spacing = [float(np.linalg.norm(axes[i])) or 1.0 for i in (0, 1)]
+    units = [axes[i] / spacing[i] for i in (0, 1)]
+    origin = np.zeros(2)
+    if header.get("space origin") is not None:
+        origin = np.asarray(header["space origin"], dtype=float)[:2]
+    flip = -1.0 if str(header.get("space", "")).lower() in _RAS_SPACES else 1.0  # ITK is LPS
+    direction = (units[0][0], units[1][0], units[0][1], units[1][1])
+    return NrrdGrid(
+        shape=(sizes[1], sizes[0]),
+        spacing=(spacing[1], spacing[0]),
+        origin=(flip * float(origin[0]), flip * float(origin[1])),
+        direction=tuple(flip * float(d) for d in direction),  # type: ignore[arg-type]
+    )
+
+
+def _axis_vectors(header: dict[str, Any], dimension: int) -> list[np.ndarray]:
+    """Each image axis's step in space: 'space directions', else 'spacings', else 1."""
+    directions = header.get("space directions")
+    if directions is not None:
+        rows = np.asarray(directions, dtype=float)
+        if rows.ndim == 2 and rows.shape[0] >= 2 and np.isfinite(rows[:2]).all():
+            padded = np.zeros((2, max(2, rows.shape[1])))
+            padded[:, : rows.shape[1]] = rows[:2]
+            return [padded[0], padded[1]]
+    spacings = np.asarray(header.get("spacings", [1.0] * dimension), dtype=float)
+    steps = np.where(np.isfinite(spacings[:2]) & (spacings[:2] > 0), spacings[:2], 1.0)
+    return [np.array([steps[0], 0.0]), np.array([0.0, steps[1]])]
 
 
 def read_nrrd_image(path: Path | str, info: ImageInfo | None = None) -> MammogramImage:
@@ -115,15 +183,22 @@ def read_nrrd_image(path: Path | str, info: ImageInfo | None = None) -> Mammogra
     """
     path = Path(path)
     info = info if info is not None else read_nrrd_info(path)
-    try:
-        volume = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise ImageReadError(path, f"cannot decode NRRD ({_first_line(error)})") from error
-    pixels = sitk.GetArrayFromImage(volume).astype(np.float32, copy=False)
-    pixels = pixels.reshape(pixels.shape[-2:]) if pixels.ndim == 3 else pixels
-    spacing = volume.GetSpacing()
+    pixels, header = read_nrrd_pixels(path)
     info.rules["spacing"] = "NRRD header"
     info.rules["voi"] = "none (NRRD holds modality values)"
     return MammogramImage(
-        info=info, pixels=pixels, spacing=(float(spacing[1]), float(spacing[0])), windowed=False
+        info=info,
+        pixels=pixels.astype(np.float32, copy=False),
+        spacing=nrrd_grid(header, path).spacing,
+        windowed=False,
     )
+
+
+def read_nrrd_pixels(path: Path | str) -> tuple[np.ndarray, dict[str, Any]]:
+    """The pixels (rows × columns, the file's type) and header of a 2-D NRRD file."""
+    try:
+        pixels, header = nrrd.read(str(path), index_order="C")
+    except (OSError, UnicodeDecodeError, ValueError, EOFError, zlib.error, nrrd.NRRDError) as error:
+        raise ImageReadError(path, f"cannot decode NRRD ({error})") from error
+    header = dict(header)
+    return pixels.reshape(nrrd_grid(header, path).shape), header

@@ -175,14 +175,18 @@ class Geometry:
         height, width = self.original_shape
         low_r, high_r, weight_r = _linear_taps(height, self.row_offset, self.scale, self.size)
         low_c, high_c, weight_c = _linear_taps(width, self.col_offset, self.scale, self.size)
-        by_rows = np.take(values, low_r, axis=0)
+        by_rows = np.take(values, low_r, axis=0)  # original rows × size: small
         by_rows *= (1.0 - weight_r)[:, None]
         by_rows += np.take(values, high_r, axis=0) * weight_r[:, None]
-        result = np.take(by_rows, low_c, axis=1)
-        result *= 1.0 - weight_c
-        upper = np.take(by_rows, high_c, axis=1)
-        upper *= weight_c
-        result += upper
+        low_weight, high_weight = (1.0 - weight_c).astype(np.float32), weight_c.astype(np.float32)
+        result = np.empty((height, width), dtype=np.float32)
+        for start in range(0, height, _BAND_ROWS):  # in bands: no second full-size array
+            band, out = by_rows[start : start + _BAND_ROWS], result[start : start + _BAND_ROWS]
+            np.take(band, low_c, axis=1, out=out)
+            out *= low_weight
+            upper = np.take(band, high_c, axis=1)
+            upper *= high_weight
+            out += upper
         return result
 
     def to_dict(self) -> dict[str, Any]:
@@ -361,6 +365,9 @@ def _plan_geometry(
         size=int(size),
         flipped=bool(flip_left and not chest_wall_right),
     )
+
+
+_BAND_ROWS = 256  # rows resampled at a time when a map is drawn back onto the original
 
 
 def _block_mean(pixels: np.ndarray, geometry: Geometry, pad_value: float) -> np.ndarray:

@@ -15,13 +15,16 @@ For a case of up to four images (LE and DES, CC and MLO):
    p ≥ the package threshold.
 
 Models are loaded once per package (the package caches them), everything runs under
-``torch.inference_mode()`` except Grad-CAM, whose gradients stop at the hooked layer.
+``torch.inference_mode()`` except Grad-CAM's small head, and a case's independent model
+passes (the two generators, then every classifier pass) run side by side on worker
+threads (:func:`VirtualBiopsyLib.inference.threads.model_workers`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,16 +46,40 @@ from VirtualBiopsyLib.inference.result import (
     SlotPicture,
 )
 from VirtualBiopsyLib.inference.saliency import grad_cam
+from VirtualBiopsyLib.inference.threads import model_workers
 from VirtualBiopsyLib.models.package import ModelPackage
 from VirtualBiopsyLib.roles import MODALITIES, SLOTS, VIEWS, Modality, Source, slot_name
 
 log = logging.getLogger(__name__)
 
 ImageReader = Callable[[ImageInfo], MammogramImage]
-# bfloat16 synthesis: about half the CPU time of float32 where the CPU has bf16 units
-# (measured 0.62 vs 1.17 CPU s per 256² image, paper generator, AVX512-BF16), differing
-# from float32 by ~0.002 mean / 0.012 max absolute on [0, 1]. Classifiers stay float32.
-SYNTHESIS_PRECISIONS = ("float32", "bfloat16")
+# bfloat16 synthesis (generator weights and activations in bf16): 0.34 s instead of
+# 0.72–0.85 s per 256² image for the paper's generator on 2 cores with AVX512-BF16, half
+# the generator's memory, and a synthetic DES within ~0.002 mean / 0.012 max absolute of
+# float32 on [0, 1] (measured). "auto" takes it where the hardware computes bf16 natively
+# and float32 elsewhere; classifiers always run in float32.
+SYNTHESIS_PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_synthesis_precision(precision: str, device: torch.device) -> str:
+    """ "float32" or "bfloat16": what ``precision`` ("auto" included) means on ``device``."""
+    if precision not in SYNTHESIS_PRECISIONS:
+        raise ValueError(
+            f"synthesis_precision must be one of {SYNTHESIS_PRECISIONS}, not {precision!r}"
+        )
+    if precision != "auto":
+        return precision
+    return "bfloat16" if native_bfloat16(device) else "float32"
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware (CPU: AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 @dataclass
@@ -90,18 +117,13 @@ class Pipeline:
         synthesis: bool = True,
         saliency: bool = True,
         reader: ImageReader = read_image,
-        synthesis_precision: str = "float32",
+        synthesis_precision: str = "auto",
     ) -> None:
-        if synthesis_precision not in SYNTHESIS_PRECISIONS:
-            raise ValueError(
-                f"synthesis_precision must be one of {SYNTHESIS_PRECISIONS}, "
-                f"not {synthesis_precision!r}"
-            )
         self.package = package
         self.device = torch.device(device)
         self.synthesis = synthesis
         self.saliency = saliency
-        self.synthesis_precision = synthesis_precision
+        self.synthesis_precision = resolve_synthesis_precision(synthesis_precision, self.device)
         self._reader = reader
 
     @property
@@ -113,6 +135,10 @@ class Pipeline:
             "synthesis_precision": self.synthesis_precision,
             "saliency": self.saliency,
         }
+
+    @property
+    def _synthesis_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.synthesis_precision == "bfloat16" else torch.float32
 
     @property
     def model_info(self) -> ModelInfo:
@@ -128,10 +154,11 @@ class Pipeline:
         usable = self._usable_slots(case, warnings)
         progress.report("read", 0.0, f"{case.key}: reading {len(usable)} image(s)")
         slots = self._read_and_preprocess(usable, progress)
+        workers = model_workers(self.device.type)
         progress.report("synthesize", 0.3, f"{case.key}: checking DES per view")
-        self._add_synthetic_des(slots, warnings)
+        self._add_synthetic_des(slots, warnings, workers)
         progress.report("classify", 0.5, f"{case.key}: classifying {len(slots)} image(s)")
-        fold_probabilities, cams = self._classify(slots, progress)
+        fold_probabilities, cams = self._classify(slots, progress, workers)
         warnings.extend(_missing_warnings(slots))
         progress.report("fuse", 0.9, f"{case.key}: fusing views and modalities")
         result = self._assemble(case, slots, fold_probabilities, cams, warnings)
@@ -183,8 +210,11 @@ class Pipeline:
             progress.report("read", 0.3 * (index + 1) / len(usable), f"read {slot}")
         return slots
 
-    def _add_synthetic_des(self, slots: dict[str, PreparedSlot], warnings: list[str]) -> None:
-        """Fill each view's missing DES from its LE (Algorithm 1, line 1)."""
+    def _add_synthetic_des(
+        self, slots: dict[str, PreparedSlot], warnings: list[str], workers: Executor
+    ) -> None:
+        """Fill each view's missing DES from its LE (Algorithm 1, line 1), views side by side."""
+        pending = {}
         for view in VIEWS:
             le_slot, des_slot = slot_name(Modality.LE, view), slot_name(Modality.DES, view)
             if des_slot in slots or le_slot not in slots:
@@ -194,23 +224,22 @@ class Pipeline:
             if not self.synthesis:
                 warnings.append(f"{des_slot} missing; synthesis switched off")
                 continue
-            generator = self.package.load_generator(view, self.device)
+            generator = self.package.load_generator(view, self.device, self._synthesis_dtype)
             if generator is None:
                 warnings.append(f"{des_slot} missing and the package has no {view.value} generator")
                 continue
-            slots[des_slot] = self._synthesize(slots[le_slot], des_slot, generator)
+            pending[des_slot] = workers.submit(
+                self._synthesize, slots[le_slot], des_slot, generator
+            )
             warnings.append(f"{des_slot} missing: SYNTHETIC {des_slot} generated from {le_slot}")
+        for des_slot, future in pending.items():
+            slots[des_slot] = future.result()
 
     def _synthesize(
         self, le: PreparedSlot, des_slot: str, generator: torch.nn.Module
     ) -> PreparedSlot:
-        low_precision = torch.autocast(
-            self.device.type,
-            dtype=torch.bfloat16,
-            enabled=self.synthesis_precision == "bfloat16",
-        )
-        with torch.inference_mode(), low_precision:
-            tensor = torch.from_numpy(le.array)[None, None].to(self.device)
+        with torch.inference_mode():
+            tensor = torch.from_numpy(le.array)[None, None].to(self.device, self._synthesis_dtype)
             synthetic = generator(tensor)[0, 0].float().clamp(0.0, 1.0).cpu().numpy()
         return PreparedSlot(
             slot=des_slot,
@@ -228,24 +257,33 @@ class Pipeline:
     # --- classification -----------------------------------------------------------------
 
     def _classify(
-        self, slots: dict[str, PreparedSlot], progress: ProgressReporter
+        self, slots: dict[str, PreparedSlot], progress: ProgressReporter, workers: Executor
     ) -> tuple[list[dict[str, float]], dict[str, np.ndarray]]:
-        """Per fold, p[m,v] of every slot; per slot, the fold-mean Grad-CAM (size × size)."""
+        """Per fold, p[m,v] of every slot; per slot, the fold-mean Grad-CAM (size × size).
+
+        Models load here, in the calling thread (the package cache is not shared between
+        threads); the passes then run side by side and report progress as they finish.
+        """
         n_folds = len(self.package.folds)
-        fold_probabilities: list[dict[str, float]] = [{} for _ in range(n_folds)]
-        cam_sums: dict[str, np.ndarray] = {}
-        steps, done = n_folds * len(slots), 0
+        passes = {}
         for slot, prepared in slots.items():
             images = torch.from_numpy(prepared.array)[None, None].to(self.device)
             for fold in range(n_folds):
                 model = self.package.load_classifier(fold, slot, self.device)
-                probability, cam = self._classify_one(model, images)
-                fold_probabilities[fold][slot] = probability
-                if cam is not None:
-                    cam_sums[slot] = cam_sums.get(slot, 0.0) + cam
-                done += 1
-                progress.report("classify", 0.5 + 0.4 * done / steps, f"{slot} fold {fold + 1}")
-        cams = {slot: total / n_folds for slot, total in cam_sums.items()}
+                passes[workers.submit(self._classify_one, model, images)] = (slot, fold)
+        fold_probabilities: list[dict[str, float]] = [{} for _ in range(n_folds)]
+        fold_cams: dict[tuple[str, int], np.ndarray] = {}
+        for done, future in enumerate(as_completed(passes), start=1):
+            slot, fold = passes[future]
+            fold_probabilities[fold][slot], cam = future.result()
+            if cam is not None:
+                fold_cams[slot, fold] = cam
+            progress.report("classify", 0.5 + 0.4 * done / len(passes), f"{slot} fold {fold + 1}")
+        cams = {  # summed in fold order, so the mean does not depend on finishing order
+            slot: sum(fold_cams[slot, fold] for fold in range(n_folds)) / n_folds
+            for slot in slots
+            if (slot, 0) in fold_cams
+        }
         return fold_probabilities, cams
 
     def _classify_one(

@@ -25,7 +25,7 @@ from VirtualBiopsyLib.roles import MODALITIES, VIEWS, Source, slot_name
 if TYPE_CHECKING:
     from VirtualBiopsyLib.inference.result import CaseResult
 
-DISPLAY_ROWS = 700  # pictures are strided down to about this many rows for drawing
+DISPLAY_ROWS = 450  # pictures are strided to about this many rows: the panels' own height
 SYNTHETIC_RED = "#d62728"
 MALIGNANT_COLOUR = "#b2182b"
 BENIGN_COLOUR = "#2166ac"
@@ -58,7 +58,14 @@ def render_report(result: CaseResult, path: Path, dpi: int = 100) -> Path:
             _draw_slot(figure.add_subplot(grid[row, column]), result, slot_name(modality, view))
     _draw_numbers(figure.add_subplot(grid[:, 2]), result)
     _draw_footer(figure, result)
-    return _save_atomic(figure, Path(path))
+    try:
+        return _save_atomic(figure, Path(path))
+    finally:
+        # A figure is a web of reference cycles that only the cyclic collector frees;
+        # cleared here, its pictures and pixel buffer (tens of MB) go at once instead
+        # of piling up case after case.
+        figure.clear()
+        figure.canvas.__dict__.pop("renderer", None)
 
 
 def _draw_title(figure: Any, result: CaseResult) -> None:

@@ -129,9 +129,7 @@ def release_memory() -> None:
     """
     import contextlib
     import ctypes
-    import gc
 
-    gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
@@ -148,7 +146,7 @@ def predict_paths(
     overwrite: bool = False,
     progress: ProgressReporter | None = None,
     package: ModelPackage | None = None,
-    synthesis_precision: str = "float32",
+    synthesis_precision: str = "auto",
 ) -> PredictRun:
     """Everything ``virtual-biopsy predict`` does, as one call (see the module docstring)."""
     from VirtualBiopsyLib.inference.pipeline import Pipeline

@@ -1,11 +1,12 @@
-"""Grad-CAM saliency (Selvaraju et al. 2017) on a classifier's ``cam_layer``.
+"""Grad-CAM saliency (Selvaraju et al. 2017) on a classifier's CAM layer.
 
 Why written here rather than taken from MONAI: the pipeline needs the probability and the
 map from *one* forward pass per model, and gradients only from the logits back to the
-hooked layer. A forward hook hands the rest of the network a detached copy of the layer's
-activations that requires grad, so autograd records the head alone (pooling and the last
-linear layers) and the backward pass costs next to nothing; parameters never get
-gradients. The malignant-class logit is the score explained.
+CAM layer. The classifier is cut there (``features`` / ``head``, see
+:class:`~VirtualBiopsyLib.models.classifiers.MalignancyClassifier`): ``features`` runs
+under ``torch.inference_mode`` like any prediction, and autograd records only the small
+``head`` (pooling and the last linear layers). Parameters never get gradients. The
+malignant-class logit is the score explained.
 
 >>> import torch
 >>> from VirtualBiopsyLib.models.classifiers import build_classifier
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 import torch.nn.functional as functional
@@ -27,8 +29,18 @@ from torch import nn
 MALIGNANT_CLASS = 1
 
 
+class SplitClassifier(Protocol):
+    """What Grad-CAM needs of a classifier: the network cut at its CAM layer."""
+
+    def features(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def head(self, activations: torch.Tensor) -> torch.Tensor: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+
+
 @contextmanager
-def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+def _frozen_parameters(model: SplitClassifier) -> Iterator[None]:
     """Switch off parameter gradients for the duration (restored afterwards)."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for parameter, _ in flags:
@@ -40,32 +52,21 @@ def _frozen_parameters(model: nn.Module) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
-def grad_cam(
-    model: nn.Module, images: torch.Tensor, target_layer: nn.Module | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_cam(model: SplitClassifier, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Malignancy probabilities ``[B]`` and Grad-CAM maps ``[B, H, W]`` in [0, 1].
 
-    ``target_layer`` defaults to ``model.cam_layer``. Each map is the ReLU of the
-    gradient-weighted sum of the layer's channels, upsampled bilinearly to the input size
-    and divided by its maximum (an all-zero map stays zero).
+    Each map is the ReLU of the gradient-weighted sum of the CAM layer's channels,
+    upsampled bilinearly to the input size and divided by its maximum (an all-zero map
+    stays zero).
     """
-    layer = target_layer if target_layer is not None else model.cam_layer
-    captured: list[torch.Tensor] = []
-
-    def keep_activations(_: nn.Module, __: object, output: torch.Tensor) -> torch.Tensor:
-        activations = output.detach().requires_grad_(True)
-        captured.append(activations)
-        return activations
-
-    handle = layer.register_forward_hook(keep_activations)
-    try:
-        with _frozen_parameters(model), torch.enable_grad():
-            logits = model(images.detach())
-            (gradients,) = torch.autograd.grad(logits[:, MALIGNANT_CLASS].sum(), captured[-1])
-    finally:
-        handle.remove()
+    with torch.inference_mode():
+        activations = model.features(images)
+    activations = activations.clone().requires_grad_(True)  # a normal tensor autograd can use
+    with _frozen_parameters(model), torch.enable_grad():
+        logits = model.head(activations)
+        (gradients,) = torch.autograd.grad(logits[:, MALIGNANT_CLASS].sum(), activations)
     probabilities = torch.softmax(logits.detach(), dim=1)[:, MALIGNANT_CLASS]
-    maps = cam_from(captured[-1].detach(), gradients, images.shape[-2:])
+    maps = cam_from(activations.detach(), gradients, images.shape[-2:])
     return probabilities, maps
 
 

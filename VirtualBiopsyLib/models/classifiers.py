@@ -11,6 +11,7 @@ that no caller has to know the statistics.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,10 +30,26 @@ GREY_MEAN = 0.449
 GREY_STD = 0.226
 
 
+@dataclass(frozen=True)
+class NetworkSplit:
+    """Where a backbone is cut for Grad-CAM: ``features`` up to the CAM layer, ``head`` after.
+
+    Both are functions of the backbone rather than modules of their own, so the weights
+    keep their torchvision names (the package format) and a module replaced later (a
+    folded batch norm) is picked up.
+    """
+
+    cam_layer: str
+    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    head: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
 class MalignancyClassifier(nn.Module):
     """A CNN that takes ``[B, 1, H, W]`` images in [0, 1] and returns logits ``[B, 2]``.
 
-    ``cam_layer`` is the last convolutional block, the module Grad-CAM hooks.
+    ``forward`` is ``head(features(images))``: Grad-CAM runs ``features`` without autograd
+    and differentiates only the small ``head``. ``cam_layer`` is the last convolutional
+    block, whose output ``features`` returns.
 
     >>> import torch
     >>> model = build_classifier("demo").eval()
@@ -44,26 +61,35 @@ class MalignancyClassifier(nn.Module):
     True
     """
 
-    def __init__(self, backbone: nn.Module, cam_layer: nn.Module, architecture: str) -> None:
+    def __init__(self, backbone: nn.Module, split: NetworkSplit, architecture: str) -> None:
         super().__init__()
         self.backbone = backbone
         self.architecture = architecture
-        self._cam_layer_name = _module_name(backbone, cam_layer)
-        self.register_buffer("input_mean", torch.tensor(GREY_MEAN), persistent=False)
-        self.register_buffer("input_std", torch.tensor(GREY_STD), persistent=False)
+        self._split = split
+        backbone.get_submodule(split.cam_layer)  # fails early on a wrong name
 
     @property
     def cam_layer(self) -> nn.Module:
         """The last convolutional block (the Grad-CAM target layer)."""
-        return self.backbone.get_submodule(self._cam_layer_name)
+        return self.backbone.get_submodule(self._split.cam_layer)
 
     @property
     def is_demo(self) -> bool:
         return self.architecture == DEMO_ARCHITECTURE
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Activations ``[B, C, h, w]`` of ``cam_layer`` for images ``[B, 1, H, W]`` in [0, 1]."""
+        # Plain numbers, not buffers: nothing to move between devices, nothing left on
+        # the meta device when a package adopts its weights.
+        return self._split.features(self.backbone, (images - GREY_MEAN) / GREY_STD)
+
+    def head(self, activations: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, 2]`` (benign, malignant) from ``cam_layer`` activations."""
+        return self._split.head(self.backbone, activations)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, 2]`` (benign, malignant) of images ``[B, 1, H, W]`` in [0, 1]."""
-        return self.backbone((images - self.input_mean) / self.input_std)
+        return self.head(self.features(images))
 
     def probability(self, images: torch.Tensor) -> torch.Tensor:
         """Malignancy probability ``[B]``: softmax of the malignant class."""
@@ -93,9 +119,9 @@ def build_classifier(
         )
     if pretrained_weights is not None and architecture == DEMO_ARCHITECTURE:
         raise ValueError("the demo classifier has no ImageNet weights to start from")
-    backbone, cam_layer = builder(pretrained_weights)
+    backbone, split = builder(pretrained_weights)
     _disable_inplace_relu(backbone)
-    return MalignancyClassifier(backbone, cam_layer, architecture)
+    return MalignancyClassifier(backbone, split, architecture)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -103,41 +129,112 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def _build_resnet(name: str) -> Callable[[Path | str | None], tuple[nn.Module, nn.Module]]:
-    def build(pretrained_weights: Path | str | None) -> tuple[nn.Module, nn.Module]:
+def fold_batch_norms(network: nn.Module) -> nn.Module:
+    """Fold every eval-mode batch norm into the convolution before it, in place.
+
+    For inference only: the folded network computes the same function with one operation
+    less per convolution (measured 51 → 43 ms per ResNet18 pass at 256² on 2 CPU cores)
+    and cannot be trained any more (the batch norms become identities). Covers the
+    layouts our architectures use: ``Sequential(conv, bn, …)`` and sibling ``convN`` /
+    ``bnN`` attributes (torchvision ResNet blocks and stem). The weights are scaled where
+    they lie (``torch.nn.utils.fusion`` would copy every one of them).
+    """
+    for parent in list(network.modules()):
+        for conv_name, bn_name in _conv_bn_pairs(parent):
+            _fold_into(getattr(parent, conv_name), getattr(parent, bn_name))
+            parent.add_module(bn_name, nn.Identity())
+    return network
+
+
+@torch.no_grad()
+def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """conv ← bn ∘ conv: w·γ/σ and (b − μ)·γ/σ + β, with σ = √(running var + ε)."""
+    gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+    beta = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    scale = gamma * torch.rsqrt(bn.running_var + bn.eps)
+    conv.weight.mul_(scale.reshape(-1, *([1] * (conv.weight.dim() - 1))))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + beta, requires_grad=False)
+
+
+def _conv_bn_pairs(parent: nn.Module) -> list[tuple[str, str]]:
+    """Names of (Conv2d, BatchNorm2d) children where the norm directly follows the conv."""
+    children = dict(parent.named_children())
+    if isinstance(parent, nn.Sequential):
+        names = list(children)
+        candidates = list(zip(names, names[1:], strict=False))
+    else:
+        candidates = [(n, "bn" + n[4:]) for n in children if n.startswith("conv")]
+    return [
+        (conv, bn)
+        for conv, bn in candidates
+        if isinstance(children.get(conv), nn.Conv2d)
+        and isinstance(children.get(bn), nn.BatchNorm2d)
+    ]
+
+
+def _resnet_features(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = network.maxpool(network.relu(network.bn1(network.conv1(x))))
+    return network.layer4(network.layer3(network.layer2(network.layer1(x))))
+
+
+def _pool_and_classify(network: nn.Module, activations: torch.Tensor) -> torch.Tensor:
+    """Global pooling, flatten and the last layer(s): the head of ResNet and the demo."""
+    return network.fc(torch.flatten(network.avgpool(activations), 1))
+
+
+def _vgg_features(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return network.features[:-1](x)  # up to the last conv block's ReLU
+
+
+def _vgg_head(network: nn.Module, activations: torch.Tensor) -> torch.Tensor:
+    pooled = network.avgpool(network.features[-1](activations))
+    return network.classifier(torch.flatten(pooled, 1))
+
+
+def _demo_features(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return network.features(x)
+
+
+RESNET_SPLIT = NetworkSplit("layer4", _resnet_features, _pool_and_classify)
+VGG_SPLIT = NetworkSplit("features.29", _vgg_features, _vgg_head)  # the last conv's ReLU
+DEMO_SPLIT = NetworkSplit("features.3", _demo_features, _pool_and_classify)
+
+
+def _build_resnet(name: str) -> Callable[[Path | str | None], tuple[nn.Module, NetworkSplit]]:
+    def build(pretrained_weights: Path | str | None) -> tuple[nn.Module, NetworkSplit]:
         torchvision = import_torchvision()
         network = getattr(torchvision.models, name)(weights=None)
         if pretrained_weights is not None:
             _load_imagenet(network, pretrained_weights)
         network.conv1 = _grey_conv(network.conv1)
         network.fc = nn.Linear(network.fc.in_features, 2)
-        return network, network.layer4
+        return network, RESNET_SPLIT
 
     return build
 
 
-def _build_vgg16(pretrained_weights: Path | str | None) -> tuple[nn.Module, nn.Module]:
+def _build_vgg16(pretrained_weights: Path | str | None) -> tuple[nn.Module, NetworkSplit]:
     torchvision = import_torchvision()
     network = torchvision.models.vgg16(weights=None)
     if pretrained_weights is not None:
         _load_imagenet(network, pretrained_weights)
     network.features[0] = _grey_conv(network.features[0])
     network.classifier[-1] = nn.Linear(network.classifier[-1].in_features, 2)
-    last_conv_relu = network.features[-2]  # features[-1] is the final max-pool
-    return network, last_conv_relu
+    return network, VGG_SPLIT
 
 
-def _build_demo(_: Path | str | None) -> tuple[nn.Module, nn.Module]:
+def _build_demo(_: Path | str | None) -> tuple[nn.Module, NetworkSplit]:
     """Four conv blocks 1→8→16→32→64, global average pool, linear 64→2 (≈24 k params)."""
     widths = (1, 8, 16, 32, 64)
     blocks = [_demo_block(c_in, c_out) for c_in, c_out in zip(widths, widths[1:], strict=False)]
     features = nn.Sequential(*blocks)
     network = nn.Sequential()
     network.add_module("features", features)
-    network.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    network.add_module("avgpool", nn.AdaptiveAvgPool2d(1))
     network.add_module("flatten", nn.Flatten())
     network.add_module("fc", nn.Linear(widths[-1], 2))
-    return network, features[-1]
+    return network, DEMO_SPLIT
 
 
 def _demo_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -149,7 +246,7 @@ def _demo_block(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
-_BUILDERS: dict[str, Callable[[Path | str | None], tuple[nn.Module, nn.Module]]] = {
+_BUILDERS: dict[str, Callable[[Path | str | None], tuple[nn.Module, NetworkSplit]]] = {
     "resnet18": _build_resnet("resnet18"),
     "resnet50": _build_resnet("resnet50"),
     "vgg16": _build_vgg16,
@@ -197,13 +294,6 @@ def _disable_inplace_relu(network: nn.Module) -> None:
     for module in network.modules():
         if isinstance(module, nn.ReLU):
             module.inplace = False
-
-
-def _module_name(root: nn.Module, target: nn.Module) -> str:
-    for name, module in root.named_modules():
-        if module is target:
-            return name
-    raise ValueError("the Grad-CAM layer is not part of the network")
 
 
 def _first_line(error: Exception) -> str:

@@ -144,34 +144,47 @@ class ModelPackage:
     def load_classifier(
         self, fold: int, slot: str, device: str | torch.device = "cpu"
     ) -> nn.Module:
-        """The classifier of ``slot`` in fold ``fold``, in eval mode on ``device`` (cached)."""
+        """The classifier of ``slot`` in fold ``fold``, in eval mode on ``device`` (cached).
+
+        For inference only: its batch norms are folded into the convolutions
+        (:func:`~VirtualBiopsyLib.models.classifiers.fold_batch_norms`), so it cannot be
+        trained further; training builds its own networks.
+        """
         entry = self._classifier_entry(fold, slot)
         key = ("classifier", f"{fold}/{slot}", str(device))
         if key not in self._cache:
-            from VirtualBiopsyLib.models.classifiers import build_classifier
+            from VirtualBiopsyLib.models.classifiers import build_classifier, fold_batch_norms
 
-            self._cache[key] = self._load_weights(
+            network = self._load_weights(
                 lambda: build_classifier(self.architecture), entry.file, entry.sha256, device
             )
+            self._cache[key] = fold_batch_norms(network)
         return self._cache[key]
 
     def load_generator(
-        self, view: View | str, device: str | torch.device = "cpu"
+        self,
+        view: View | str,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
     ) -> nn.Module | None:
-        """The LE→DES generator of ``view`` in eval mode, or None if the package has none."""
+        """The LE→DES generator of ``view`` in eval mode, or None if the package has none.
+
+        ``dtype`` (default float32): the weights' type; the input must have the same.
+        """
         entry = self.generators.get(View(view))
         if entry is None:
             return None
-        key = ("generator", View(view).value, str(device))
+        key = ("generator", View(view).value, f"{device}/{dtype}")
         if key not in self._cache:
             from VirtualBiopsyLib.models.cyclegan import build_generator
 
-            self._cache[key] = self._load_weights(
+            network = self._load_weights(
                 lambda: build_generator(ngf=entry.ngf, n_blocks=entry.n_blocks),
                 entry.file,
                 entry.sha256,
                 device,
             )
+            self._cache[key] = network.to(dtype) if dtype is not None else network
         return self._cache[key]
 
     def _classifier_entry(self, fold: int, slot: str) -> ClassifierEntry:
