@@ -166,9 +166,7 @@ def _axis_vectors(header: dict[str, Any], dimension: int) -> list[np.ndarray]:
     if directions is not None:
         rows = np.asarray(directions, dtype=float)
         if rows.ndim == 2 and rows.shape[0] >= 2 and np.isfinite(rows[:2]).all():
-            padded = np.zeros((2, max(2, rows.shape[1])))
-            padded[:, : rows.shape[1]] = rows[:2]
-            return [padded[0], padded[1]]
+            return [rows[0], rows[1]]
     spacings = np.asarray(header.get("spacings", [1.0] * dimension), dtype=float)
     steps = np.where(np.isfinite(spacings[:2]) & (spacings[:2] > 0), spacings[:2], 1.0)
     return [np.array([steps[0], 0.0]), np.array([0.0, steps[1]])]
@@ -183,22 +181,23 @@ def read_nrrd_image(path: Path | str, info: ImageInfo | None = None) -> Mammogra
     """
     path = Path(path)
     info = info if info is not None else read_nrrd_info(path)
-    pixels, header = read_nrrd_pixels(path)
+    pixels, grid, _ = read_nrrd_pixels(path)
     info.rules["spacing"] = "NRRD header"
     info.rules["voi"] = "none (NRRD holds modality values)"
     return MammogramImage(
         info=info,
         pixels=pixels.astype(np.float32, copy=False),
-        spacing=nrrd_grid(header, path).spacing,
+        spacing=grid.spacing,
         windowed=False,
     )
 
 
-def read_nrrd_pixels(path: Path | str) -> tuple[np.ndarray, dict[str, Any]]:
-    """The pixels (rows × columns, the file's type) and header of a 2-D NRRD file."""
+def read_nrrd_pixels(path: Path | str) -> tuple[np.ndarray, NrrdGrid, dict[str, Any]]:
+    """The pixels (rows × columns, the file's type), grid and header of a 2-D NRRD file."""
     try:
         pixels, header = nrrd.read(str(path), index_order="C")
     except (OSError, UnicodeDecodeError, ValueError, EOFError, zlib.error, nrrd.NRRDError) as error:
         raise ImageReadError(path, f"cannot decode NRRD ({error})") from error
     header = dict(header)
-    return pixels.reshape(nrrd_grid(header, path).shape), header
+    grid = nrrd_grid(header, path)
+    return pixels.reshape(grid.shape), grid, header

@@ -174,6 +174,6 @@ def write_picture(
 
 def read_picture(path: Path) -> tuple[np.ndarray, tuple[float, float], dict[str, str]]:
     """Pixels, (row_mm, column_mm) spacing and our header keys of an NRRD we wrote."""
-    pixels, header = read_nrrd_pixels(path)
+    pixels, grid, header = read_nrrd_pixels(path)
     ours = {key: str(value) for key, value in header.items() if key.startswith("VirtualBiopsy_")}
-    return pixels, nrrd_grid(header, path).spacing, ours
+    return pixels, grid.spacing, ours
