@@ -1,66 +1,42 @@
-"""The training manifest: one row per image, grouped into cases and LE/DES pairs.
+"""Training's view of a training manifest: cases for the classifiers, pairs for the generators.
 
-A manifest is the phantom's CSV format (``patient_id, study_uid, laterality, view,
-modality, path, label, acr_density, phase``, optional ``synthetic``; paths relative to the
-manifest's folder).
+The manifest format and its one reader live in the library
+(:mod:`VirtualBiopsyLib.training_manifest`): the phantom and the importers write it,
+Training reads it. Classifier cases hold benign and malignant breasts only (``normal``
+rows are left out of that task); generator pairs use every LE/DES pair.
 Patient IDs stay inside this module's objects: files we write use :func:`patient_key`,
 a one-way hash, never the raw ID.
 
 >>> from pathlib import Path
->>> cohort = read_manifest(Path("cohort/manifest.csv"))  # doctest: +SKIP
+>>> cohort = read_training_manifest(Path("cohort/manifest.csv"))  # doctest: +SKIP
 >>> cases = group_cases(cohort.rows, phase="early")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from VirtualBiopsyLib.errors import VirtualBiopsyError
-from VirtualBiopsyLib.phantom.cohort import REQUIRED_MANIFEST_COLUMNS
-from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, View, slot_name
+from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, View
+from VirtualBiopsyLib.training_manifest import (
+    REQUIRED_COLUMNS,
+    BiopsyLabel,
+    TrainingManifest,
+    TrainingManifestError,
+    TrainingManifestRow,
+    read_training_manifest,
+)
 
-MANIFEST_COLUMNS = REQUIRED_MANIFEST_COLUMNS
-LABELS: dict[str, int] = {"benign": 0, "malignant": 1}
-
-
-class ManifestError(VirtualBiopsyError):
-    """A manifest that cannot be used for training; names the file, row and problem."""
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    """One image of the manifest, its path resolved against the manifest's folder."""
-
-    patient_id: str
-    study_uid: str
-    laterality: str
-    view: View
-    modality: Modality
-    path: Path
-    label: int
-    acr_density: str
-    phase: str
-    synthetic: bool = False  # the optional ``synthetic`` column (the phantom writes "true")
-
-    @property
-    def slot(self) -> str:
-        return slot_name(self.modality, self.view)
-
-
-@dataclass(frozen=True)
-class Manifest:
-    path: Path
-    rows: tuple[ManifestRow, ...]
-    sha256: str  # of the manifest file: provenance of every model trained on it
-
-    @property
-    def synthetic(self) -> bool:
-        """True when any image is marked synthetic (a phantom cohort)."""
-        return any(row.synthetic for row in self.rows)
+# The names Training used before the library held the format (kept so that modules being
+# edited elsewhere keep working; they are the same objects, not second definitions).
+Manifest = TrainingManifest
+ManifestRow = TrainingManifestRow
+ManifestError = TrainingManifestError
+read_manifest = read_training_manifest
+MANIFEST_COLUMNS = REQUIRED_COLUMNS
+LABELS: dict[str, int] = {"benign": BiopsyLabel.BENIGN, "malignant": BiopsyLabel.MALIGNANT}
 
 
 @dataclass
@@ -108,80 +84,32 @@ def patient_key(patient_id: str) -> str:
     return hashlib.sha256(f"patient|{patient_id}".encode()).hexdigest()[:16]
 
 
-def read_manifest(path: Path) -> Manifest:
-    """Read and check a manifest CSV; raises :class:`ManifestError` naming the bad row.
+def group_cases(
+    rows: Iterable[TrainingManifestRow], phase: str | None = "early"
+) -> list[TrainingCase]:
+    """Group benign and malignant rows into cases (patient, study, laterality).
 
-    >>> manifest = read_manifest(Path("cohort/manifest.csv"))  # doctest: +SKIP
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ManifestError(f"{path}: cannot read manifest ({error.strerror})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ManifestError(f"{path}: manifest is not UTF-8 text") from None
-    reader = csv.DictReader(text.splitlines())
-    missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise ManifestError(f"{path}: manifest lacks columns {', '.join(missing)}")
-    rows = tuple(_parse_row(path, number, raw) for number, raw in enumerate(reader, start=2))
-    if not rows:
-        raise ManifestError(f"{path}: manifest has no rows")
-    return Manifest(path=path, rows=rows, sha256=hashlib.sha256(data).hexdigest())
-
-
-def _parse_row(manifest: Path, line: int, raw: dict[str, str]) -> ManifestRow:
-    where = f"{manifest}: line {line}"
-    values = {key: (raw.get(key) or "").strip() for key in MANIFEST_COLUMNS}
-    try:
-        modality = Modality(values["modality"].upper())
-        view = View(values["view"].upper())
-    except ValueError:
-        raise ManifestError(
-            f"{where}: unknown modality/view {values['modality']!r}/{values['view']!r}"
-        ) from None
-    label = values["label"].lower()
-    if label not in LABELS:
-        raise ManifestError(f"{where}: label must be malignant or benign, got {label!r}")
-    if not values["patient_id"] or not values["path"]:
-        raise ManifestError(f"{where}: empty patient_id or path")
-    return ManifestRow(
-        patient_id=values["patient_id"],
-        study_uid=values["study_uid"],
-        laterality=values["laterality"].upper(),
-        view=view,
-        modality=modality,
-        path=(manifest.parent / values["path"]).resolve(),
-        label=LABELS[label],
-        acr_density=values["acr_density"].lower(),
-        phase=values["phase"].lower(),
-        synthetic=(raw.get("synthetic") or "").strip().lower() in ("true", "1", "yes"),
-    )
-
-
-def group_cases(rows: Iterable[ManifestRow], phase: str | None = "early") -> list[TrainingCase]:
-    """Group rows into cases (patient, study, laterality), keeping one phase if given.
-
-    The first row of a slot wins; a case's label is malignant if any of its rows is.
+    Keeps one phase if given (the paper classifies early-phase images) and leaves out
+    ``normal`` rows. The first row of a slot wins; a case is malignant if any row is.
     """
     cases: dict[tuple[str, str, str], TrainingCase] = {}
     for row in rows:
-        if phase is not None and row.phase != phase:
+        if (phase is not None and row.phase != phase) or not row.classifiable:
             continue
         identity = (row.patient_id, row.study_uid, row.laterality)
         case = cases.setdefault(
             identity,
-            TrainingCase(row.patient_id, row.study_uid, row.laterality, row.label, row.acr_density),
+            TrainingCase(
+                row.patient_id, row.study_uid, row.laterality, int(row.label), row.acr_density
+            ),
         )
-        case.label = max(case.label, row.label)
+        case.label = max(case.label, int(row.label))
         case.slots.setdefault(row.slot, row.path)
     return sorted(cases.values(), key=lambda case: case.key)
 
 
-def image_pairs(rows: Iterable[ManifestRow], view: View | str) -> list[ImagePair]:
-    """LE/DES pairs of one view (every phase; only acquisitions having both images)."""
+def image_pairs(rows: Iterable[TrainingManifestRow], view: View | str) -> list[ImagePair]:
+    """LE/DES pairs of one view (every phase and label; acquisitions having both images)."""
     view = View(view)
     groups: dict[tuple[str, str, str, str], dict[Modality, Path]] = {}
     for row in rows:
@@ -211,9 +139,13 @@ __all__ = [
     "ManifestError",
     "ManifestRow",
     "TrainingCase",
+    "TrainingManifest",
+    "TrainingManifestError",
+    "TrainingManifestRow",
     "cases_with_slot",
     "group_cases",
     "image_pairs",
     "patient_key",
     "read_manifest",
+    "read_training_manifest",
 ]

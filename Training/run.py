@@ -138,17 +138,12 @@ def train_run(
 
 
 def is_phantom_manifest(manifest: Manifest) -> bool:
-    """True when the manifest marks images synthetic or its folder is a phantom cohort."""
-    if manifest.synthetic:
-        return True
-    folder = manifest.path.parent
-    for name in ("PHANTOM_README.txt", "README.md", "README.txt"):
-        candidate = folder / name
-        if candidate.is_file():
-            text = candidate.read_text(encoding="utf-8", errors="replace").lower()
-            if "synthetic" in text or "phantom" in text:
-                return True
-    return False
+    """True when the training manifest's own provenance marks any image synthetic.
+
+    The phantom writes ``synthetic=true`` on every row; importers of real data write
+    ``false`` (see :mod:`VirtualBiopsyLib.training_manifest`). No file beside it is read.
+    """
+    return manifest.synthetic
 
 
 def _prepare_out_dir(out_dir: Path, config: RunConfig, resume: bool) -> RunConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from collections import Counter
 from pathlib import Path
@@ -16,17 +17,19 @@ from VirtualBiopsyLib import SYNTHETIC_NOTICE
 from VirtualBiopsyLib.cli import main
 from VirtualBiopsyLib.errors import OutputExistsError
 from VirtualBiopsyLib.phantom.cdd_cesm import ANNOTATION_COLUMNS, ANNOTATIONS_NAME
-from VirtualBiopsyLib.phantom.cohort import (
-    MANIFEST_COLUMNS,
-    generate_cohort,
-    plan_cohort,
-    read_manifest,
-)
+from VirtualBiopsyLib.phantom.cohort import generate_cohort, plan_cohort
 from VirtualBiopsyLib.phantom.dicom_writer import PATIENT_ORIENTATION, VIEW_CODES
 from VirtualBiopsyLib.roles import Laterality, View
+from VirtualBiopsyLib.training_manifest import TRAINING_MANIFEST_COLUMNS as MANIFEST_COLUMNS
 
 PATIENTS, SEED = 8, 5
 CDD_NAME = re.compile(r"P\d+_[LR]_(DM|CM)_(CC|MLO)")
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    """The manifest's rows as written (raw CSV text values, relative paths)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="module")

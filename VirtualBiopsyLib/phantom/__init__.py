@@ -13,7 +13,7 @@ on it are not evidence of clinical performance (``VirtualBiopsyLib.SYNTHETIC_NOT
 
 from __future__ import annotations
 
-from VirtualBiopsyLib.phantom.cohort import generate_cohort, read_manifest
+from VirtualBiopsyLib.phantom.cohort import generate_cohort
 from VirtualBiopsyLib.phantom.exam import RenderedBreast, render_breast, render_exam
 
-__all__ = ["RenderedBreast", "generate_cohort", "read_manifest", "render_breast", "render_exam"]
+__all__ = ["RenderedBreast", "generate_cohort", "render_breast", "render_exam"]

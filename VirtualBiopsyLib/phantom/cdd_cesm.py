@@ -19,9 +19,10 @@ from PIL import Image
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE
 from VirtualBiopsyLib.images.raster_reader import cdd_cesm_study_uid
-from VirtualBiopsyLib.phantom.cohort import ManifestRow, PatientPlan, render_patient
+from VirtualBiopsyLib.phantom.cohort import PatientPlan, render_patient
 from VirtualBiopsyLib.phantom.files import write_atomically
-from VirtualBiopsyLib.roles import VIEWS
+from VirtualBiopsyLib.roles import VIEWS, Modality
+from VirtualBiopsyLib.training_manifest import BiopsyLabel, TrainingManifestRow
 
 LOW_ENERGY_FOLDER = "Low energy images of CDD-CESM"
 SUBTRACTED_FOLDER = "Subtracted images of CDD-CESM"
@@ -131,9 +132,9 @@ def write_cdd_cesm_cohort(
     seed: int,
     size: str,
     progress: Callable[[int, int], None] | None = None,
-) -> list[ManifestRow]:
-    """Write the JPEGs and the annotation workbook; return the manifest rows."""
-    manifest: list[ManifestRow] = []
+) -> list[TrainingManifestRow]:
+    """Write the JPEGs and the annotation workbook; return the training manifest rows."""
+    manifest: list[TrainingManifestRow] = []
     annotations: list[list[object]] = []
     for done, plan in enumerate(plans, start=1):
         rng = np.random.default_rng([seed, plan.number, 0xCDD])
@@ -148,16 +149,17 @@ def write_cdd_cesm_cohort(
                     relative = f"{folder}/{file_name(name, stray)}"
                     _write_jpeg(out_dir / relative, breast.images[f"{modality}_{view.value}"])
                     manifest.append(
-                        ManifestRow(
+                        TrainingManifestRow(
                             patient_id,
                             cdd_cesm_study_uid(patient_id),
                             side,
-                            view.value,
-                            modality,
-                            relative,
-                            breast.label,
+                            view,
+                            Modality(modality),
+                            out_dir / relative,
+                            BiopsyLabel.from_text(breast.label),
                             plan.acr_density,
                             "early",
+                            synthetic=True,
                         )
                     )
                     annotations.extend(

@@ -12,8 +12,6 @@ acquisitions (the readers must skip high energy; late-phase rows are marked ``la
 
 from __future__ import annotations
 
-import csv
-import io
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,22 +26,16 @@ from VirtualBiopsyLib.phantom.anatomy import ACR_CATEGORIES, PIXEL_SPACING_MM
 from VirtualBiopsyLib.phantom.dicom_writer import DicomImageSpec, phantom_uid, write_dicom
 from VirtualBiopsyLib.phantom.exam import RenderedBreast, render_breast
 from VirtualBiopsyLib.phantom.files import write_atomically
-from VirtualBiopsyLib.roles import VIEWS, Laterality, View
+from VirtualBiopsyLib.roles import VIEWS, Laterality, Modality, View
+from VirtualBiopsyLib.training_manifest import (
+    TRAINING_MANIFEST_NAME,
+    BiopsyLabel,
+    TrainingManifestRow,
+    write_training_manifest,
+)
 
-MANIFEST_NAME = "manifest.csv"
+MANIFEST_NAME = TRAINING_MANIFEST_NAME
 README_NAME = "PHANTOM_README.txt"
-REQUIRED_MANIFEST_COLUMNS: tuple[str, ...] = (
-    "patient_id",
-    "study_uid",
-    "laterality",
-    "view",
-    "modality",
-    "path",
-    "label",
-    "acr_density",
-    "phase",
-)  # what Training reads; real-data manifests need no more
-MANIFEST_COLUMNS: tuple[str, ...] = (*REQUIRED_MANIFEST_COLUMNS, "synthetic")
 LAYOUTS: tuple[str, ...] = ("dicom", "cdd-cesm")
 SIZES: tuple[str, ...] = ("small", "full")
 MALIGNANT_SHARE = 0.7  # as in the paper's classification subset (83 of 115)
@@ -120,22 +112,6 @@ def plan_cohort(patients: int, seed: int) -> list[PatientPlan]:
             )
         )
     return plans
-
-
-@dataclass
-class ManifestRow:
-    """One image the readers should use (high-energy images never appear)."""
-
-    patient_id: str
-    study_uid: str
-    laterality: str
-    view: str
-    modality: str
-    path: str  # relative to the cohort folder, forward slashes
-    label: str
-    acr_density: str
-    phase: str
-    synthetic: str = "true"
 
 
 def render_patient(plan: PatientPlan, seed: int, size: str) -> list[RenderedBreast]:
@@ -242,22 +218,23 @@ def _write_dicom_patient(
     size: str,
     breasts: list[RenderedBreast],
     contrast_value3: bool = False,
-) -> list[ManifestRow]:
+) -> list[TrainingManifestRow]:
     writer = _DicomExamWriter(out_dir, plan, seed, size, contrast_value3)
-    rows = []
+    rows: list[TrainingManifestRow] = []
 
     def add(breast: RenderedBreast, view: View, modality: str, phase: str, path: str) -> None:
         rows.append(
-            ManifestRow(
+            TrainingManifestRow(
                 f"PHANTOM-{plan.number:04d}",
                 writer.study_uid,
                 breast.laterality.value,
-                view.value,
-                modality,
-                path,
-                breast.label,
+                view,
+                Modality(modality),
+                out_dir / path,
+                BiopsyLabel.from_text(breast.label),
                 plan.acr_density,
                 phase,
+                synthetic=True,
             )
         )
 
@@ -293,23 +270,6 @@ def _write_dicom_patient(
                 writer.write(breast, view, modality, "late", image, 8.0 + len(rows)),
             )
     return rows
-
-
-def write_manifest(path: Path, rows: list[ManifestRow]) -> Path:
-    """Write ``manifest.csv`` (columns :data:`MANIFEST_COLUMNS`) atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(MANIFEST_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(vars(row))
-    text = buffer.getvalue()
-    return write_atomically(path, lambda temp: temp.write_text(text, encoding="utf-8"))
-
-
-def read_manifest(path: Path) -> list[dict[str, str]]:
-    """The rows of a phantom ``manifest.csv`` as dictionaries."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _readme_text(patients: int, seed: int, size: str, layout: str) -> str:
@@ -369,7 +329,7 @@ def generate_cohort(
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
     plans = plan_cohort(patients, seed)
-    rows: list[ManifestRow] = []
+    rows: list[TrainingManifestRow] = []
     if layout == "dicom":
         for done, plan in enumerate(plans, start=1):
             breasts = render_patient(plan, seed, size)
@@ -382,4 +342,4 @@ def generate_cohort(
         rows = write_cdd_cesm_cohort(out_dir, plans, seed, size, progress)
     readme = _readme_text(patients, seed, size, layout)
     write_atomically(out_dir / README_NAME, lambda temp: temp.write_text(readme, "utf-8"))
-    return write_manifest(out_dir / MANIFEST_NAME, rows)
+    return write_training_manifest(out_dir / MANIFEST_NAME, rows)

@@ -1,0 +1,251 @@
+"""The training manifest (``manifest.csv``): the images a training run reads, one per row.
+
+Not to be confused with a model package's ``model.json`` (see ``models/package.py``). The
+phantom writes a training manifest beside its cohort; ``virtual-biopsy-train import``
+writes one for CDD-CESM and for a hospital's DICOM exams; ``Training`` reads it. This
+module is the one reader and the one writer of the format, so all three agree.
+
+Columns (UTF-8 CSV, header first): ``patient_id, study_uid, laterality (L|R), view
+(CC|MLO), modality (LE|DES), path, label (malignant|benign|normal), acr_density (a–d or
+empty), phase (early|late), synthetic (true|false)``. ``path`` is relative to the
+manifest's folder, with forward slashes. ``normal`` marks a breast without a lesion: the
+generators train on its LE/DES pairs, the benign-vs-malignant classifiers leave it out.
+``synthetic`` is the provenance of the image (the phantom writes ``true``); a run on a
+manifest with any synthetic row is marked as computed on synthetic data.
+
+>>> import tempfile
+>>> folder = Path(tempfile.mkdtemp())
+>>> row = TrainingManifestRow("P1", "1.2.3", "L", View.CC, Modality.LE, folder / "a.dcm",
+...                           BiopsyLabel.BENIGN, "b", "early")
+>>> manifest = read_training_manifest(write_training_manifest(folder / "manifest.csv", [row]))
+>>> manifest.rows[0].label.text, manifest.rows[0].path.name, manifest.synthetic
+('benign', 'a.dcm', False)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from VirtualBiopsyLib.errors import VirtualBiopsyError
+from VirtualBiopsyLib.roles import Modality, View, slot_name
+
+TRAINING_MANIFEST_NAME = "manifest.csv"
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "study_uid",
+    "laterality",
+    "view",
+    "modality",
+    "path",
+    "label",
+    "acr_density",
+    "phase",
+)
+TRAINING_MANIFEST_COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, "synthetic")
+PHASES: tuple[str, ...] = ("early", "late")
+ACR_DENSITIES: tuple[str, ...] = ("a", "b", "c", "d")
+_TRUE = ("true", "1", "yes")
+
+
+class TrainingManifestError(VirtualBiopsyError):
+    """A training manifest that cannot be used; names the file, line and problem."""
+
+
+class BiopsyLabel(IntEnum):
+    """The label of a breast. The value is the classifier target (malignant = 1).
+
+    ``NORMAL`` has no target: it is -1 so that "malignant if any image is" (``max``) still
+    holds for a patient, and the classifier sets never contain it.
+    """
+
+    NORMAL = -1
+    BENIGN = 0
+    MALIGNANT = 1
+
+    @property
+    def text(self) -> str:
+        """The manifest's spelling: ``normal``, ``benign`` or ``malignant``."""
+        return self.name.lower()
+
+    @classmethod
+    def from_text(cls, text: str) -> BiopsyLabel:
+        """Parse the manifest's spelling (case and spaces ignored); ``ValueError`` otherwise.
+
+        >>> BiopsyLabel.from_text(" Malignant ")
+        <BiopsyLabel.MALIGNANT: 1>
+        """
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"label must be malignant, benign or normal, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class TrainingManifestRow:
+    """One image of a training manifest; ``path`` is absolute (resolved when read)."""
+
+    patient_id: str
+    study_uid: str
+    laterality: str
+    view: View
+    modality: Modality
+    path: Path
+    label: BiopsyLabel
+    acr_density: str
+    phase: str
+    synthetic: bool = False
+
+    @property
+    def slot(self) -> str:
+        return slot_name(self.modality, self.view)
+
+    @property
+    def classifiable(self) -> bool:
+        """True for benign and malignant images: the classifiers' task."""
+        return BiopsyLabel(self.label) is not BiopsyLabel.NORMAL
+
+
+@dataclass(frozen=True)
+class TrainingManifest:
+    path: Path
+    rows: tuple[TrainingManifestRow, ...]
+    sha256: str  # of the file's bytes: provenance of every model trained on it
+
+    @property
+    def synthetic(self) -> bool:
+        """True when any image is marked synthetic (e.g. a phantom cohort)."""
+        return any(row.synthetic for row in self.rows)
+
+
+def read_training_manifest(path: Path | str) -> TrainingManifest:
+    """Read and check a training manifest; raises :class:`TrainingManifestError`.
+
+    >>> read_training_manifest("cohort/manifest.csv").rows[0].slot  # doctest: +SKIP
+    'LE_CC'
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise TrainingManifestError(
+            f"{path}: cannot read training manifest ({error.strerror})"
+        ) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise TrainingManifestError(f"{path}: training manifest is not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise TrainingManifestError(f"{path}: training manifest lacks columns {', '.join(missing)}")
+    rows = tuple(_parse_row(path, number, raw) for number, raw in enumerate(reader, start=2))
+    if not rows:
+        raise TrainingManifestError(f"{path}: training manifest has no rows")
+    return TrainingManifest(path=path, rows=rows, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _parse_row(manifest: Path, line: int, raw: dict[str, str | None]) -> TrainingManifestRow:
+    where = f"{manifest}: line {line}"
+    values = {key: (raw.get(key) or "").strip() for key in TRAINING_MANIFEST_COLUMNS}
+    try:
+        modality = Modality(values["modality"].upper())
+        view = View(values["view"].upper())
+    except ValueError:
+        raise TrainingManifestError(
+            f"{where}: unknown modality/view {values['modality']!r}/{values['view']!r}"
+        ) from None
+    try:
+        label = BiopsyLabel.from_text(values["label"])
+    except ValueError as error:
+        raise TrainingManifestError(f"{where}: {error}") from None
+    laterality = values["laterality"].upper()
+    if laterality not in ("L", "R"):
+        raise TrainingManifestError(f"{where}: laterality must be L or R, got {laterality!r}")
+    phase = values["phase"].lower()
+    if phase not in PHASES:
+        raise TrainingManifestError(f"{where}: phase must be early or late, got {phase!r}")
+    density = values["acr_density"].lower()
+    if density and density not in ACR_DENSITIES:
+        raise TrainingManifestError(f"{where}: acr_density must be a–d or empty, got {density!r}")
+    if not values["patient_id"] or not values["path"]:
+        raise TrainingManifestError(f"{where}: empty patient_id or path")
+    return TrainingManifestRow(
+        patient_id=values["patient_id"],
+        study_uid=values["study_uid"],
+        laterality=laterality,
+        view=view,
+        modality=modality,
+        path=(manifest.parent / values["path"]).resolve(),
+        label=label,
+        acr_density=density,
+        phase=phase,
+        synthetic=values["synthetic"].lower() in _TRUE,
+    )
+
+
+def format_training_manifest(rows: Iterable[TrainingManifestRow], folder: Path) -> str:
+    """The CSV text of ``rows`` with paths relative to ``folder`` (the manifest's)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(TRAINING_MANIFEST_COLUMNS)
+    for row in rows:
+        relative = Path(os.path.relpath(Path(row.path).absolute(), Path(folder).absolute()))
+        writer.writerow(
+            [
+                row.patient_id,
+                row.study_uid,
+                row.laterality,
+                View(row.view).value,
+                Modality(row.modality).value,
+                relative.as_posix(),
+                BiopsyLabel(row.label).text,
+                row.acr_density,
+                row.phase,
+                "true" if row.synthetic else "false",
+            ]
+        )
+    return buffer.getvalue()
+
+
+def write_training_manifest(path: Path, rows: Iterable[TrainingManifestRow]) -> Path:
+    """Write a training manifest atomically (a reader never sees half a file)."""
+    # the library's atomic writer; imported here because the phantom package imports this module
+    from VirtualBiopsyLib.phantom.files import write_atomically
+
+    path = Path(path)
+    text = format_training_manifest(rows, path.parent)
+    return write_atomically(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
+def is_training_manifest(path: Path) -> bool:
+    """True when ``path`` starts with a training manifest's header (safe to overwrite)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return tuple(header[: len(REQUIRED_COLUMNS)]) == REQUIRED_COLUMNS
+
+
+__all__ = [
+    "ACR_DENSITIES",
+    "PHASES",
+    "REQUIRED_COLUMNS",
+    "TRAINING_MANIFEST_COLUMNS",
+    "TRAINING_MANIFEST_NAME",
+    "BiopsyLabel",
+    "TrainingManifest",
+    "TrainingManifestError",
+    "TrainingManifestRow",
+    "format_training_manifest",
+    "is_training_manifest",
+    "read_training_manifest",
+    "write_training_manifest",
+]
