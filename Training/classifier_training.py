@@ -4,7 +4,10 @@ Cross-entropy (optionally class-weighted: ``ClassifierConfig.class_weighting``),
 1e-3, β1 0.9, weight decay 1e-5), ReduceLROnPlateau (×0.1 after 10 epochs without a better
 validation loss), early stopping on validation loss (patience 50 after a 50-epoch
 warm-up), at most 300 epochs, augmentation on the training images only.
-The weights with the best validation loss are kept. Every epoch ends with a checkpoint,
+The weights with the best validation loss are kept. Beyond the paper: a global pooling
+by name (``pooling``), a floor under the learning rate, and a smoothed validation loss
+for the schedule, early stopping and the kept weights (``val_loss_smoothing``); see
+:class:`Training.config.ClassifierConfig`. Every epoch ends with a checkpoint,
 so ``resume=True`` continues a killed run to the same result (on CPU with fixed seeds).
 
 >>> import torch
@@ -85,7 +88,9 @@ def train_classifier(
     """
     runtime = runtime or make_runtime("cpu")
     torch.manual_seed(seed)
-    model = runtime.prepare_model(build_classifier(config.architecture, config.pretrained_weights))
+    model = runtime.prepare_model(
+        build_classifier(config.architecture, config.pretrained_weights, config.pooling)
+    )
     weights = class_weights(train.labels, config.class_weighting)
     loop = _ClassifierLoop(model, config, seed, runtime, weights)
     store = CheckpointStore(work_dir) if work_dir is not None else None
@@ -102,7 +107,7 @@ def train_classifier(
         postfix="val_loss",
         stop_after_epochs=stop_after_epochs,
     )
-    best = build_classifier(config.architecture)
+    best = build_config_classifier(config)
     best.load_state_dict(loop.best_state)
     return ClassifierResult(
         model=best.eval(),
@@ -111,6 +116,11 @@ def train_classifier(
         epochs_run=loop.epoch,
         history=loop.history,
     )
+
+
+def build_config_classifier(config: ClassifierConfig) -> MalignancyClassifier:
+    """A fresh classifier of the configured architecture and pooling (no ImageNet start)."""
+    return build_classifier(config.architecture, pooling=config.pooling)
 
 
 def class_weights(labels: torch.Tensor, weighting: str = "none") -> torch.Tensor | None:
@@ -163,8 +173,13 @@ class _ClassifierLoop(EpochLoop):
             weight_decay=config.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+            self.optimizer,
+            mode="min",
+            factor=config.lr_factor,
+            patience=config.lr_patience,
+            min_lr=config.min_learning_rate,
         )
+        self.smoothed_val_loss: float | None = None
         self.class_weights = None if weights is None else weights.to(runtime.device)
         self.loss_function = nn.CrossEntropyLoss(weight=self.class_weights)
         self.best_state = copy_state(model)
@@ -172,18 +187,30 @@ class _ClassifierLoop(EpochLoop):
     def run_epoch(self, train: ImageSet, val: ImageSet) -> dict[str, float]:
         train_loss = self._train_one_epoch(train)
         val_loss = self.validation_loss(val)
-        self.scheduler.step(val_loss)
-        if self.stopper.update(val_loss) or not self.config.keep_best:
+        smoothed = self._smooth(val_loss)
+        self.scheduler.step(smoothed)
+        if self.stopper.update(smoothed) or not self.config.keep_best:
             self.best_state = copy_state(self.model)
         record = {
             "epoch": self.epoch,
             "train_loss": train_loss,
             "val_loss": val_loss,
+            "smoothed_val_loss": smoothed,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
         self.history.append(record)
         self.epoch += 1
         return record
+
+    def _smooth(self, val_loss: float) -> float:
+        """Exponential moving average of the validation loss (the raw loss when factor 0)."""
+        factor = self.config.val_loss_smoothing
+        previous = self.smoothed_val_loss
+        if previous is None or factor == 0.0 or math.isnan(previous):
+            self.smoothed_val_loss = val_loss
+        else:
+            self.smoothed_val_loss = factor * previous + (1.0 - factor) * val_loss
+        return self.smoothed_val_loss
 
     def _train_one_epoch(self, train: ImageSet) -> float:
         self.network.train()
@@ -234,6 +261,7 @@ class _ClassifierLoop(EpochLoop):
         torch_state, state = self.shared_checkpoint()
         torch_state["optimizer"] = self.optimizer.state_dict()
         torch_state["scheduler"] = self.scheduler.state_dict()
+        state["smoothed_val_loss"] = self.smoothed_val_loss
         store.save(copy_state(self.model), self.best_state, torch_state, state)
 
     def restore(self, store: CheckpointStore) -> None:
@@ -243,6 +271,7 @@ class _ClassifierLoop(EpochLoop):
         self.optimizer.load_state_dict(torch_state["optimizer"])
         self.scheduler.load_state_dict(torch_state["scheduler"])
         self.restore_shared(torch_state, state)
+        self.smoothed_val_loss = state.get("smoothed_val_loss")
 
 
 def _batches(

@@ -23,9 +23,13 @@ from typing import Any
 
 from VirtualBiopsyLib.errors import VirtualBiopsyError
 from VirtualBiopsyLib.models.cyclegan import DEMO_GENERATOR
+from VirtualBiopsyLib.models.names import GENERATOR_ARCHITECTURES, POOLINGS
 
 CLASSIFIER_ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet50", "vgg16", "demo")
 CLASS_WEIGHTINGS: tuple[str, ...] = ("none", "balanced")
+GENERATOR_RECIPES: tuple[str, ...] = ("cyclegan", "pix2pix")
+GENERATOR_SELECTIONS: tuple[str, ...] = ("l1", "emphasis_l1")
+SPLIT_PROTOCOLS: tuple[str, ...] = ("paper", "every-patient")
 
 
 class ConfigError(VirtualBiopsyError):
@@ -51,9 +55,20 @@ class ClassifierConfig:
     training split (scikit-learn's "balanced": ``n / (2 · n_class)``), so that a skewed
     cohort does not push every probability past the 0.5 threshold. The same weights apply
     to the validation loss that drives the schedule and early stopping.
+
+    ``pooling`` is the global pooling before the last layer (``"avg"``, the paper's, or
+    ``"max"``, ``"gem"``, ``"attention"``: a lesion under 1 % of the image is diluted by
+    an average). ``min_learning_rate`` is the floor of the plateau schedule, and
+    ``val_loss_smoothing`` (0 = none, the paper) is the factor of an exponential moving
+    average of the validation loss that the schedule and early stopping watch: with
+    validation splits of a dozen images the raw loss is noise and drives the rate to
+    1e-7 within a few epochs. The kept weights are those of the best raw validation loss.
     """
 
     architecture: str = "resnet18"
+    pooling: str = "avg"
+    min_learning_rate: float = 0.0
+    val_loss_smoothing: float = 0.0
     max_epochs: int = 300
     batch_size: int = 8
     learning_rate: float = 1e-3
@@ -72,14 +87,35 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """The paper's CycleGAN recipe (Section 2.5): LSGAN + cycle L1 ×10 + identity L1 ×5.
+    """How G_v is built and trained; the defaults are the paper's CycleGAN recipe (§2.5).
 
-    The validation loss that drives early stopping is the mean L1 distance between the
-    synthetic DES ``G(LE)`` and the real DES of the validation pairs (whole image).
+    ``recipe``: ``"cyclegan"`` (the paper: LSGAN + cycle L1 ×10 + identity L1 ×5, unpaired
+    losses on paired data) or ``"pix2pix"`` (paired: L1 ×``lambda_l1`` + LSGAN ×
+    ``lambda_adversarial`` from a PatchGAN that sees LE and DES together; 0 turns the
+    adversary off). ``architecture``: ``"resnet"`` (ngf, n_blocks) or ``"unet"``
+    (base_width, levels).
+
+    ``lesion_emphasis`` λ weights every L1 term pixel by pixel with ``1 + λ·r``, where ``r``
+    is the real DES's positive residual from its local median (window
+    ``emphasis_window`` of the image side), normalised per image: enhancing lesions and
+    vessels are bright locally and weigh up to 1 + λ times the flat background. The paper
+    has none (0). ``selection`` is the validation loss that early stopping and the kept
+    weights use: ``"l1"`` (the paper's whole-image L1) or ``"emphasis_l1"`` (the same
+    weighted L1 on the validation pairs, which a generator that leaves the lesion out
+    cannot win).
     """
 
+    recipe: str = "cyclegan"
+    architecture: str = "resnet"
     ngf: int = 64
     n_blocks: int = 9
+    base_width: int = 32
+    levels: int = 5
+    lambda_l1: float = 100.0
+    lambda_adversarial: float = 1.0
+    lesion_emphasis: float = 0.0
+    emphasis_window: float = 0.15
+    selection: str = "l1"
     ndf: int = 64
     n_layers: int = 3
     max_epochs: int = 200
@@ -102,6 +138,7 @@ class SplitConfig:
 
     n_folds: int = 5
     seed: int = 2026
+    protocol: str = "paper"  # "paper" (5 × 80/10/10) or "every-patient" (each tested once)
 
 
 @dataclass(frozen=True)
@@ -180,10 +217,27 @@ def _validate(config: Any) -> None:
             f"unknown class_weighting {config.class_weighting!r}; "
             f"expected one of {', '.join(CLASS_WEIGHTINGS)}"
         )
+    _check_choice(config, "pooling", POOLINGS)
+    _check_choice(config, "recipe", GENERATOR_RECIPES)
+    _check_choice(config, "selection", GENERATOR_SELECTIONS)
+    _check_choice(config, "protocol", SPLIT_PROTOCOLS)
+    if isinstance(config, GeneratorConfig):
+        _check_choice(config, "architecture", GENERATOR_ARCHITECTURES)
     for name in ("max_epochs", "batch_size", "n_folds", "image_size"):
         value = getattr(config, name, 1)
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    smoothing = getattr(config, "val_loss_smoothing", 0.0)
+    if not 0.0 <= smoothing < 1.0:
+        raise ConfigError(f"val_loss_smoothing must be in [0, 1), got {smoothing!r}")
+
+
+def _check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
+    if not hasattr(config, name):
+        return
+    value = getattr(config, name)
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
 
 
 def tiny_config(seed: int = 0) -> RunConfig:

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import VirtualBiopsyLib
+from Training.classifier_training import build_config_classifier
 from Training.config import RunConfig
 from Training.datasets import ManifestError
+from Training.generator_training import build_config_generator
 from Training.run import fold_dirs, preprocessing_params
-from VirtualBiopsyLib.models.classifiers import build_classifier
-from VirtualBiopsyLib.models.cyclegan import build_generator
 from VirtualBiopsyLib.models.package import FoldModels, write_package
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
 from VirtualBiopsyLib.roles import SLOTS, VIEWS, View
@@ -92,7 +92,7 @@ def _fold_models(folder: Path, config: RunConfig) -> FoldModels:
         file = folder / "classifiers" / slot / f"classifier_{slot}.safetensors"
         if not file.exists():
             continue
-        model = build_classifier(config.classifier.architecture)
+        model = build_config_classifier(config.classifier)
         model.load_state_dict(read_state_dict(file))
         classifiers[slot] = model
     return FoldModels(
@@ -117,7 +117,7 @@ def _best_generators(run_dir: Path, config: RunConfig) -> tuple[dict[View, Any],
         if not results:
             continue
         _, fold, folder = min(results)
-        generator = build_generator(config.generator.ngf, config.generator.n_blocks)
+        generator = build_config_generator(config.generator)
         generator.load_state_dict(
             read_state_dict(folder / f"generator_LE_to_DES_{view.value}.safetensors")
         )

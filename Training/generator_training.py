@@ -1,12 +1,17 @@
-"""Train the CycleGAN of one view: LE → DES (the paper's G_v) and its DES → LE partner.
+"""Train the generator G_v of one view (LE → DES), with the paper's recipe or a paired one.
 
-Losses (paper §2.5): least-squares adversarial (MSE against 1 / 0 on PatchGAN logits),
-cycle consistency L1 ×10, identity L1 ×5. Adam lr 1e-5, β1 0.5, weight decay 1e-5; up to
-200 epochs; early stopping patience 50 after 50 warm-up epochs. The validation loss is
-the mean absolute difference between ``G(LE)`` and the real DES of the validation pairs
-(whole image); the LE → DES generator of the best epoch is kept. Paired LE/DES images
-receive the same random affine augmentation. A generator pre-trained on another manifest
-(``initial_generator``) is fine-tuned the same way.
+``recipe="cyclegan"`` (the paper, §2.5): G_v and a DES → LE partner with least-squares
+adversarial losses (MSE against 1 / 0 on PatchGAN logits), cycle consistency L1 ×10,
+identity L1 ×5. ``recipe="pix2pix"``: G_v alone with the paired L1 to the real DES
+×``lambda_l1`` plus an LSGAN loss from a conditional PatchGAN that sees (LE, DES) side
+by side ×``lambda_adversarial`` (Isola et al. 2017). Either way every L1 term can weigh
+the lesion up (``lesion_emphasis``, see :func:`emphasis_weights`): a lesion covers under
+1 % of the image, and a whole-image L1 is nearly blind to it.
+
+Adam, early stopping with warm-up, paired augmentation (the same random affine for LE
+and DES). The validation loss (``selection``) is the paper's whole-image L1 or the
+emphasis-weighted L1; the generator of the best epoch is kept. A generator pre-trained on
+another manifest (``initial_generator``) is fine-tuned the same way.
 
 >>> import torch
 >>> from Training.config import GeneratorConfig
@@ -19,7 +24,7 @@ receive the same random affine augmentation. A generator pre-trained on another 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -37,13 +42,15 @@ from Training.runtime import (
     make_runtime,
     unwrap,
 )
-from VirtualBiopsyLib.models.cyclegan import (
-    ResnetGenerator,
-    build_discriminator,
-    build_generator,
-)
+from VirtualBiopsyLib.models.cyclegan import build_discriminator
+from VirtualBiopsyLib.models.generators import build_named_generator
 
 NETWORKS: tuple[str, ...] = ("le_to_des", "des_to_le", "d_des", "d_le")
+#: The local median that the lesion emphasis subtracts is taken on an image of this side.
+EMPHASIS_GRID = 64
+#: λ of the "emphasis_l1" validation loss: fixed, so that runs with different training
+#: emphasis are selected (and compared) by the same yardstick.
+SELECTION_EMPHASIS = 20.0
 
 
 @dataclass
@@ -61,7 +68,7 @@ class PairSet:
 class GeneratorResult:
     """The best LE → DES generator and its training record."""
 
-    generator: ResnetGenerator
+    generator: nn.Module
     best_val_loss: float
     best_epoch: int
     epochs_run: int
@@ -89,7 +96,8 @@ def train_generator(
     """
     runtime = runtime or make_runtime("cpu")
     torch.manual_seed(seed)
-    loop = _CycleGanLoop(config, seed, runtime)
+    loop_type = _Pix2PixLoop if config.recipe == "pix2pix" else _CycleGanLoop
+    loop = loop_type(config, seed, runtime)
     if initial_generator is not None:
         unwrap(loop.networks["le_to_des"]).load_state_dict(initial_generator)
         loop.best_state = copy_state(loop.networks["le_to_des"])
@@ -105,10 +113,10 @@ def train_generator(
         store=store,
         progress=progress,
         description=description,
-        postfix="val_l1",
+        postfix=f"val_{config.selection}",
         stop_after_epochs=stop_after_epochs,
     )
-    best = build_generator(config.ngf, config.n_blocks)
+    best = build_config_generator(config)
     best.load_state_dict(loop.best_state)
     return GeneratorResult(
         generator=best.eval(),
@@ -119,23 +127,36 @@ def train_generator(
     )
 
 
-class _CycleGanLoop(EpochLoop):
-    """Mutable state of one CycleGAN's training: four networks, two optimisers, RNGs."""
+def build_config_generator(config: GeneratorConfig) -> nn.Module:
+    """A fresh G_v of the configured architecture and size."""
+    sizes = {
+        "ngf": config.ngf,
+        "n_blocks": config.n_blocks,
+        "base_width": config.base_width,
+        "levels": config.levels,
+    }
+    return build_named_generator(config.architecture, sizes)
 
-    def __init__(self, config: GeneratorConfig, seed: int, runtime: Runtime) -> None:
+
+class _GeneratorLoop(EpochLoop):
+    """What both recipes share: networks by name, two Adam optimisers, epochs, checkpoints.
+
+    Subclasses fill ``networks`` (``le_to_des`` is G_v) and say which networks each
+    optimiser updates, and implement ``_step``.
+    """
+
+    GENERATORS: tuple[str, ...] = ()
+    DISCRIMINATORS: tuple[str, ...] = ()
+
+    def __init__(
+        self, config: GeneratorConfig, seed: int, runtime: Runtime, networks: dict[str, nn.Module]
+    ) -> None:
         super().__init__(
             seed, runtime, config.augment, config.early_stopping_patience, config.warmup_epochs
         )
         self.config = config
-        self.networks: dict[str, nn.Module] = {
-            "le_to_des": build_generator(config.ngf, config.n_blocks),
-            "des_to_le": build_generator(config.ngf, config.n_blocks),
-            "d_des": build_discriminator(config.ndf, config.n_layers),
-            "d_le": build_discriminator(config.ndf, config.n_layers),
-        }
         self.networks = {
-            name: runtime.wrap(runtime.prepare_model(network))
-            for name, network in self.networks.items()
+            name: runtime.wrap(runtime.prepare_model(network)) for name, network in networks.items()
         }
         adam = {
             "lr": config.learning_rate,
@@ -143,17 +164,22 @@ class _CycleGanLoop(EpochLoop):
             "weight_decay": config.weight_decay,
         }
         self.optimizer_g = torch.optim.Adam(
-            [*self.networks["le_to_des"].parameters(), *self.networks["des_to_le"].parameters()],
-            **adam,
+            [p for name in self.GENERATORS for p in self.networks[name].parameters()], **adam
         )
-        self.optimizer_d = torch.optim.Adam(
-            [*self.networks["d_des"].parameters(), *self.networks["d_le"].parameters()], **adam
+        discriminator_parameters = [
+            p for name in self.DISCRIMINATORS for p in self.networks[name].parameters()
+        ]
+        self.optimizer_d = (
+            torch.optim.Adam(discriminator_parameters, **adam) if discriminator_parameters else None
         )
         self.best_state = copy_state(self.networks["le_to_des"])
 
+    def _step(self, le: torch.Tensor, des: torch.Tensor) -> tuple[float, float]:
+        raise NotImplementedError
+
     def run_epoch(self, train: PairSet, val: PairSet) -> dict[str, float]:
         losses = self._train_one_epoch(train)
-        val_loss = validation_l1(self.networks["le_to_des"], val, self.runtime)
+        val_loss = validation_loss(self.networks["le_to_des"], val, self.config, self.runtime)
         if self.stopper.update(val_loss):
             self.best_state = copy_state(self.networks["le_to_des"])
         record = {"epoch": self.epoch, **losses, "val_loss": val_loss}
@@ -177,10 +203,52 @@ class _CycleGanLoop(EpochLoop):
             count += len(indices)
         return {name: value / max(count, 1) for name, value in totals.items()}
 
+    def save(self, store: CheckpointStore) -> None:
+        weights = {
+            f"{name}.{key}": value
+            for name, network in self.networks.items()
+            for key, value in copy_state(network).items()
+        }
+        torch_state, state = self.shared_checkpoint()
+        torch_state["optimizer_g"] = self.optimizer_g.state_dict()
+        if self.optimizer_d is not None:
+            torch_state["optimizer_d"] = self.optimizer_d.state_dict()
+        store.save(weights, self.best_state, torch_state, state)
+
+    def restore(self, store: CheckpointStore) -> None:
+        weights, best, torch_state, state = store.load()
+        for name, network in self.networks.items():
+            prefix = f"{name}."
+            unwrap(network).load_state_dict(
+                {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+            )
+        self.best_state = best
+        self.optimizer_g.load_state_dict(torch_state["optimizer_g"])
+        if self.optimizer_d is not None:
+            self.optimizer_d.load_state_dict(torch_state["optimizer_d"])
+        self.restore_shared(torch_state, state)
+
+
+class _CycleGanLoop(_GeneratorLoop):
+    """The paper's CycleGAN: two generators, two PatchGANs, unpaired losses."""
+
+    GENERATORS = ("le_to_des", "des_to_le")
+    DISCRIMINATORS = ("d_des", "d_le")
+
+    def __init__(self, config: GeneratorConfig, seed: int, runtime: Runtime) -> None:
+        networks = {
+            "le_to_des": build_config_generator(config),
+            "des_to_le": build_config_generator(config),
+            "d_des": build_discriminator(config.ndf, config.n_layers),
+            "d_le": build_discriminator(config.ndf, config.n_layers),
+        }
+        super().__init__(config, seed, runtime, networks)
+
     def _step(self, le: torch.Tensor, des: torch.Tensor) -> tuple[float, float]:
         """One CycleGAN iteration: generators first, then discriminators on detached fakes."""
         n = self.networks
         c = self.config
+        weights = emphasis_weights(des, c) if c.lesion_emphasis > 0 else None
         _set_requires_grad((n["d_des"], n["d_le"]), False)
         self.optimizer_g.zero_grad(set_to_none=True)
         with self.runtime.autocast():
@@ -190,9 +258,9 @@ class _CycleGanLoop(EpochLoop):
                 n["d_le"](synthetic_le), True
             )
             cycle = nn.functional.l1_loss(n["des_to_le"](synthetic_des), le) + (
-                nn.functional.l1_loss(n["le_to_des"](synthetic_le), des)
+                weighted_l1(n["le_to_des"](synthetic_le), des, weights)
             )
-            identity = nn.functional.l1_loss(n["le_to_des"](des), des) + (
+            identity = weighted_l1(n["le_to_des"](des), des, weights) + (
                 nn.functional.l1_loss(n["des_to_le"](le), le)
             )
             loss_g = adversarial + c.lambda_cycle * cycle + c.lambda_identity * identity
@@ -211,28 +279,87 @@ class _CycleGanLoop(EpochLoop):
         self.scaler.update()
         return float(loss_g.detach()), float(loss_d.detach())
 
-    def save(self, store: CheckpointStore) -> None:
-        weights = {
-            f"{name}.{key}": value
-            for name, network in self.networks.items()
-            for key, value in copy_state(network).items()
-        }
-        torch_state, state = self.shared_checkpoint()
-        torch_state["optimizer_g"] = self.optimizer_g.state_dict()
-        torch_state["optimizer_d"] = self.optimizer_d.state_dict()
-        store.save(weights, self.best_state, torch_state, state)
 
-    def restore(self, store: CheckpointStore) -> None:
-        weights, best, torch_state, state = store.load()
-        for name, network in self.networks.items():
-            prefix = f"{name}."
-            unwrap(network).load_state_dict(
-                {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+class _Pix2PixLoop(_GeneratorLoop):
+    """Paired training: G_v with a weighted L1 to the real DES and a conditional PatchGAN."""
+
+    GENERATORS = ("le_to_des",)
+
+    def __init__(self, config: GeneratorConfig, seed: int, runtime: Runtime) -> None:
+        networks = {"le_to_des": build_config_generator(config)}
+        if config.lambda_adversarial > 0:
+            networks["d_pair"] = build_discriminator(config.ndf, config.n_layers, in_channels=2)
+            self.DISCRIMINATORS = ("d_pair",)
+        super().__init__(config, seed, runtime, networks)
+
+    def _step(self, le: torch.Tensor, des: torch.Tensor) -> tuple[float, float]:
+        """Generator step (L1 + adversarial), then the discriminator on a detached fake."""
+        n, c = self.networks, self.config
+        weights = emphasis_weights(des, c) if c.lesion_emphasis > 0 else None
+        discriminator = n.get("d_pair")
+        if discriminator is not None:
+            _set_requires_grad((discriminator,), False)
+        self.optimizer_g.zero_grad(set_to_none=True)
+        with self.runtime.autocast():
+            synthetic_des = n["le_to_des"](le)
+            loss_g = c.lambda_l1 * weighted_l1(synthetic_des, des, weights)
+            if discriminator is not None:
+                fake_pair = torch.cat([le, synthetic_des], dim=1)
+                loss_g = loss_g + c.lambda_adversarial * _lsgan(discriminator(fake_pair), True)
+        self.scaler.scale(loss_g).backward()
+        self.scaler.step(self.optimizer_g)
+        loss_d = torch.zeros(())
+        if discriminator is not None and self.optimizer_d is not None:
+            _set_requires_grad((discriminator,), True)
+            self.optimizer_d.zero_grad(set_to_none=True)
+            with self.runtime.autocast():
+                real_pair = torch.cat([le, des], dim=1)
+                fake_pair = torch.cat([le, synthetic_des.detach()], dim=1)
+                loss_d = 0.5 * (
+                    _lsgan(discriminator(real_pair), True) + _lsgan(discriminator(fake_pair), False)
+                )
+            self.scaler.scale(loss_d).backward()
+            self.scaler.step(self.optimizer_d)
+        self.scaler.update()
+        return float(loss_g.detach()), float(loss_d.detach())
+
+
+def emphasis_weights(des: torch.Tensor, config: GeneratorConfig) -> torch.Tensor:
+    """Per-pixel L1 weights ``1 + λ·r`` from real DES ``[B, 1, H, W]`` (no gradient).
+
+    ``r`` is the positive residual of the DES from its local median, normalised by each
+    image's largest residual (at least 0.05, so a flat image is not amplified): what
+    enhances more than its surroundings (lesion, vessels) weighs up to ``1 + λ``. The
+    median is taken on a copy of side :data:`EMPHASIS_GRID` (a window of
+    ``emphasis_window`` × the side), then upsampled: cheap at any image size.
+    """
+    with torch.no_grad():
+        des = des.float()
+        size = des.shape[-1]
+        factor = max(1, size // EMPHASIS_GRID)
+        coarse = nn.functional.avg_pool2d(des, factor) if factor > 1 else des
+        window = max(3, int(round(config.emphasis_window * coarse.shape[-1])) | 1)
+        pad = window // 2
+        padded = nn.functional.pad(coarse, (pad, pad, pad, pad), mode="reflect")
+        patches = nn.functional.unfold(padded, window)  # [B, window², h·w]
+        median = patches.median(dim=1).values.view_as(coarse)
+        if factor > 1:
+            median = nn.functional.interpolate(
+                median, size=des.shape[-2:], mode="bilinear", align_corners=False
             )
-        self.best_state = best
-        self.optimizer_g.load_state_dict(torch_state["optimizer_g"])
-        self.optimizer_d.load_state_dict(torch_state["optimizer_d"])
-        self.restore_shared(torch_state, state)
+        residual = (des - median).clamp(min=0.0)
+        scale = residual.flatten(1).amax(dim=1).clamp(min=0.05)[:, None, None, None]
+        return 1.0 + config.lesion_emphasis * (residual / scale).clamp(max=1.0)
+
+
+def weighted_l1(
+    synthetic: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean absolute error, pixel-weighted when ``weights`` is given (weighted mean)."""
+    error = (synthetic.float() - target.float()).abs()
+    if weights is None:
+        return error.mean()
+    return (error * weights).sum() / weights.sum()
 
 
 def _lsgan(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -247,12 +374,17 @@ def _set_requires_grad(networks: tuple[nn.Module, ...], flag: bool) -> None:
             parameter.requires_grad_(flag)
 
 
-def validation_l1(generator: nn.Module, val: PairSet, runtime: Runtime | None = None) -> float:
-    """Mean |G(LE) − DES| over the validation pairs (whole image): the early-stopping loss."""
+def validation_loss(
+    generator: nn.Module, val: PairSet, config: GeneratorConfig, runtime: Runtime | None = None
+) -> float:
+    """The early-stopping loss: whole-image L1 (the paper) or the emphasis-weighted L1."""
     if len(val) == 0:
         return math.nan
     synthetic = synthesize_des(generator, val.le, runtime)
-    return float((synthetic - val.des).abs().mean())
+    if config.selection == "l1":
+        return float((synthetic - val.des).abs().mean())
+    weights = emphasis_weights(val.des, replace(config, lesion_emphasis=SELECTION_EMPHASIS))
+    return float(weighted_l1(synthetic, val.des, weights))
 
 
 @torch.no_grad()

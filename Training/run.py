@@ -36,7 +36,12 @@ import torch
 
 import VirtualBiopsyLib
 from Training.cache import ImageLoader, PreprocessedCache
-from Training.classifier_training import ImageSet, predict_probabilities, train_classifier
+from Training.classifier_training import (
+    ImageSet,
+    build_config_classifier,
+    predict_probabilities,
+    train_classifier,
+)
 from Training.config import RunConfig, atomic_write_text
 from Training.datasets import (
     Manifest,
@@ -58,14 +63,18 @@ from Training.evaluation import (
     summarize,
     write_predictions,
 )
-from Training.generator_training import PairSet, generation_quality, synthesize_des, train_generator
+from Training.generator_training import (
+    PairSet,
+    build_config_generator,
+    generation_quality,
+    synthesize_des,
+    train_generator,
+)
 from Training.metrics import GENERATION_METRICS, mean_and_standard_error
 from Training.runtime import Runtime, make_runtime, seed_everything
 from Training.splits import FoldSplit, make_splits, patient_labels, save_splits
 from VirtualBiopsyLib.errors import OutputExistsError
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
-from VirtualBiopsyLib.models.classifiers import build_classifier
-from VirtualBiopsyLib.models.cyclegan import ResnetGenerator, build_generator
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict, write_state_dict
 from VirtualBiopsyLib.roles import SLOTS, VIEWS, View, parse_slot, slot_name
 
@@ -122,10 +131,13 @@ def train_run(
         out_dir, config, manifest, images, runtime, resume, progress, synthetic_data
     )
     folds = make_splits(
-        patient_labels(list(manifest.rows)), config.splits.n_folds, config.splits.seed
+        patient_labels(list(manifest.rows)),
+        config.splits.n_folds,
+        config.splits.seed,
+        config.splits.protocol,
     )
     if runtime.is_main:
-        save_splits(folds, out_dir / "splits.json")
+        save_splits(folds, out_dir / "splits.json", config.splits.protocol)
         _write_run_record(context, "running", pretrain_manifest)
     pretrained = _pretrain(context, pretrain_manifest, cache) if pretrain_manifest else {}
     predictions: list[Prediction] = []
@@ -255,8 +267,8 @@ def _pretrain(
 
 def _train_generators(
     context: RunContext, fold: FoldSplit, pretrained: dict[View, dict[str, torch.Tensor]]
-) -> dict[View, ResnetGenerator]:
-    generators: dict[View, ResnetGenerator] = {}
+) -> dict[View, torch.nn.Module]:
+    generators: dict[View, torch.nn.Module] = {}
     if not context.config.train_generators:
         return generators
     for index, view in enumerate(VIEWS):
@@ -264,7 +276,7 @@ def _train_generators(
         file = folder / f"generator_LE_to_DES_{view.value}.safetensors"
         config = context.config.generator
         if (folder / "result.json").exists():
-            generator = build_generator(config.ngf, config.n_blocks)
+            generator = build_config_generator(config)
             generator.load_state_dict(read_state_dict(file))
             generators[view] = generator.eval()
             continue
@@ -373,7 +385,7 @@ def _train_slot(
     file = folder / f"classifier_{slot}.safetensors"
     config = context.config.classifier
     if (folder / "result.json").exists():
-        model = build_classifier(config.architecture)
+        model = build_config_classifier(config)
         model.load_state_dict(read_state_dict(file))
         return model.eval()
     train = _image_set(context, cases_with_slot(split_cases["train"], slot), slot)
@@ -408,7 +420,7 @@ def _train_slot(
 
 
 def _synthetic_des(
-    context: RunContext, cases: list[TrainingCase], generators: dict[View, ResnetGenerator]
+    context: RunContext, cases: list[TrainingCase], generators: dict[View, torch.nn.Module]
 ) -> dict[tuple[str, str], np.ndarray]:
     """G_v(LE) for every val/test case with an LE image of view v: {(case, DES slot): image}."""
     result: dict[tuple[str, str], np.ndarray] = {}

@@ -1,12 +1,17 @@
-"""Patient-disjoint, label-stratified cross-validation: 5 folds of 80/10/10.
+"""Patient-disjoint, label-stratified cross-validation: the paper's protocol and ours.
 
-Scheme (documented because the paper leaves it open): the patients are dealt into ten
-stratified chunks with scikit-learn's ``StratifiedGroupKFold(n_splits=2 × n_folds)``,
-grouped by patient and stratified by label (a patient is malignant if any of their
-breasts is). Fold *k* tests on chunk ``2k``, validates on chunk ``2k + 1`` and trains on
-the other eight: 80/10/10 per fold, every image of a patient in one split, and the five
-test sets (and the five validation sets) pairwise disjoint. The same splits serve the
-classifiers and the generators, as in the paper.
+Both protocols deal the patients into ``2 × n_folds`` stratified chunks with
+scikit-learn's ``StratifiedGroupKFold``, grouped by patient and stratified by label (a
+patient is malignant if any of their breasts is); every image of a patient is in one
+split. The same splits serve the classifiers and the generators, as in the paper.
+
+- ``"paper"``: fold *k* tests on chunk ``2k``, validates on chunk ``2k + 1`` and trains on
+  the other eight: 80/10/10 per fold, as the paper reports. The five test sets are
+  disjoint but hold only half of the patients; the other half is never tested.
+- ``"every-patient"``: fold *k* tests on chunks ``2k`` and ``2k + 1``, validates on chunk
+  ``2k + 2`` (mod ``2 × n_folds``) and trains on the other seven: 70/10/20. Every patient
+  is tested exactly once, so the test predictions of all folds pool into one
+  out-of-fold prediction per patient.
 
 >>> from Training.splits import make_splits
 >>> labels = {f"p{i:02d}": i % 2 for i in range(20)}
@@ -31,8 +36,9 @@ from Training.datasets import ManifestError, ManifestRow, patient_key
 
 SPLIT_SCHEME = (
     "StratifiedGroupKFold(n_splits=2*n_folds, shuffle=True) over patients grouped by patient "
-    "and stratified by label; fold k: test = chunk 2k, validation = chunk 2k+1, "
-    "train = the other chunks (80/10/10 per fold)."
+    "and stratified by label; protocol 'paper': fold k tests chunk 2k, validates chunk 2k+1, "
+    "trains on the rest (80/10/10); protocol 'every-patient': fold k tests chunks 2k and "
+    "2k+1, validates chunk 2k+2 (mod 2*n_folds), trains on the rest (70/10/20)."
 )
 
 
@@ -70,8 +76,10 @@ def patient_labels(rows: list[ManifestRow]) -> dict[str, int]:
     return labels
 
 
-def make_splits(labels: Mapping[str, int], n_folds: int = 5, seed: int = 2026) -> list[FoldSplit]:
-    """Deal patients into ``n_folds`` folds of 80/10/10 (see the module docstring).
+def make_splits(
+    labels: Mapping[str, int], n_folds: int = 5, seed: int = 2026, protocol: str = "paper"
+) -> list[FoldSplit]:
+    """Deal patients into ``n_folds`` folds by ``protocol`` (see the module docstring).
 
     ``labels`` maps a patient key to 0 (benign) or 1 (malignant). Needs at least
     ``2 × n_folds`` patients.
@@ -97,13 +105,23 @@ def make_splits(labels: Mapping[str, int], n_folds: int = 5, seed: int = 2026) -
     everyone = frozenset(patients)
     folds = []
     for fold in range(n_folds):
-        test, val = chunks[2 * fold], chunks[2 * fold + 1]
+        if protocol == "every-patient":
+            test = chunks[2 * fold] | chunks[2 * fold + 1]
+            val = chunks[(2 * fold + 2) % n_chunks]
+        elif protocol == "paper":
+            test, val = chunks[2 * fold], chunks[2 * fold + 1]
+        else:
+            raise ValueError(f"unknown split protocol {protocol!r}")
         folds.append(FoldSplit(fold, everyone - test - val, val, test))
     return folds
 
 
-def save_splits(folds: list[FoldSplit], path: Path) -> None:
-    payload = {"scheme": SPLIT_SCHEME, "folds": [fold.to_dict() for fold in folds]}
+def save_splits(folds: list[FoldSplit], path: Path, protocol: str = "paper") -> None:
+    payload = {
+        "scheme": SPLIT_SCHEME,
+        "protocol": protocol,
+        "folds": [fold.to_dict() for fold in folds],
+    }
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 

@@ -10,7 +10,7 @@ import torch
 
 from Training.classifier_training import ImageSet, _ClassifierLoop, train_classifier
 from Training.config import ClassifierConfig, GeneratorConfig
-from Training.generator_training import PairSet, train_generator, validation_l1
+from Training.generator_training import PairSet, train_generator, validation_loss
 from Training.runtime import CheckpointStore, EarlyStopping, make_runtime
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
 
@@ -161,5 +161,5 @@ def test_generator_learns_and_keeps_its_best_validation_l1() -> None:
     )
     result = train_generator(train, val, config, None, seed=1, progress=False)
     assert result.best_val_loss == min(r["val_loss"] for r in result.history)
-    assert validation_l1(result.generator, val) == pytest.approx(result.best_val_loss, rel=1e-5)
+    assert validation_loss(result.generator, val, config) == pytest.approx(result.best_val_loss, rel=1e-5)
     assert result.best_val_loss < untrained.best_val_loss

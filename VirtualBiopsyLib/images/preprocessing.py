@@ -189,6 +189,20 @@ class Geometry:
             out += upper
         return result
 
+    def map_to_preprocessed(self, map_2d: np.ndarray, pad_value: float = 0.0) -> np.ndarray:
+        """Resample a map on the original grid (a lesion mask) onto the network's grid.
+
+        The same padding, block mean, resize and flip as the image: a mask comes out as
+        the fraction of each preprocessed pixel it covers (float32 ``size × size``).
+        """
+        values = np.asarray(map_2d, dtype=np.float32)
+        if values.shape != self.original_shape:
+            raise ValueError(
+                f"map of shape {values.shape} does not match the original {self.original_shape}"
+            )
+        array = _resize_small(_block_mean(values, self, pad_value), self.size)
+        return np.ascontiguousarray(array[:, ::-1] if self.flipped else array, dtype=np.float32)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, e.g. to store beside a result."""
         data = asdict(self)

@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 from VirtualBiopsyLib.errors import ModelPackageError
+from VirtualBiopsyLib.models.names import PAPER_POOLING, POOLINGS
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
 from VirtualBiopsyLib.models.torchvision_compat import import_torchvision
 
 ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet50", "vgg16", "demo")
 DEMO_ARCHITECTURE = "demo"
+
 MALIGNANT_CLASS = 1
 # ImageNet statistics averaged over RGB: the grey image that pretrained filters (summed
 # over RGB) expect; harmless for networks trained from scratch.
@@ -61,10 +63,17 @@ class MalignancyClassifier(nn.Module):
     True
     """
 
-    def __init__(self, backbone: nn.Module, split: NetworkSplit, architecture: str) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        split: NetworkSplit,
+        architecture: str,
+        pooling: str = PAPER_POOLING,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.architecture = architecture
+        self.pooling = pooling
         self._split = split
         backbone.get_submodule(split.cam_layer)  # fails early on a wrong name
 
@@ -97,17 +106,23 @@ class MalignancyClassifier(nn.Module):
 
 
 def build_classifier(
-    architecture: str, pretrained_weights: Path | str | None = None
+    architecture: str,
+    pretrained_weights: Path | str | None = None,
+    pooling: str = PAPER_POOLING,
 ) -> MalignancyClassifier:
-    """Build a one-channel, two-class classifier by architecture name.
+    """Build a one-channel, two-class classifier by architecture and pooling name.
 
     ``pretrained_weights`` is an ImageNet state dict of the same torchvision network that
     the user supplies as a ``.safetensors`` file (we never download or unpickle weights).
     Its RGB first convolution is summed over colour to take one grey channel, and its
-    1000-class head is replaced by a new 2-class layer.
+    1000-class head is replaced by a new 2-class layer. ``pooling`` (see :data:`POOLINGS`)
+    replaces the global average pool; the module keeps torchvision's name ``avgpool`` so
+    that weight names do not depend on it.
 
     >>> build_classifier("resnet18").architecture
     'resnet18'
+    >>> build_classifier("demo", pooling="max").pooling
+    'max'
     >>> build_classifier("demo", pretrained_weights=None).is_demo
     True
     """
@@ -119,9 +134,66 @@ def build_classifier(
         )
     if pretrained_weights is not None and architecture == DEMO_ARCHITECTURE:
         raise ValueError("the demo classifier has no ImageNet weights to start from")
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
     backbone, split = builder(pretrained_weights)
+    backbone.avgpool = _global_pool(pooling, backbone.avgpool, _pooled_channels(backbone))
     _disable_inplace_relu(backbone)
-    return MalignancyClassifier(backbone, split, architecture)
+    return MalignancyClassifier(backbone, split, architecture, pooling)
+
+
+class GeneralizedMeanPool(nn.Module):
+    """GeM pooling: ``(mean x^p)^(1/p)`` with a learnable ``p`` (1 = average, ∞ = max).
+
+    Radenović et al. 2018; the exponent starts at 3, between the two.
+    """
+
+    def __init__(self, output_size: int | tuple[int, int] = 1, p: float = 3.0) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.p = nn.Parameter(torch.tensor(float(p)))
+
+    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+        p = self.p.clamp(min=1.0)
+        powered = activations.clamp(min=1e-6).pow(p)
+        pooled = nn.functional.adaptive_avg_pool2d(powered, self.output_size)
+        return pooled.pow(1.0 / p)
+
+
+class AttentionPool(nn.Module):
+    """Attention pooling: a 1×1 convolution scores each position; softmax-weighted sum.
+
+    The network learns where to look (a small lesion) instead of averaging everything.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.score = nn.Conv2d(channels, 1, kernel_size=1)
+
+    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.score(activations).flatten(2), dim=-1)  # [B, 1, HW]
+        pooled = (activations.flatten(2) * weights).sum(dim=-1)  # [B, C]
+        return pooled[:, :, None, None]
+
+
+def _global_pool(pooling: str, current: nn.Module, channels: int) -> nn.Module:
+    """The pooling module that replaces ``current`` (an adaptive average pool)."""
+    output_size = current.output_size
+    if pooling == "avg":
+        return current
+    if pooling == "max":
+        return nn.AdaptiveMaxPool2d(output_size)
+    if pooling == "gem":
+        return GeneralizedMeanPool(output_size)
+    if output_size not in (1, (1, 1)):
+        raise ValueError("attention pooling needs a global pool (not VGG16's 7×7 pool)")
+    return AttentionPool(channels)
+
+
+def _pooled_channels(backbone: nn.Module) -> int:
+    """Channels of the feature map the global pool receives (the input width of ``fc``)."""
+    fc = getattr(backbone, "fc", None)
+    return int(fc.in_features) if isinstance(fc, nn.Linear) else 512  # VGG16: 512
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -86,7 +86,7 @@ class PatchGANDiscriminator(nn.Module):
     torch.Size([1, 1, 6, 6])
     """
 
-    def __init__(self, ndf: int = 64, n_layers: int = 3) -> None:
+    def __init__(self, ndf: int = 64, n_layers: int = 3, in_channels: int = IMAGE_CHANNELS) -> None:
         super().__init__()
         from monai.networks.nets import PatchDiscriminator
 
@@ -95,7 +95,7 @@ class PatchGANDiscriminator(nn.Module):
         self.network = PatchDiscriminator(
             spatial_dims=2,
             channels=ndf,
-            in_channels=IMAGE_CHANNELS,
+            in_channels=in_channels,
             out_channels=1,
             num_layers_d=n_layers,
             kernel_size=4,
@@ -117,13 +117,17 @@ def build_generator(ngf: int = 64, n_blocks: int = 9) -> ResnetGenerator:
     return ResnetGenerator(ngf=ngf, n_blocks=n_blocks)
 
 
-def build_discriminator(ndf: int = 64, n_layers: int = 3) -> PatchGANDiscriminator:
+def build_discriminator(
+    ndf: int = 64, n_layers: int = 3, in_channels: int = IMAGE_CHANNELS
+) -> PatchGANDiscriminator:
     """70×70 PatchGAN discriminator (64-128-256-512 for the defaults), logits without sigmoid.
+
+    ``in_channels=2`` makes the conditional discriminator of pix2pix (LE and DES stacked).
 
     >>> build_discriminator(ndf=8).n_layers
     3
     """
-    return PatchGANDiscriminator(ndf=ndf, n_layers=n_layers)
+    return PatchGANDiscriminator(ndf=ndf, n_layers=n_layers, in_channels=in_channels)
 
 
 def patch_receptive_field(n_layers: int = 3) -> int:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import VirtualBiopsyLib
 from VirtualBiopsyLib.errors import ModelPackageError, OutputExistsError
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
+from VirtualBiopsyLib.models.names import GENERATOR_HYPERPARAMETERS, POOLINGS
 from VirtualBiopsyLib.models.safetensors_io import (
     read_state_dict,
     sha256_bytes,
@@ -76,12 +77,20 @@ class ClassifierEntry:
 
 @dataclass(frozen=True)
 class GeneratorEntry:
-    """The CycleGAN generator G_v of one view and the sizes needed to rebuild it."""
+    """The generator G_v of one view: its architecture name and the sizes to rebuild it."""
 
     file: str
     sha256: str
-    ngf: int
-    n_blocks: int
+    architecture: str  # "resnet" (the paper's CycleGAN generator) or "unet"
+    hyperparameters: dict[str, int]
+
+    @property
+    def ngf(self) -> int | None:
+        return self.hyperparameters.get("ngf")
+
+    @property
+    def n_blocks(self) -> int | None:
+        return self.hyperparameters.get("n_blocks")
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,7 @@ class ModelPackage:
     provenance: dict[str, Any]
     intended_use: str
     manifest: dict[str, Any] = field(repr=False)
+    pooling: str = "avg"  # the classifiers' global pooling (the paper: average)
     _cache: dict[tuple[str, str, str], nn.Module] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -156,7 +166,10 @@ class ModelPackage:
             from VirtualBiopsyLib.models.classifiers import build_classifier, fold_batch_norms
 
             network = self._load_weights(
-                lambda: build_classifier(self.architecture), entry.file, entry.sha256, device
+                lambda: build_classifier(self.architecture, pooling=self.pooling),
+                entry.file,
+                entry.sha256,
+                device,
             )
             self._cache[key] = fold_batch_norms(network)
         return self._cache[key]
@@ -176,10 +189,10 @@ class ModelPackage:
             return None
         key = ("generator", View(view).value, f"{device}/{dtype}")
         if key not in self._cache:
-            from VirtualBiopsyLib.models.cyclegan import build_generator
+            from VirtualBiopsyLib.models.generators import build_named_generator
 
             network = self._load_weights(
-                lambda: build_generator(ngf=entry.ngf, n_blocks=entry.n_blocks),
+                lambda: build_named_generator(entry.architecture, entry.hyperparameters),
                 entry.file,
                 entry.sha256,
                 device,
@@ -304,6 +317,7 @@ def write_package(
             "name": name,
             "version": version,
             "architecture": architecture,
+            "classifier_pooling": _pooling_of(folds),
             "image_size": params.size,
             "preprocessing": params.to_dict(),
             "folds": [
@@ -414,16 +428,30 @@ def _mcc(value: float, what: str) -> float:
 def _write_generators(
     staging: Path, generators: Mapping[View | str, nn.Module], prefix: str
 ) -> dict[str, Any]:
+    from VirtualBiopsyLib.models.generators import generator_spec
+
     entries = {}
     for view, network in generators.items():
         view_name = View(view).value
-        hyper = network.hyperparameters  # ResnetGenerator: {"ngf", "n_blocks"}
+        kind, hyper = generator_spec(network)
         file = f"{prefix}generator_LE_to_DES_{view_name}.safetensors"
         digest = write_state_dict(
-            network.state_dict(), staging / file, _metadata("generator", "resnet", prefix)
+            network.state_dict(), staging / file, _metadata("generator", kind, prefix)
         )
-        entries[view_name] = {"file": file, "sha256": digest, **hyper}
+        entries[view_name] = {"file": file, "sha256": digest, "architecture": kind, **hyper}
     return entries
+
+
+def _pooling_of(folds: Sequence[FoldModels]) -> str:
+    """The one global pooling every classifier of the package uses."""
+    poolings = {
+        getattr(network, "pooling", "avg")
+        for fold in folds
+        for network in fold.classifiers.values()
+    }
+    if len(poolings) != 1:
+        raise ValueError(f"classifiers of one package must share a pooling, got {sorted(poolings)}")
+    return poolings.pop()
 
 
 def _metadata(kind: str, architecture: str, prefix: str) -> dict[str, str]:
@@ -539,6 +567,7 @@ def _build_package(
             provenance=dict(manifest["provenance"]),
             intended_use=str(manifest["intended_use"]),
             manifest=manifest,
+            pooling=_pooling(manifest.get("classifier_pooling", "avg")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelPackageError(f"{manifest_path}: invalid content ({error})") from error
@@ -561,12 +590,25 @@ def _fold_entry(fold: dict[str, Any]) -> FoldEntry:
 
 
 def _generator_entry(entry: dict[str, Any]) -> GeneratorEntry:
+    architecture = str(entry.get("architecture", "resnet"))  # format 1 before U-Nets
+    names = GENERATOR_HYPERPARAMETERS.get(architecture)
+    if names is None:
+        raise ValueError(f"unknown generator architecture {architecture!r}")
+    minimum = {"n_blocks": 0, "levels": 2}
     return GeneratorEntry(
         file=_file_name(entry["file"]),
         sha256=_digest(entry["sha256"]),
-        ngf=_positive_int(entry["ngf"], "ngf", minimum=1),
-        n_blocks=_positive_int(entry["n_blocks"], "n_blocks", minimum=0),
+        architecture=architecture,
+        hyperparameters={
+            name: _positive_int(entry[name], name, minimum=minimum.get(name, 1)) for name in names
+        },
     )
+
+
+def _pooling(value: Any) -> str:
+    if value not in POOLINGS:
+        raise ValueError(f"unknown classifier_pooling {value!r}")
+    return str(value)
 
 
 def _file_name(value: Any) -> str:
