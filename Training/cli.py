@@ -7,6 +7,8 @@ Sub-commands::
     virtual-biopsy-train package RUN_DIR --out PACKAGE_DIR
     virtual-biopsy-train experiments RUN_DIR [RUN_DIR ...] --out TABLES_DIR
     virtual-biopsy-train demo-model --out VirtualBiopsyLib/Resources/DemoModel
+    virtual-biopsy-train import cdd-cesm DIR --out manifest.csv
+    virtual-biopsy-train import dicom DIR --clinical SHEET --out manifest.csv [--labels B=benign,M=malignant]
 
 Exit codes are those of ``virtual-biopsy`` (0 ok, 1 internal error, 2 usage, 3 bad input
 data, 4 bad model package, 5 output exists); 130 when interrupted (resume with
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_package(commands)
     _add_experiments(commands)
     _add_demo_model(commands)
+    from Training.importers.command import register as add_import
+
+    add_import(commands)
     return parser
 
 
