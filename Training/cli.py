@@ -8,7 +8,8 @@ Sub-commands::
     virtual-biopsy-train experiments RUN_DIR [RUN_DIR ...] --out TABLES_DIR
     virtual-biopsy-train demo-model --out VirtualBiopsyLib/Resources/DemoModel
     virtual-biopsy-train import cdd-cesm DIR --out manifest.csv
-    virtual-biopsy-train import dicom DIR --clinical SHEET --out manifest.csv [--labels B=benign,M=malignant]
+    virtual-biopsy-train import dicom DIR --clinical SHEET --out manifest.csv
+                               [--join breast] [--labels B=benign,M=malignant]
 
 Exit codes are those of ``virtual-biopsy`` (0 ok, 1 internal error, 2 usage, 3 bad input
 data, 4 bad model package, 5 output exists); 130 when interrupted (resume with
