@@ -186,7 +186,8 @@ def test_corrupt_nrrd_is_an_error(tmp_path):
 
 def test_read_info_and_read_image_choose_the_reader_by_name(make_mammo_dicom, tmp_path):
     dicom = make_mammo_dicom(tmp_path / "IM0001")  # real exports often have no extension
-    raster = _write_raster(tmp_path / "P4_L_DM_MLO.jpg", np.zeros((8, 8), np.uint8))
+    ramp = np.linspace(0, 255, 96 * 80).reshape(96, 80).astype(np.uint8)  # classifiable
+    raster = _write_raster(tmp_path / "P4_L_DM_MLO.jpg", ramp)
     nrrd = _write_nrrd(tmp_path / "nrrd" / "DES_CC.nrrd", np.zeros((3, 3), np.uint16))
     formats = [read_info(path).format for path in (dicom, raster, nrrd)]
     assert formats == ["dicom", "raster", "nrrd"]

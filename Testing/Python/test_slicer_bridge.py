@@ -401,14 +401,14 @@ def test_view_layers_and_study_placement(scene, tmp_path):
         composites, bridge.displayed_volumes(inputs, loaded), loaded.saliency
     )
 
-    assert shown == {"Red": "LE_CC", "Yellow": "LE_MLO", "Green": "DES_CC"}
-    red, yellow, green = composites["Red"], composites["Yellow"], composites["Green"]
+    assert shown == {"Red": "LE_CC", "Slice4": "LE_MLO", "Green": "DES_CC"}
+    red, slice4, green = composites["Red"], composites["Slice4"], composites["Green"]
     assert red.GetBackgroundVolumeID() == inputs["LE_CC"].GetID()
     assert red.GetForegroundVolumeID() == loaded.saliency["LE_CC"].GetID()
     assert red.GetForegroundOpacity() == pytest.approx(bridge.SALIENCY_OPACITY)
-    assert yellow.GetForegroundVolumeID() is None and yellow.GetForegroundOpacity() == 0
+    assert slice4.GetForegroundVolumeID() is None and slice4.GetForegroundOpacity() == 0
     assert green.GetBackgroundVolumeID() == loaded.synthetic["DES_CC"].GetID()
-    assert composites["Slice4"].GetBackgroundVolumeID() is None
+    assert composites["Yellow"].GetBackgroundVolumeID() is None
 
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     study = hierarchy.CreateStudyItem(hierarchy.GetSceneItemID(), "Study")

@@ -2,7 +2,7 @@
 
 Slicer itself cannot run here, so these tests read the module file (AST) and the .ui
 (XML) and compare every Slicer API and widget class they use with
-``/work/shared/data/slicer-api.json`` (names read from Slicer's source), validate the
+``Testing/Data/slicer-api.json`` (names read from Slicer's source), validate the
 catalog entry against its JSON schema, and check that CMake installs every library file.
 """
 
@@ -23,15 +23,13 @@ MODULE_FILE = REPOSITORY / "VirtualBiopsy" / "VirtualBiopsy.py"
 UI_FILE = REPOSITORY / "VirtualBiopsy" / "Resources" / "UI" / "VirtualBiopsy.ui"
 ICON_FILE = REPOSITORY / "VirtualBiopsy" / "Resources" / "Icons" / "VirtualBiopsy.png"
 LIBRARY = REPOSITORY / "VirtualBiopsyLib"
-SHARED_DATA = Path("/work/shared/data")
-_DATA_CANDIDATES = [SHARED_DATA, REPOSITORY.parent / "shared" / "data"]
+DATA = REPOSITORY / "Testing" / "Data"  # reference files, see Testing/Data/README.md
 
 
 def _reference(name: str) -> Path:
-    for folder in _DATA_CANDIDATES:
-        if (folder / name).is_file():
-            return folder / name
-    pytest.fail(f"reference file {name} not found in {_DATA_CANDIDATES}")
+    path = DATA / name
+    assert path.is_file(), f"reference file {name} missing from {DATA}"
+    return path
 
 
 @pytest.fixture(scope="module")

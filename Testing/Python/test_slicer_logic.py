@@ -47,11 +47,13 @@ class FakePredictProcess:
     def start(self, args: Sequence[str], env_updates: Mapping[str, str] | None = None) -> None:
         self.args = list(args)
         self.env_updates = dict(env_updates or {})
-        folder = Path(args[4])
+        self.paths = [Path(a) for a in args[4 : args.index("--out")]]
         out = Path(args[args.index("--out") + 1])
-        for path in folder.glob("*.nrrd"):
-            self.exported[path.stem] = SimpleITK.GetArrayFromImage(SimpleITK.ReadImage(str(path)))
-        self.case_json = json.loads((folder / "case.json").read_text())
+        for folder in (p for p in self.paths if p.is_dir()):
+            for path in folder.glob("*.nrrd"):
+                image = SimpleITK.ReadImage(str(path))
+                self.exported[path.stem] = SimpleITK.GetArrayFromImage(image)
+            self.case_json = json.loads((folder / "case.json").read_text())
         progress = [("read", 0.1), ("synthesize", 0.4), ("classify", 0.8)]
         self.pending = [json.dumps({"step": s, "fraction": f, "message": s}) for s, f in progress]
         if self.exit_code:
@@ -110,15 +112,15 @@ def test_run_exports_runs_and_imports(scene, tmp_path):
     assert process.env_updates["PYTHONPATH"].split(os.pathsep)[0] == library_path_entry()
     (run,) = runs
     assert run.nodes.synthetic["DES_CC"].GetName() == "SYNTHETIC DES CC (VirtualBiopsy)"
-    assert run.shown == {"Red": "LE_CC", "Yellow": "LE_MLO", "Green": "DES_CC"}
+    assert run.shown == {"Red": "LE_CC", "Slice4": "LE_MLO", "Green": "DES_CC"}
     red = bridge.slice_composite_nodes(scene)["Red"]
     assert red.GetBackgroundVolumeID() == le_cc.GetID()
     assert red.GetForegroundVolumeID() == run.nodes.saliency["LE_CC"].GetID()
-    assert le_mlo.GetID() == bridge.slice_composite_nodes(scene)["Yellow"].GetBackgroundVolumeID()
-    # exported copies of the patient's pixels are removed; the results stay
-    (work_dir,) = list(tmp_path.iterdir())
-    assert not (work_dir / "input").exists()
-    assert (work_dir / "results" / "case-ab12-L" / "result.json").is_file()
+    assert le_mlo.GetID() == bridge.slice_composite_nodes(scene)["Slice4"].GetBackgroundVolumeID()
+    # the run's folder under the temporary path (patient pixels, result files) is gone;
+    # the nodes hold the results
+    assert list(tmp_path.iterdir()) == []
+    assert slicer.util.arrayFromVolume(run.nodes.synthetic["DES_CC"]).max() > 0.5
 
 
 def test_failure_carries_the_process_message(scene, tmp_path):
@@ -129,8 +131,7 @@ def test_failure_carries_the_process_message(scene, tmp_path):
     )
     with pytest.raises(ProcessFailedError, match="LE_CC.nrrd: image is empty"):
         logic.run()
-    (work_dir,) = list(tmp_path.iterdir())
-    assert not (work_dir / "input").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_laterality_is_a_case_error(scene, tmp_path):
@@ -162,7 +163,7 @@ def test_panel_style_start_poll_finish_and_cancel(scene, tmp_path):
     handle.job.step()
     logic.cancel(handle)
     assert second.cancelled and handle.job.state is JobState.CANCELLED
-    assert not handle.input_dir.exists()
+    assert not handle.work_dir.exists()
     with pytest.raises(JobCancelledError):
         logic.finish(handle)
 
@@ -207,5 +208,15 @@ def test_real_predict_command_end_to_end(scene, tmp_path):
         synthetic.GetImageData().GetDimensions()[:2]
         == inputs["LE_MLO"].GetImageData().GetDimensions()[:2]
     )
-    assert run.shown["Slice4"] == "DES_MLO"
+    assert run.shown["Yellow"] == "DES_MLO"
     assert ("notice", "demo model") in rows
+
+
+def test_parameter_node_is_the_modules_singleton(scene):
+    logic = VirtualBiopsyLogic(scene)
+    node = logic.parameter_node()
+    assert node.IsA("vtkMRMLScriptedModuleNode")
+    assert node.GetAttribute("ModuleName") == "VirtualBiopsy"
+    assert node.GetSingletonTag() == "VirtualBiopsy"
+    assert VirtualBiopsyLogic(scene).parameter_node() is node
+    assert scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode") == 1

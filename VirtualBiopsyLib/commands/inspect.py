@@ -119,11 +119,13 @@ def _image_line(image: dict[str, Any]) -> str:
 
 
 def _case_lines(number: int, case: dict[str, Any]) -> list[str]:
-    lines = [
-        "",
-        f"case {number}: patient {case['patient_id']}, study {case['study_uid']}, "
-        f"laterality {case['laterality'] or '?'}",
-    ]
+    """One case block; named by its pseudonymous key (patient IDs stay inside the JSON)."""
+    from VirtualBiopsyLib.images.cases import case_key
+    from VirtualBiopsyLib.roles import Laterality
+
+    side = Laterality(case["laterality"]) if case["laterality"] else None
+    key = case_key(case["patient_id"], case["study_uid"], side)
+    lines = ["", f"case {number}: {key}, laterality {case['laterality'] or '?'}"]
     lines += [f"  {slot:<8} {path or '(missing)'}" for slot, path in case["slots"].items()]
     lines += [f"  problem: {problem}" for problem in case["problems"]]
     return lines

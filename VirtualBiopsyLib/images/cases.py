@@ -84,13 +84,41 @@ def _fill_slots(case: Case, infos: list[ImageInfo]) -> None:
         candidates = sorted(by_slot.get(slot, []), key=_acquisition_order)
         if not candidates:
             continue
+        why = "earliest acquisition"
+        if len(candidates) > 1 and candidates[0].acquisition == candidates[1].acquisition:
+            candidates, why = _prefer_readable(candidates)
         case.slots[slot] = candidates[0]
         if len(candidates) > 1:
             ignored = ", ".join(info.path.name for info in candidates[1:])
             case.problems.append(
-                f"duplicate {slot}: kept {candidates[0].path.name} (earliest acquisition), "
-                f"ignored {ignored}"
+                f"duplicate {slot}: kept {candidates[0].path.name} ({why}), ignored {ignored}"
             )
+
+
+def _prefer_readable(candidates: list[ImageInfo]) -> tuple[list[ImageInfo], str]:
+    """Among images acquired at the same (earliest) time, put a decodable one first.
+
+    The name order alone would keep a damaged file over a good twin; only tied images are
+    decoded, so the usual case (distinct times) costs nothing.
+    """
+    from VirtualBiopsyLib.errors import ImageError
+    from VirtualBiopsyLib.images.readers import read_image  # readers import this module
+
+    tied = [info for info in candidates if info.acquisition == candidates[0].acquisition]
+    failures = []
+    for info in tied:
+        try:
+            read_image(info)
+        except ImageError as error:
+            failures.append(f"{info.path.name}: {error.reason}")
+            continue
+        rest = [other for other in candidates if other is not info]
+        if not failures:
+            return [info, *rest], "earliest acquisition"
+        return [info, *rest], "same acquisition time; the other cannot be read: " + "; ".join(
+            failures
+        )
+    return candidates, "earliest acquisition; none of the tied images can be read"
 
 
 def _report_other_studies(cases: list[Case]) -> None:

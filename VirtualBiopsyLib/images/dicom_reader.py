@@ -26,8 +26,15 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
-from VirtualBiopsyLib.errors import ImageReadError, UnsupportedImageError
-from VirtualBiopsyLib.images.mammogram import ImageInfo, MammogramImage
+from VirtualBiopsyLib.errors import ImageError, ImageReadError, UnsupportedImageError
+from VirtualBiopsyLib.images.dicom_checks import (
+    DEFLATED,
+    check_codestream_size,
+    check_deflated_size,
+    check_identity,
+    check_pixel_module,
+)
+from VirtualBiopsyLib.images.mammogram import ImageInfo, MammogramImage, capture_decoder_messages
 from VirtualBiopsyLib.roles import Laterality, Modality, View
 
 logger = logging.getLogger(__name__)
@@ -48,6 +55,10 @@ VIEW_CODES: dict[str, View] = {
 VIEW_MEANINGS: dict[str, View] = {"cranio-caudal": View.CC, "medio-lateral oblique": View.MLO}
 DES_IMAGE_TYPES = ("RECOMBINED", "SUBTRACTION")
 _PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
+_FLOAT_PIXEL_TAGS = {
+    (0x7FE0, 0x0008): "Float Pixel Data",
+    (0x7FE0, 0x0009): "Double Float Pixel Data",
+}
 _LONG_LENGTH_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UN", b"UR", b"UT"}
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _SEQUENCE_DELIMITER_LE = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
@@ -256,6 +267,12 @@ def _check_pixel_data(handle, ds: Dataset, path: Path) -> None:
     group, element = struct.unpack(order + "HH", header[:4])
     if (group, element) not in _PIXEL_TAGS:
         raise ImageReadError(path, "no pixel data element")
+    if (group, element) in _FLOAT_PIXEL_TAGS:
+        raise UnsupportedImageError(
+            path,
+            f"{_FLOAT_PIXEL_TAGS[(group, element)]} (floating-point pixels) is not a "
+            "mammogram; Digital Mammography stores integers",
+        )
     if implicit:
         (length,), offset = struct.unpack(order + "L", header[4:8]), 8
     elif header[4:6] in _LONG_LENGTH_VRS:
@@ -268,6 +285,8 @@ def _check_pixel_data(handle, ds: Dataset, path: Path) -> None:
         handle.seek(-8, 2)
         if little and handle.read(8) != _SEQUENCE_DELIMITER_LE:
             raise ImageReadError(path, "truncated file (encapsulated pixel data has no end)")
+        syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+        check_codestream_size(handle, ds, path, syntax, start + offset)
         return
     if available < length:
         raise ImageReadError(path, f"truncated file (pixel data has {available} of {length} bytes)")
@@ -291,18 +310,24 @@ def read_dicom_info(path: Path | str) -> ImageInfo:
     path = Path(path)
     try:
         with path.open("rb") as handle:
+            if pydicom.filereader.read_file_meta_info(path).get("TransferSyntaxUID") == DEFLATED:
+                check_deflated_size(path, handle)
             ds = pydicom.dcmread(handle, stop_before_pixels=True)
             _check_usable(ds, path)
             if "Rows" not in ds or "Columns" not in ds:
                 raise ImageReadError(path, "Rows or Columns missing")
+            check_pixel_module(ds, path)
+            check_identity(ds, path)
             _check_pixel_data(handle, ds, path)
+        _check_decoder(ds, path)
+        return info_from_dataset(ds, path)
+    except ImageError:
+        raise
     except InvalidDicomError as error:
         reason = "not a DICOM file (no 'DICM' prefix or file meta information)"
         raise ImageReadError(path, reason) from error
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, struct.error) as error:
         raise ImageReadError(path, f"cannot read DICOM header: {error}") from error
-    _check_decoder(ds, path)
-    return info_from_dataset(ds, path)
 
 
 def info_from_dataset(ds: Dataset, path: Path) -> ImageInfo:
@@ -440,28 +465,30 @@ def read_dicom_image(path: Path | str, info: ImageInfo | None = None) -> Mammogr
     info = info if info is not None else read_dicom_info(path)
     try:
         ds = pydicom.dcmread(path)
-        stored = ds.pixel_array
-    except (InvalidDicomError, OSError, EOFError) as error:
+    except (InvalidDicomError, OSError, EOFError, ValueError, struct.error) as error:
         raise ImageReadError(path, f"cannot read DICOM file: {error}") from error
-    except (
-        ValueError,
-        TypeError,
-        KeyError,
-        IndexError,
-        RuntimeError,
-        NotImplementedError,
-        AttributeError,
-    ) as error:
-        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown transfer syntax")
-        name = getattr(syntax, "name", syntax)
-        raise ImageReadError(path, f"cannot decode pixel data ({name}): {error}") from error
+    check_pixel_module(ds, path)  # the file may have changed since its header was read
+    syntax = ds.file_meta.get("TransferSyntaxUID", "unknown transfer syntax")
+    with capture_decoder_messages() as messages:
+        try:
+            stored = ds.pixel_array
+        except MemoryError as error:
+            raise ImageReadError(path, "not enough memory to decode the pixel data") from error
+        except Exception as error:  # decoders raise anything; the file is at fault
+            name = getattr(syntax, "name", syntax)
+            detail = " ".join(str(error).split())[:300]
+            raise ImageReadError(path, f"cannot decode pixel data ({name}): {detail}") from error
     if stored.ndim != 2:
         raise ImageReadError(path, f"expected one 2-D frame, got pixel array {stored.shape}")
+    if stored.dtype.kind not in "ui":
+        raise UnsupportedImageError(path, f"pixel data decode to {stored.dtype}, not integers")
     try:
         pixels, transform = display_pixels(stored, ds)
-    except (ValueError, KeyError, IndexError) as error:
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, struct.error) as error:
         raise ImageReadError(path, f"invalid LUT or window values: {error}") from error
     spacing, _ = spacing_rule(ds)
     info.rules["voi"] = transform.describe
     info.rules["photometric"] = _text(ds.get("PhotometricInterpretation"))
-    return MammogramImage(info=info, pixels=pixels, spacing=spacing, windowed=transform.windowed)
+    image = MammogramImage(info=info, pixels=pixels, spacing=spacing, windowed=transform.windowed)
+    image.info.warnings[:] = [f"decoder: {message}" for message in messages]
+    return image

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings as _warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +34,7 @@ class ImageInfo:
     acquisition: str | None = None  # sortable date-time; the earliest wins among duplicates
     rules: dict[str, str] = field(default_factory=dict)
     source: Source = Source.REAL
+    warnings: list[str] = field(default_factory=list)  # what decoding this file reported
 
     @property
     def slot(self) -> str | None:
@@ -46,6 +51,9 @@ class MammogramImage:
     LUT, the VOI LUT (the clinical window) and any MONOCHROME1 inversion have been
     applied and the values lie in [0, 1]; otherwise the values are the modality values
     (inverted if needed) and preprocessing stretches them with its percentile rule.
+    :attr:`warnings` is what the decoder reported about the file (e.g. a JPEG 2000 code
+    stream that disagrees with its header); they live on the ``info`` so that they stay
+    with the case after the pixels are gone.
     """
 
     info: ImageInfo
@@ -54,5 +62,47 @@ class MammogramImage:
     windowed: bool = False
 
     @property
+    def warnings(self) -> list[str]:
+        return self.info.warnings
+
+    @property
     def shape(self) -> tuple[int, int]:
         return (int(self.pixels.shape[0]), int(self.pixels.shape[1]))
+
+
+DECODER_LOGGERS = ("pydicom", "openjpeg", "pylibjpeg", "libjpeg", "PIL", "nrrd")
+
+
+class _Collector(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(" ".join(record.getMessage().split())[:300])
+
+
+@contextlib.contextmanager
+def capture_decoder_messages() -> Iterator[list[str]]:
+    """Collect what decoders warn or log while one file is decoded, instead of printing it.
+
+    Decoders report damage (a JPEG 2000 stream whose precision differs from the header,
+    a failed plug-in with a traceback) through ``warnings`` and ``logging``; collected,
+    those messages become the image's own warnings and never a traceback on the console.
+    """
+    messages: list[str] = []
+    handler = _Collector(messages)
+    loggers = [logging.getLogger(name) for name in DECODER_LOGGERS]
+    saved = [(logger.propagate, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        with _warnings.catch_warnings(record=True) as caught:
+            _warnings.simplefilter("always")
+            yield messages
+        messages.extend(" ".join(str(w.message).split())[:300] for w in caught)
+    finally:
+        for logger, (propagate, _level) in zip(loggers, saved, strict=True):
+            logger.removeHandler(handler)
+            logger.propagate = propagate

@@ -11,12 +11,23 @@ Headers and pixels are read with pynrrd (pure Python): the predict path then nev
 SimpleITK's ~90 MB of libraries just for NRRD. Geometry follows ITK's reading of the same
 header (spacing = length of each axis's space direction, LPS in-plane frame), so files
 written by Slicer or SimpleITK mean the same here.
+
+Limits (:mod:`VirtualBiopsyLib.limits`): the header is read from at most 1 MiB of a regular
+file; the declared size is checked against the pixel limit before anything is allocated;
+pixel data are read (and gzip/bzip2 inflated) in bounded chunks, never past the declared
+size; a detached ``data file:`` must lie inside the header's folder; ``case.json`` is
+bounded in size and depth and its identity values must be valid DICOM (they end up in
+exported DICOM).
 """
 
 from __future__ import annotations
 
+import bz2
+import io
 import json
+import os
 import re
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +38,15 @@ import numpy as np
 
 from VirtualBiopsyLib.errors import ImageReadError, UnsupportedImageError
 from VirtualBiopsyLib.images.cases import derived_uid
+from VirtualBiopsyLib.images.identity import patient_id_problem, uid_problem
 from VirtualBiopsyLib.images.mammogram import ImageInfo, MammogramImage
+from VirtualBiopsyLib.limits import (
+    LimitExceededError,
+    check_decompressed_bytes,
+    check_image_size,
+    load_json_file,
+    max_decompressed_bytes,
+)
 from VirtualBiopsyLib.roles import Laterality, Source, parse_slot
 
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -44,6 +63,10 @@ _NON_SPATIAL_KINDS = (
     "quaternion",
 )
 _RAS_SPACES = ("right-anterior-superior", "ras")
+MAX_HEADER_BYTES = 1 << 20
+_READ_CHUNK = 1 << 20
+_COMPRESSED = {"gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2"}
+_TEXT = ("ascii", "text", "txt")
 _SLOT_NAME = re.compile(r"(?P<synthetic>synthetic_)?(?P<slot>(LE|DES)_(CC|MLO))", re.IGNORECASE)
 
 
@@ -57,19 +80,32 @@ def read_case_json(folder: Path) -> dict[str, str] | None:
     if not case_file.is_file():
         return None
     try:
-        identity = json.loads(case_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        identity = load_json_file(case_file)
+    except LimitExceededError as error:
+        raise ImageReadError(case_file, f"refused: {error}") from error
+    except OSError as error:
+        raise ImageReadError(case_file, f"cannot read ({error.strerror or error})") from error
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ImageReadError(case_file, f"invalid JSON: {error}") from error
     if not isinstance(identity, dict):
         raise ImageReadError(case_file, "expected a JSON object")
+    for key in ("patient_id", "study_uid", "laterality"):
+        if not isinstance(identity.get(key, ""), (str, int)) or isinstance(identity.get(key), bool):
+            raise ImageReadError(case_file, f"{key} must be a string")
     laterality = str(identity.get("laterality", "")).strip().upper()
     if laterality and laterality not in ("L", "R"):
-        raise ImageReadError(case_file, f"laterality must be 'L' or 'R', not {laterality!r}")
-    return {
+        shown = laterality if len(laterality) <= 10 else f"{laterality[:10]}…"
+        raise ImageReadError(case_file, f"laterality must be 'L' or 'R', not {shown!r}")
+    values = {
         key: str(identity[key])
         for key in ("patient_id", "study_uid", "laterality")
         if identity.get(key) not in (None, "")
     }
+    problem = patient_id_problem(values["patient_id"]) if "patient_id" in values else None
+    problem = problem or (uid_problem(values["study_uid"]) if "study_uid" in values else None)
+    if problem:
+        raise ImageReadError(case_file, problem)
+    return values
 
 
 def read_nrrd_info(path: Path | str) -> ImageInfo:
@@ -126,19 +162,45 @@ class NrrdGrid:
 
 def read_nrrd_header(path: Path | str) -> dict[str, Any]:
     """The header fields of an NRRD file (pixels untouched); ImageReadError if unreadable."""
+    header, _ = _read_header(Path(path))
+    return header
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The header fields and the byte offset where attached data start."""
     try:
-        header = dict(nrrd.read_header(str(path)))
-    except (OSError, UnicodeDecodeError, ValueError, nrrd.NRRDError) as error:
+        with open(path, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                raise ImageReadError(path, "not a regular file (a device, FIFO or socket)")
+            head = stream.read(MAX_HEADER_BYTES)
+    except OSError as error:
+        raise ImageReadError(path, f"cannot read ({error.strerror or error})") from error
+    offset, ended = 0, False
+    for number, line in enumerate(head.splitlines(keepends=True)):
+        if not line.endswith((b"\n", b"\r")):
+            break  # the last, unterminated line of the bytes read
+        offset += len(line)
+        if number > 0 and line.strip() == b"":
+            ended = True
+            break
+    if not ended and len(head) == MAX_HEADER_BYTES:
+        raise ImageReadError(path, f"NRRD header longer than {MAX_HEADER_BYTES} bytes")
+    text = head[:offset] if ended else head
+    try:
+        header = dict(nrrd.read_header(io.BytesIO(text)))
+    except (StopIteration, UnicodeDecodeError, ValueError, TypeError, nrrd.NRRDError) as error:
         raise ImageReadError(path, f"not a readable NRRD file ({error})") from error
     missing = [field for field in _REQUIRED_FIELDS if field not in header]
     if missing:
         raise ImageReadError(path, f"not a readable NRRD file (no {', '.join(missing)} field)")
-    return header
+    return header, offset
 
 
 def nrrd_grid(header: dict[str, Any], path: Path | str) -> NrrdGrid:
     """The 2-D grid of a header; UnsupportedImageError unless it is one grey-level image."""
     sizes = [int(s) for s in header.get("sizes", ())]
+    if any(size < 1 for size in sizes):
+        raise ImageReadError(path, f"NRRD sizes {sizes} must all be positive")
     kinds = [str(k).lower() for k in header.get("kinds", ["domain"] * len(sizes))]
     if any(word in kind for kind in kinds for word in _NON_SPATIAL_KINDS) or not (
         len(sizes) == 2 or (len(sizes) == 3 and sizes[2] == 1)
@@ -193,11 +255,131 @@ def read_nrrd_image(path: Path | str, info: ImageInfo | None = None) -> Mammogra
 
 
 def read_nrrd_pixels(path: Path | str) -> tuple[np.ndarray, NrrdGrid, dict[str, Any]]:
-    """The pixels (rows × columns, the file's type), grid and header of a 2-D NRRD file."""
-    try:
-        pixels, header = nrrd.read(str(path), index_order="C")
-    except (OSError, UnicodeDecodeError, ValueError, EOFError, zlib.error, nrrd.NRRDError) as error:
-        raise ImageReadError(path, f"cannot decode NRRD ({error})") from error
-    header = dict(header)
+    """The pixels (rows × columns, the file's type), grid and header of a 2-D NRRD file.
+
+    The declared size is checked before anything is allocated, and the data are read and
+    inflated in chunks, never past the declared size (a gzip bomb stops at its limit).
+    """
+    path = Path(path)
+    header, offset = _read_header(path)
     grid = nrrd_grid(header, path)
+    rows, columns = grid.shape
+    try:
+        check_image_size(rows, columns)
+        dtype = np.dtype(nrrd.reader._determine_datatype(header))  # pynrrd's type names
+        expected = rows * columns * dtype.itemsize
+        check_decompressed_bytes(expected)
+    except LimitExceededError as error:
+        raise ImageReadError(path, f"image refused: {error}") from error
+    except (ValueError, TypeError, KeyError, nrrd.NRRDError) as error:
+        raise ImageReadError(path, f"unsupported NRRD pixel type ({error})") from error
+    data_path, offset = _data_location(path, header, offset)
+    encoding = str(header.get("encoding", "")).lower()
+    try:
+        with open(data_path, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                raise ImageReadError(path, f"data file {data_path.name} is not a regular file")
+            stream.seek(offset)
+            _skip_lines(stream, header, path)
+            buffer = _read_encoded(stream, header, encoding, expected, dtype, path)
+    except OSError as error:
+        raise ImageReadError(path, f"cannot read NRRD data ({error.strerror or error})") from error
+    except (zlib.error, EOFError) as error:
+        raise ImageReadError(path, f"corrupt {encoding} data ({error})") from error
+    pixels = buffer if isinstance(buffer, np.ndarray) else np.frombuffer(buffer, dtype=dtype)
     return pixels.reshape(grid.shape), grid, header
+
+
+def _data_location(path: Path, header: dict[str, Any], offset: int) -> tuple[Path, int]:
+    """The file holding the pixels and where they start; a detached file must lie inside
+    the header's folder (an NHDR may not point at /etc/shadow or another user's files)."""
+    name = header.get("data file", header.get("datafile"))
+    if name is None:
+        return path, offset
+    name = str(name).strip()
+    if name.upper().startswith("LIST") or len(name.split()) > 1:
+        raise UnsupportedImageError(path, "NRRD data split over several files is not supported")
+    folder = path.parent.resolve()
+    target = (path.parent / name).resolve()
+    if folder not in target.parents:
+        raise ImageReadError(path, f"data file {name!r} lies outside the header's folder; refused")
+    return target, 0
+
+
+def _skip_lines(stream: Any, header: dict[str, Any], path: Path) -> None:
+    lines = int(header.get("line skip", header.get("lineskip", 0)) or 0)
+    if lines < 0:
+        raise ImageReadError(path, f"invalid line skip {lines}")
+    for _ in range(lines):
+        if not stream.readline(MAX_HEADER_BYTES):
+            raise ImageReadError(path, "file ends within the skipped lines")
+
+
+def _read_encoded(
+    stream: Any,
+    header: dict[str, Any],
+    encoding: str,
+    expected: int,
+    dtype: np.dtype,
+    path: Path,
+) -> bytes | np.ndarray:
+    skip = int(header.get("byte skip", header.get("byteskip", 0)) or 0)
+    if skip < -1:
+        raise ImageReadError(path, f"invalid byte skip {skip}")
+    if encoding == "raw":
+        if skip == -1:
+            stream.seek(-expected, os.SEEK_END)
+        else:
+            stream.seek(skip, os.SEEK_CUR)
+        data = stream.read(expected)
+        if len(data) < expected:
+            raise ImageReadError(path, f"truncated: {len(data)} of {expected} data bytes")
+        return data
+    if encoding in _COMPRESSED:
+        skip = 0 if skip == -1 else skip  # -1 with compression: the data end the stream
+        data = _inflate(stream, _COMPRESSED[encoding], skip + expected, path)
+        return data[len(data) - expected :] if skip else data
+    if encoding in _TEXT:
+        count = expected // dtype.itemsize
+        text = stream.read(min(count * 32 + MAX_HEADER_BYTES, max_decompressed_bytes()))
+        values = np.array(text.split(), dtype=np.float64) if text.strip() else np.zeros(0)
+        if values.size != count:
+            raise ImageReadError(path, f"text data hold {values.size} values, sizes {count}")
+        return values.astype(dtype)
+    raise UnsupportedImageError(path, f"NRRD encoding {encoding!r} is not supported")
+
+
+def _inflate(stream: Any, codec: str, expected: int, path: Path) -> bytes:
+    """Inflate at most ``expected`` bytes; more means the file lies about its size."""
+    inflater: Any = (
+        zlib.decompressobj(zlib.MAX_WBITS | 16) if codec == "gzip" else bz2.BZ2Decompressor()
+    )
+    out = bytearray()
+    pending = b""
+    while len(out) <= expected:
+        if not pending:
+            pending = stream.read(_READ_CHUNK)
+            if not pending:
+                break
+        room = expected + 1 - len(out)
+        if codec == "gzip":
+            out += inflater.decompress(pending, room)
+            pending = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+        else:
+            out += inflater.decompress(pending, room)
+            pending = b""
+            if inflater.eof:
+                break
+            if not inflater.needs_input:
+                continue  # output was capped; more is waiting inside the decompressor
+    if len(out) > expected:
+        raise ImageReadError(
+            path, f"{codec} data inflate beyond the declared {expected} bytes; refused"
+        )
+    if len(out) < expected:
+        raise ImageReadError(
+            path, f"truncated: {codec} data inflate to {len(out)} of {expected} bytes"
+        )
+    return bytes(out)

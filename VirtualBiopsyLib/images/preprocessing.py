@@ -55,6 +55,7 @@ import numpy as np
 
 from VirtualBiopsyLib.errors import ImageError
 from VirtualBiopsyLib.images.mammogram import MammogramImage
+from VirtualBiopsyLib.limits import MAX_NETWORK_INPUT_SIZE
 from VirtualBiopsyLib.roles import Laterality
 
 STRETCH_RULES = ("window", "percentile")
@@ -78,8 +79,11 @@ class PreprocessingParams:
     flip_left: bool = True
 
     def __post_init__(self) -> None:
-        if int(self.size) != self.size or self.size < 1:
-            raise ValueError(f"preprocessing size must be a positive integer, got {self.size!r}")
+        if int(self.size) != self.size or not 1 <= self.size <= MAX_NETWORK_INPUT_SIZE:
+            raise ValueError(
+                f"preprocessing size must be an integer from 1 to {MAX_NETWORK_INPUT_SIZE}, "
+                f"got {self.size!r}"
+            )
         if self.stretch not in STRETCH_RULES:
             raise ValueError(
                 f"unknown stretch rule {self.stretch!r}; expected one of {STRETCH_RULES}"

@@ -18,7 +18,8 @@ from PIL import Image, UnidentifiedImageError
 
 from VirtualBiopsyLib.errors import ImageReadError, UnsupportedImageError
 from VirtualBiopsyLib.images.cases import derived_uid
-from VirtualBiopsyLib.images.mammogram import ImageInfo, MammogramImage
+from VirtualBiopsyLib.images.mammogram import ImageInfo, MammogramImage, capture_decoder_messages
+from VirtualBiopsyLib.limits import LimitExceededError, check_image_size
 from VirtualBiopsyLib.roles import Laterality, Modality, View
 
 RASTER_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -81,10 +82,14 @@ def read_raster_info(path: Path | str) -> ImageInfo:
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with _open(path) as image:
             columns, rows = image.size
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise ImageReadError(path, f"not a readable JPEG/PNG image ({error})") from error
+    try:
+        check_image_size(rows, columns)
+    except LimitExceededError as error:
+        raise ImageReadError(path, f"image refused: {error}") from error
     name = parse_cdd_cesm_name(path.name)
     if name is None:
         raise UnsupportedImageError(
@@ -119,17 +124,31 @@ def read_raster_image(path: Path | str, info: ImageInfo | None = None) -> Mammog
     """
     path = Path(path)
     info = info if info is not None else read_raster_info(path)
-    try:
-        with Image.open(path) as image:
-            grey = image if image.mode in ("L", "I;16", "I", "F") else image.convert("L")
-            values = np.asarray(grey)
-    except (UnidentifiedImageError, OSError) as error:
-        raise ImageReadError(path, f"cannot decode image: {error}") from error
+    with capture_decoder_messages() as messages:
+        try:
+            with _open(path) as image:
+                check_image_size(image.size[1], image.size[0])
+                grey = image if image.mode in ("L", "I;16", "I") else image.convert("L")
+                values = np.asarray(grey)
+        except LimitExceededError as error:
+            raise ImageReadError(path, f"image refused: {error}") from error
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+            raise ImageReadError(path, f"cannot decode image: {error}") from error
     if values.ndim != 2:
         raise ImageReadError(path, f"expected a grey-level image, got shape {values.shape}")
     full_scale = 255.0 if values.dtype == np.uint8 else 65535.0
     pixels = np.clip(values.astype(np.float32) / np.float32(full_scale), 0.0, 1.0)
     info.rules["voi"] = "none (raster values are display values)"
-    return MammogramImage(
+    image = MammogramImage(
         info=info, pixels=pixels, spacing=(DEFAULT_SPACING_MM, DEFAULT_SPACING_MM), windowed=True
     )
+    image.info.warnings[:] = [f"decoder: {message}" for message in messages]
+    return image
+
+
+def _open(path: Path) -> Image.Image:
+    """Open (header only; nothing decoded yet): the size is checked before ``load``.
+
+    Pillow's own bomb guard (``Image.MAX_IMAGE_PIXELS``) stays as it is; our limit is lower.
+    """
+    return Image.open(path)

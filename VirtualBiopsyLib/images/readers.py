@@ -3,20 +3,28 @@
 The format is chosen by file name: ``.nrrd``/``.nhdr`` → NRRD, ``.jpg``/``.jpeg``/``.png``
 → raster (CDD-CESM names), anything else → DICOM (real exports often have no extension).
 Side files (``.csv``, ``.json``, ``.xlsx``, ``.txt``, ``.md``) and hidden files are ignored.
+
+This is the boundary every file crosses: whatever goes wrong while reading or decoding one
+file (a decoder's ``struct.error``, a ``MemoryError``, a LUT that crashes pydicom) leaves
+it as an :class:`ImageReadError` naming the file, so a batch goes on with the other files
+and cases. :func:`read_image` also refuses images that must not be classified
+(:mod:`VirtualBiopsyLib.images.quality`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from VirtualBiopsyLib.errors import ImageError, ImageReadError, UnsupportedImageError
 from VirtualBiopsyLib.images.dicom_reader import read_dicom_image, read_dicom_info
 from VirtualBiopsyLib.images.mammogram import ImageInfo, MammogramImage
 from VirtualBiopsyLib.images.nrrd_reader import NRRD_SUFFIXES, read_nrrd_image, read_nrrd_info
+from VirtualBiopsyLib.images.quality import classification_problem
 from VirtualBiopsyLib.images.raster_reader import (
     RASTER_SUFFIXES,
     read_raster_image,
@@ -27,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 IGNORED_SUFFIXES = (".csv", ".json", ".xlsx", ".txt", ".md")
 Status = Literal["ok", "skipped", "error"]
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -74,7 +83,7 @@ def read_info(path: Path | str) -> ImageInfo:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(path, "no such file")
-    return _INFO_READERS[image_format(path)](path)
+    return _guarded(path, "header", lambda: _INFO_READERS[image_format(path)](path))
 
 
 def read_image(path_or_info: Path | str | ImageInfo) -> MammogramImage:
@@ -91,21 +100,65 @@ def read_image(path_or_info: Path | str | ImageInfo) -> MammogramImage:
         info, path = None, Path(path_or_info)
     if not path.is_file():
         raise ImageReadError(path, "no such file")
-    return _IMAGE_READERS[image_format(path)](path, info)
+    image = _guarded(path, "pixels", lambda: _IMAGE_READERS[image_format(path)](path, info))
+    problem = classification_problem(image)
+    if problem is not None:
+        raise ImageReadError(path, f"not classifiable: {problem}")
+    return image
 
 
-def iter_files(paths: Iterable[Path | str]) -> Iterator[Path]:
-    """Every candidate image file under ``paths`` (folders recursively), each once, sorted."""
+def _guarded(path: Path, what: str, read: Callable[[], _T]) -> _T:
+    """Run one reader; any failure but our own errors becomes an ImageReadError."""
+    try:
+        return read()
+    except ImageError:
+        raise
+    except MemoryError as error:
+        raise ImageReadError(path, f"not enough memory to read the {what}") from error
+    except RecursionError as error:
+        raise ImageReadError(path, f"cannot read the {what}: nested too deeply") from error
+    except Exception as error:  # a decoder's own exception: the file is at fault
+        logger.debug("unexpected %s while reading %s", type(error).__name__, what, exc_info=True)
+        detail = " ".join(str(error).split())[:300]
+        raise ImageReadError(
+            path, f"cannot read the {what} ({type(error).__name__}: {detail})"
+        ) from error
+
+
+def iter_files(
+    paths: Iterable[Path | str], on_error: Callable[[Path, str], None] | None = None
+) -> Iterator[Path]:
+    """Every candidate image file under ``paths`` (folders recursively), each once, sorted.
+
+    A folder that cannot be listed is reported through ``on_error(folder, reason)``
+    rather than skipped silently; symbolic links to folders are not followed (no loops).
+    """
     seen: set[Path] = set()
     for root in paths:
         root = Path(root)
-        candidates = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        candidates = _walk(root, on_error) if root.is_dir() else [root]
         for candidate in candidates:
             key = candidate.resolve()
             if key in seen or _is_ignored(candidate):
                 continue
             seen.add(key)
             yield candidate
+
+
+def _walk(root: Path, on_error: Callable[[Path, str], None] | None) -> list[Path]:
+    def report(error: OSError) -> None:
+        folder = Path(error.filename) if error.filename else root
+        reason = f"cannot list folder ({error.strerror or error})"
+        if on_error is not None:
+            on_error(folder, reason)
+        else:
+            logger.warning("%s: %s", folder, reason)
+
+    files = []
+    for folder, folders, names in os.walk(root, onerror=report):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        files.extend(Path(folder) / name for name in names)
+    return sorted(path for path in files if path.is_file())
 
 
 def _is_ignored(path: Path) -> bool:
@@ -115,12 +168,18 @@ def _is_ignored(path: Path) -> bool:
 def scan(paths: Iterable[Path | str]) -> list[ScanEntry]:
     """Read the header of every file under ``paths``; never raises for a bad file.
 
+    A folder that cannot be listed gets an ``error`` entry of its own.
+
     >>> from VirtualBiopsyLib.images.readers import scan
     >>> [entry.status for entry in scan(["exam/"])]  # doctest: +SKIP
     ['ok', 'ok', 'skipped', 'ok', 'ok']
     """
-    entries = []
-    for path in iter_files(paths):
+    entries: list[ScanEntry] = []
+
+    def folder_error(folder: Path, reason: str) -> None:
+        entries.append(ScanEntry(path=folder, status="error", reason=reason))
+
+    for path in iter_files(paths, on_error=folder_error):
         entries.append(scan_file(path))
     return entries
 

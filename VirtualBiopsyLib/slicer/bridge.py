@@ -20,7 +20,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE
-from VirtualBiopsyLib.errors import CaseError, ImageReadError, VirtualBiopsyError
+from VirtualBiopsyLib.errors import CaseError, ImageError, ImageReadError, VirtualBiopsyError
 from VirtualBiopsyLib.inference.result import DEMO_MODEL_WARNING
 from VirtualBiopsyLib.roles import SLOTS, Laterality, parse_slot
 from VirtualBiopsyLib.slicer.geometry import (
@@ -43,13 +43,27 @@ SOURCE_ATTRIBUTE = "VirtualBiopsy.Source"
 GENERATED_FROM_ATTRIBUTE = "VirtualBiopsy.GeneratedFrom"
 NOTICE_ATTRIBUTE = "VirtualBiopsy.Notice"
 INFERNO_NAME = "VirtualBiopsy Inferno"
+#: Slicer's own Inferno table: vtkMRMLColorLogic loads Base/Logic/Resources/ColorFiles/
+#: Inferno.txt with the ID "vtkMRMLColorTableNode" + "File" + file name
+#: (Libs/MRML/Logic/vtkMRMLColorLogic.cxx, GetFileColorNodeID, v5.12.3 lines 298-310).
+SLICER_INFERNO_ID = "vtkMRMLColorTableNodeFileInferno.txt"
 RESULTS_FOLDER_NAME = "VirtualBiopsy results"
-#: Slice views of Slicer's 2×2 layout (SlicerLayoutTwoOverTwoView) and their slots.
+#: Slice views of Slicer's 2×2 layout and their slots. In SlicerLayoutTwoOverTwoView the
+#: top row is Red | Slice4 and the bottom row Green | Yellow (Libs/MRML/Logic/
+#: vtkMRMLLayoutLogic.cxx, ``twoOverTwoView``, v5.12.3 lines 558-597), so LE CC | LE MLO
+#: sit on top and DES CC | DES MLO below, as the README and the screenshot show.
 VIEW_SLOTS: dict[str, str] = {
     "Red": "LE_CC",
-    "Yellow": "LE_MLO",
+    "Slice4": "LE_MLO",
     "Green": "DES_CC",
-    "Slice4": "DES_MLO",
+    "Yellow": "DES_MLO",
+}
+#: Where each view sits in the 2×2 layout: (row, column).
+VIEW_POSITIONS: dict[str, tuple[int, int]] = {
+    "Red": (0, 0),
+    "Slice4": (0, 1),
+    "Green": (1, 0),
+    "Yellow": (1, 1),
 }
 SALIENCY_OPACITY = 0.4
 _SYNTHETIC_FILE = re.compile(r"synthetic_(DES_CC|DES_MLO)\.nrrd")
@@ -271,8 +285,11 @@ def add_picture_volume(
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     fits = reference is not None and reference.GetImageData() is not None
     if fits:
-        reference_picture, _ = picture_from_node(reference)
-        fits = reference_picture.shape == picture.shape
+        try:
+            reference_picture, _ = picture_from_node(reference)
+        except ImageError:  # a stacked series or a rotated plane: use the picture's grid
+            reference_picture = None
+        fits = reference_picture is not None and reference_picture.shape == picture.shape
     if fits:
         array = picture_orientation(reference).from_picture(picture)
         slicer.util.updateVolumeFromArray(node, array[np.newaxis])
@@ -307,7 +324,14 @@ def _mark_synthetic(node: Any, slot: str, generated_from: str | None) -> None:
 
 
 def inferno_color_node(scene: Any) -> Any:
-    """A 256-entry inferno color table (built from matplotlib), shared per scene."""
+    """Slicer's built-in Inferno table when the scene has it, else one built from matplotlib.
+
+    slicer-core has no file-based color tables, so tests and the command line get the
+    matplotlib copy (same colormap, 256 entries), shared per scene.
+    """
+    builtin = scene.GetNodeByID(SLICER_INFERNO_ID)
+    if builtin is not None and builtin.IsA("vtkMRMLColorTableNode"):
+        return builtin
     existing = scene.GetFirstNodeByName(INFERNO_NAME)
     if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
         return existing
@@ -492,11 +516,14 @@ def setup_view_layers(
     volumes: Mapping[str, Any],
     saliency: Mapping[str, Any] | None = None,
     opacity: float = SALIENCY_OPACITY,
+    fit: Callable[[str], None] | None = None,
 ) -> dict[str, str]:
     """Show each slot in its view of the 2×2 layout, saliency map as foreground.
 
     Returns view name → slot for the views that got an image. ``volumes`` holds the real
-    input or, for a missing DES, the synthetic one.
+    input or, for a missing DES, the synthetic one. Setting layers does not fit a view to
+    its image, so ``fit(view)`` is called for every view shown (the module passes one that
+    calls the view's slice logic ``FitSliceToAll``).
     """
     saliency = saliency or {}
     shown = {}
@@ -511,7 +538,21 @@ def setup_view_layers(
         composite.SetForegroundOpacity(opacity if overlay is not None else 0.0)
         composite.SetLabelVolumeID(None)
         shown[view] = slot
+    if fit is not None:
+        for view in shown:
+            fit(view)
     return shown
+
+
+def slice_logic_fitter(slice_logics: Mapping[str, Any]) -> Callable[[str], None]:
+    """A ``fit`` for :func:`setup_view_layers` over slice logics by view name."""
+
+    def fit(view: str) -> None:
+        logic = slice_logics.get(view)
+        if logic is not None:
+            logic.FitSliceToAll()
+
+    return fit
 
 
 def displayed_volumes(inputs: Mapping[str, Any], loaded: ResultNodes) -> dict[str, Any]:
@@ -520,6 +561,19 @@ def displayed_volumes(inputs: Mapping[str, Any], loaded: ResultNodes) -> dict[st
 
 
 # --------------------------------------------------------------------------- hierarchy
+
+
+def place_beside(scene: Any, node: Any, reference: Any) -> None:
+    """Put ``node`` under the same subject-hierarchy parent as ``reference``."""
+    import slicer
+
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    reference_item = hierarchy.GetItemByDataNode(reference)
+    if not reference_item:
+        return
+    parent = hierarchy.GetItemParent(reference_item)
+    item = hierarchy.GetItemByDataNode(node) or hierarchy.CreateItem(parent, node)
+    hierarchy.SetItemParent(item, parent)
 
 
 def place_in_study(scene: Any, nodes: list[Any], reference: Any | None, folder_name: str) -> int:

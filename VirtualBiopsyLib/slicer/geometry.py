@@ -91,7 +91,10 @@ def picture_from_node(volume_node: Any) -> tuple[np.ndarray, tuple[float, float]
     if array.ndim != 3 or array.shape[0] != 1:
         raise ImageError(
             volume_node.GetName(),
-            f"expected one 2-D image (1 slice), got an array of shape {tuple(array.shape)}",
+            f"expected one 2-D image (1 slice), got an array of shape {tuple(array.shape)}: "
+            "a series of several images loads as one stacked volume; load it from Slicer's "
+            "DICOM database (each image is then read from its own file) or load the images "
+            "as separate files",
         )
     orientation = picture_orientation(volume_node)
     spacing_i, spacing_j, _ = volume_node.GetSpacing()

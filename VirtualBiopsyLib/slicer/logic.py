@@ -1,10 +1,15 @@
 """The Slicer module's logic, usable from the Python console and from tests.
 
 It joins the bridge (nodes ↔ files) and the process runner (the predict command in the
-background): export the case's volumes, run ``predict``, import the results as nodes,
-fill the results table and set up the 2×2 view. The runner and the clock are passed in
-(a :class:`~VirtualBiopsyLib.slicer.process.ProcessRunner` factory), so tests use a
-stand-in process and the GUI a timer-driven one.
+background): hand the case's original DICOM files (or NRRD exports of other volumes) to
+``predict``, import the results as nodes, fill the results table, set up and fit the 2×2
+view, and remove the run's temporary folder. The collaborators are passed in: the runner
+(a :class:`~VirtualBiopsyLib.slicer.process.ProcessRunner` factory), the clock, the DICOM
+database (a :class:`~VirtualBiopsyLib.slicer.slots.DicomDatabase`) and the view fitter,
+so tests use slicer-core and stand-ins, and the module the application's own.
+
+This is the module's only logic class: the module file creates it with the application's
+collaborators and keeps no logic of its own.
 
 Console example (in Slicer's Python console, with an exam loaded)::
 
@@ -35,6 +40,7 @@ import VirtualBiopsyLib
 from VirtualBiopsyLib.errors import CaseError, VirtualBiopsyError
 from VirtualBiopsyLib.roles import SLOTS, Laterality
 from VirtualBiopsyLib.slicer import bridge
+from VirtualBiopsyLib.slicer.inputs import PreparedInputs, prepare_inputs
 from VirtualBiopsyLib.slicer.process import (
     PredictJob,
     ProcessRunner,
@@ -42,9 +48,12 @@ from VirtualBiopsyLib.slicer.process import (
     SubprocessRunner,
     predict_command,
 )
-from VirtualBiopsyLib.slicer.slots import SlotAssignment, assign_slots
+from VirtualBiopsyLib.slicer.slots import DicomDatabase, SlotAssignment, assign_slots
 
 log = logging.getLogger(__name__)
+
+#: Module name: the parameter node's singleton tag and ModuleName attribute.
+MODULE_NAME = "VirtualBiopsy"
 
 
 @dataclass
@@ -57,7 +66,7 @@ class RunOptions:
     device: str = "cpu"
     laterality: Laterality | str | None = None  # None: from names / attributes
     python: str | None = None  # PythonSlicer inside the app; this interpreter otherwise
-    keep_inputs: bool = False  # keep the exported NRRD copies after the run
+    keep_inputs: bool = False  # keep the run's folder (exports and result files)
 
 
 @dataclass
@@ -69,6 +78,7 @@ class RunHandle:
     work_dir: Path
     input_dir: Path
     out_dir: Path
+    prepared: PreparedInputs | None = None
 
 
 @dataclass
@@ -101,12 +111,35 @@ class VirtualBiopsyLogic:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         work_root: Path | str | None = None,
+        dicom_database: DicomDatabase | None = None,
+        fit_view: Callable[[str], None] | None = None,
     ) -> None:
         self.scene = scene
         self.runner_factory = runner_factory
         self.clock = clock
         self.sleep = sleep
         self.work_root = Path(work_root) if work_root is not None else None
+        self.dicom_database = dicom_database
+        self.fit_view = fit_view
+
+    def parameter_node(self) -> Any:
+        """The module's singleton ``vtkMRMLScriptedModuleNode`` (created when missing).
+
+        Found and made as Slicer's ScriptedLoadableModuleLogic.getParameterNode does
+        (Base/Python/slicer/ScriptedLoadableModule.py, v5.12.3 lines 310-331): singleton
+        tag and ``ModuleName`` attribute equal to the module name.
+        """
+        node = self.scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = self.scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+            node.UnRegister(None)  # CreateNodeByClass hands over a reference
+            node.SetSingletonTag(MODULE_NAME)
+            node.SetName(MODULE_NAME)
+            node.SetAttribute("ModuleName", MODULE_NAME)
+            node = self.scene.AddNode(node)
+        elif node.GetAttribute("ModuleName") != MODULE_NAME:
+            node.SetAttribute("ModuleName", MODULE_NAME)  # restored after a scene close
+        return node
 
     def volume_nodes(self) -> list[Any]:
         """Scalar volume nodes of the scene, in the order they were added."""
@@ -115,7 +148,7 @@ class VirtualBiopsyLogic:
 
     def assign_slots(self, laterality: Laterality | str | None = None) -> SlotAssignment:
         """Guess which loaded volume fills which slot (see :mod:`.slots`)."""
-        return assign_slots(self.volume_nodes(), laterality)
+        return assign_slots(self.volume_nodes(), laterality, self.dicom_database)
 
     def start(
         self,
@@ -123,18 +156,23 @@ class VirtualBiopsyLogic:
         options: RunOptions | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> RunHandle:
-        """Export the volumes and start predict; returns at once (poll ``handle.job``)."""
+        """Hand the volumes over and start predict; returns at once (poll ``handle.job``)."""
         options = options or RunOptions()
         inputs = {slot: volumes.get(slot) for slot in SLOTS}
         laterality = options.laterality or self._laterality_of(inputs)
-        identity = bridge.case_identity(self.scene, inputs, laterality)
         root = self.work_root or Path(tempfile.gettempdir())
         root.mkdir(parents=True, exist_ok=True)
         work_dir = Path(tempfile.mkdtemp(prefix="VirtualBiopsy-", dir=root))
         input_dir, out_dir = work_dir / "input", work_dir / "results"
-        bridge.export_case(inputs, input_dir, identity)
+        try:
+            prepared = prepare_inputs(
+                self.scene, inputs, input_dir, laterality, self.dicom_database
+            )
+        except BaseException:
+            shutil.rmtree(work_dir, ignore_errors=True)
+            raise
         args = predict_command(
-            input_dir,
+            prepared.paths,
             out_dir,
             model_dir=options.model_dir,
             synthesis=options.synthesis,
@@ -146,46 +184,54 @@ class VirtualBiopsyLogic:
         job = PredictJob(self.runner_factory(), args, on_progress, {"PYTHONPATH": path})
         job.start()
         log.info(
-            "VirtualBiopsy: predict started for slots %s",
+            "VirtualBiopsy: predict started for slots %s (DICOM files: %s)",
             ", ".join(slot for slot, node in inputs.items() if node is not None),
+            ", ".join(prepared.dicom) or "none",
         )
-        return RunHandle(job, inputs, work_dir, input_dir, out_dir)
+        return RunHandle(job, inputs, work_dir, input_dir, out_dir, prepared)
 
     def _laterality_of(self, inputs: Mapping[str, Any]) -> Laterality | None:
         nodes = [node for node in inputs.values() if node is not None]
-        return assign_slots(nodes).laterality
+        return assign_slots(nodes, database=self.dicom_database).laterality
 
     def finish(self, handle: RunHandle, keep_inputs: bool = False) -> list[CaseRun]:
-        """Import a finished run's results as nodes and show them; removes exported copies."""
-        if handle.job.error is not None:
+        """Import a finished run's results as nodes and show them.
+
+        The run's folder under the temporary path (exported copies of the patient's
+        pixels and the result files) is removed once imported: the nodes hold the data.
+        """
+        try:
+            if handle.job.error is not None:
+                raise handle.job.error
+            result_files = [Path(p) for p in handle.job.results] or sorted(
+                handle.out_dir.glob("*/result.json")
+            )
+            if not result_files:
+                raise CaseError(f"{handle.out_dir}: the predict command wrote no result")
+            return [self._import(handle, Path(p)) for p in result_files]
+        finally:
             if not keep_inputs:
-                shutil.rmtree(handle.input_dir, ignore_errors=True)
-            raise handle.job.error
-        result_files = [Path(p) for p in handle.job.results] or sorted(
-            handle.out_dir.glob("*/result.json")
-        )
-        if not result_files:
-            raise CaseError(f"{handle.out_dir}: the predict command wrote no result")
-        runs = [self._import(handle, Path(p)) for p in result_files]
-        if not keep_inputs:
-            shutil.rmtree(handle.input_dir, ignore_errors=True)
-        return runs
+                shutil.rmtree(handle.work_dir, ignore_errors=True)
 
     def cancel(self, handle: RunHandle) -> None:
-        """Stop a running job (its whole process tree) and remove the exported copies."""
+        """Stop a running job (its whole process tree) and remove the run's folder."""
         handle.job.cancel()
-        shutil.rmtree(handle.input_dir, ignore_errors=True)
+        shutil.rmtree(handle.work_dir, ignore_errors=True)
 
     def _import(self, handle: RunHandle, result_json: Path) -> CaseRun:
         if not result_json.is_absolute():
             result_json = handle.out_dir.parent / result_json
-        loaded = bridge.load_result(self.scene, result_json, handle.inputs)
+        shown_inputs = dict(handle.prepared.display) if handle.prepared else dict(handle.inputs)
+        loaded = bridge.load_result(self.scene, result_json, shown_inputs)
+        if handle.prepared is not None:
+            loaded.warnings[:0] = handle.prepared.notes
         reference = next((n for n in handle.inputs.values() if n is not None), None)
         bridge.place_in_study(self.scene, loaded.all_nodes(), reference, bridge.RESULTS_FOLDER_NAME)
         shown = bridge.setup_view_layers(
             bridge.slice_composite_nodes(self.scene),
-            bridge.displayed_volumes(handle.inputs, loaded),
+            bridge.displayed_volumes(shown_inputs, loaded),
             loaded.saliency,
+            fit=self.fit_view,
         )
         return CaseRun(result_json, loaded, shown)
 

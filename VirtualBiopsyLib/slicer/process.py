@@ -110,9 +110,20 @@ class ProcessRunner(Protocol):
 Launcher = Callable[[Sequence[str], Mapping[str, str]], subprocess.Popen]
 
 
-def default_launcher(args: Sequence[str], env_updates: Mapping[str, str]) -> subprocess.Popen:
-    """Popen in its own process group (so cancel can kill the tree), text lines, piped."""
-    env = {**os.environ, **env_updates}
+def default_launcher(
+    args: Sequence[str],
+    env_updates: Mapping[str, str],
+    base_environment: Mapping[str, str] | None = None,
+) -> subprocess.Popen:
+    """Popen in its own session / process group, so cancel can kill the whole tree.
+
+    ``PythonSlicer`` is a launcher that starts the real interpreter as its child; killing
+    the launcher alone would leave that child running. Slicer's own
+    ``slicer.util.launchConsoleProcess`` starts processes in Slicer's group
+    (Base/Python/slicer/util.py, v5.12.3 lines 4118-4138), so the module uses this
+    launcher with ``base_environment=slicer.util.startupEnvironment()`` instead.
+    """
+    env = {**(os.environ if base_environment is None else base_environment), **env_updates}
     options: dict[str, Any] = {}
     if os.name == "nt":
         options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
@@ -132,21 +143,24 @@ def default_launcher(args: Sequence[str], env_updates: Mapping[str, str]) -> sub
     )
 
 
-def _children_of(pid: int) -> list[int]:
-    """Descendants of ``pid`` (Linux /proc; psutil when present; else none)."""
-    try:
-        import psutil
+def session_launcher(base_environment: Mapping[str, str] | None = None) -> Launcher:
+    """A :data:`Launcher` starting processes in their own session from ``base_environment``."""
 
-        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
-    except ImportError:
-        pass
-    except Exception:  # the process is already gone
-        return []
+    def launch(args: Sequence[str], env_updates: Mapping[str, str]) -> subprocess.Popen:
+        return default_launcher(args, env_updates, base_environment)
+
+    return launch
+
+
+PROC = Path("/proc")
+
+
+def _parents_from_proc() -> dict[int, list[int]] | None:
+    """parent PID → child PIDs from Linux /proc; None where there is no /proc (macOS)."""
+    if not PROC.is_dir():
+        return None
     parents: dict[int, list[int]] = {}
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return []
-    for entry in proc.iterdir():
+    for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
         try:
@@ -155,6 +169,42 @@ def _children_of(pid: int) -> list[int]:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
         parents.setdefault(parent, []).append(int(entry.name))
+    return parents
+
+
+def _parents_from_ps() -> dict[int, list[int]]:
+    """parent PID → child PIDs from ``ps`` (POSIX; macOS has no /proc)."""
+    try:
+        listing = subprocess.run(
+            ["ps", "-A", "-o", "pid=", "-o", "ppid="],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    parents: dict[int, list[int]] = {}
+    for line in listing.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():
+            parents.setdefault(int(fields[1]), []).append(int(fields[0]))
+    return parents
+
+
+def _children_of(pid: int) -> list[int]:
+    """Descendants of ``pid``: psutil when present, else Linux /proc, else ``ps``."""
+    try:
+        import psutil
+
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except ImportError:
+        pass
+    except Exception:  # the process is already gone
+        return []
+    parents = _parents_from_proc()
+    if parents is None:
+        parents = _parents_from_ps()
     found, todo = [], [pid]
     while todo:
         for child in parents.get(todo.pop(), []):
@@ -335,7 +385,7 @@ class PredictJob:
 
 
 def predict_command(
-    folder: Path | str,
+    inputs: Path | str | Sequence[Path | str],
     out: Path | str,
     *,
     model_dir: Path | str | None = None,
@@ -344,14 +394,17 @@ def predict_command(
     device: str = "cpu",
     python: str | None = None,
 ) -> list[str]:
-    """The argument list of ``python -m VirtualBiopsyLib predict`` for one exported case.
+    """The argument list of ``python -m VirtualBiopsyLib predict`` for files and folders.
 
     >>> predict_command("in", "out", synthesis=False, python="PythonSlicer")[:5]
     ['PythonSlicer', '-m', 'VirtualBiopsyLib', 'predict', 'in']
     """
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', not {device!r}")
-    args = [python or sys.executable, "-m", "VirtualBiopsyLib", "predict", str(folder)]
+    paths = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    if not paths:
+        raise ValueError("predict needs at least one input file or folder")
+    args = [python or sys.executable, "-m", "VirtualBiopsyLib", "predict", *map(str, paths)]
     args += ["--out", str(out), "--progress", "json", "--device", device]
     if model_dir is not None:
         args += ["--model", str(model_dir)]

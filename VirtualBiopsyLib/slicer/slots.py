@@ -1,10 +1,19 @@
 """Which loaded volume fills which slot (LE_CC, LE_MLO, DES_CC, DES_MLO) of a case.
 
 Rules, first match wins: the ``VirtualBiopsy.Role`` node attribute set by the user or by
-this module; then the node name, which covers our slot file names (``LE_CC``), CDD-CESM
-names (``P12_L_DM_CC``) and the "<series number>: <series description>" names Slicer
-gives DICOM series (``3: L CC Recombined``, ``RMLO LOW ENERGY``). Laterality comes from
-the ``VirtualBiopsy.Laterality`` attribute, the name, or the subject hierarchy.
+this module; then, for a volume loaded with Slicer's DICOM module, the tags of its files
+classified by the library's own DICOM role rules (Image Type, View Position, Image
+Laterality, …: :func:`VirtualBiopsyLib.images.readers.read_info`); then the node name,
+which covers our slot file names (``LE_CC``), CDD-CESM names (``P12_L_DM_CC``) and series
+descriptions (``3: L CC Recombined``). Slicer keeps almost no tags on a DICOM volume: it
+names it "<SeriesNumber>: <SeriesDescription>" (Modules/Scripted/DICOMLib/DICOMPlugin.py,
+``defaultSeriesNodeName``, v5.12.3 line 294) and stores the SOP Instance UIDs of its
+slices, in slice order, in the ``DICOM.instanceUIDs`` attribute
+(Modules/Scripted/DICOMPlugins/DICOMScalarVolumePlugin.py, v5.12.3 lines 503-509); the
+files come from ``slicer.dicomDatabase.fileForInstance(uid)`` (CTK's ctkDICOMDatabase;
+Docs/developer_guide/script_repository/dicom.md shows the same lookup). The database is
+passed in as a :class:`DicomDatabase`, so slicer-core tests give an index of real files.
+A series of several images (Slicer stacks them into one volume) fills one slot per file.
 """
 
 from __future__ import annotations
@@ -12,14 +21,72 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+from VirtualBiopsyLib.errors import ImageError
+from VirtualBiopsyLib.images.mammogram import ImageInfo
 from VirtualBiopsyLib.roles import SLOTS, Laterality, Modality, View, slot_name
 
 ROLE_ATTRIBUTE = "VirtualBiopsy.Role"
 LATERALITY_ATTRIBUTE = "VirtualBiopsy.Laterality"
 SYNTHETIC_ATTRIBUTE = "VirtualBiopsy.Synthetic"
 RESULT_ATTRIBUTE = "VirtualBiopsy.Result"
+#: Set by Slicer's DICOMScalarVolumePlugin: SOP Instance UIDs of the slices, space-separated.
+INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
+
+
+class DicomDatabase(Protocol):
+    """The part of ``slicer.dicomDatabase`` (ctkDICOMDatabase) the module uses."""
+
+    def fileForInstance(self, sopInstanceUID: str) -> str:  # noqa: N802, N803 - CTK's names
+        """Path of the file holding this SOP instance; ``""`` when unknown."""
+
+
+@dataclass(frozen=True)
+class DicomFile:
+    """One file behind a DICOM-loaded volume: its path and role, or why it is not usable."""
+
+    uid: str
+    path: Path | None
+    info: ImageInfo | None = None
+    problem: str | None = None
+
+    @property
+    def slot(self) -> str | None:
+        return self.info.slot if self.info is not None else None
+
+    def rule(self) -> str:
+        """Which tags decided the role, e.g. ``ImageType[3]=LOW_ENERGY, ViewPosition``."""
+        if self.info is None:
+            return self.problem or "unknown"
+        rules = self.info.rules
+        return f"DICOM tags of {self.path.name}: {rules.get('modality')}, {rules.get('view')}"
+
+
+def instance_uids(node: Any) -> list[str]:
+    """SOP Instance UIDs of a DICOM-loaded volume, in slice order (none for other nodes)."""
+    return (node.GetAttribute(INSTANCE_UIDS_ATTRIBUTE) or "").split()
+
+
+def dicom_files(node: Any, database: DicomDatabase | None) -> list[DicomFile]:
+    """The files behind a volume, each classified by the library's DICOM role rules."""
+    from VirtualBiopsyLib.images.readers import read_info
+
+    if database is None:
+        return []
+    files = []
+    for uid in instance_uids(node):
+        found = database.fileForInstance(uid) or ""
+        if not found:
+            files.append(DicomFile(uid, None, problem="not in the DICOM database"))
+            continue
+        path = Path(found)
+        try:
+            files.append(DicomFile(uid, path, read_info(path)))
+        except ImageError as error:
+            files.append(DicomFile(uid, path, problem=f"{path.name}: {error.reason}"))
+    return files
 
 _MODALITY_WORDS: dict[str, Modality] = {
     "LE": Modality.LE,
@@ -146,25 +213,69 @@ def node_laterality(node: Any) -> Laterality | None:
 
 @dataclass
 class SlotAssignment:
-    """Volume nodes per slot (``None`` when missing) and what went wrong on the way."""
+    """Volume nodes per slot (``None`` when missing), the rule behind each, and problems.
+
+    ``files`` holds, for slots filled from a DICOM-loaded volume, the file whose tags put
+    it there (the run hands exactly that file to ``predict``).
+    """
 
     slots: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(SLOTS))
     laterality: Laterality | None = None
     rules: dict[str, str] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
     def present(self) -> list[str]:
         return [slot for slot in SLOTS if self.slots.get(slot) is not None]
 
+    def summary(self) -> list[str]:
+        """One line per filled slot saying which rule decided it (shown in the panel)."""
+        return [
+            f"{slot}: {self.slots[slot].GetName()} ({self.rules.get(slot, '?')})"
+            for slot in self.present
+        ]
+
+
+def node_candidates(
+    node: Any, database: DicomDatabase | None = None
+) -> tuple[list[tuple[RoleGuess, Path | None]], list[str]]:
+    """Roles a node can fill: one per usable DICOM file, else one from attribute or name."""
+    if node.GetAttribute(SYNTHETIC_ATTRIBUTE) or node.GetAttribute(RESULT_ATTRIBUTE):
+        return [], []
+    name = node.GetName()
+    attribute = node.GetAttribute(ROLE_ATTRIBUTE)
+    files = [] if attribute else dicom_files(node, database)
+    problems = [f"{name}: {f.problem}" for f in files if f.info is None]
+    usable = [f for f in files if f.info is not None and f.slot is not None]
+    problems += [
+        f"{name}: {f.path.name}: role undetermined ({f.info.rules.get('modality')}; "
+        f"{f.info.rules.get('view')})"
+        for f in files
+        if f.info is not None and f.slot is None
+    ]
+    if usable:
+        guesses = []
+        for f in usable:
+            laterality = node_laterality(node) or f.info.laterality
+            rule = f.rule()
+            guesses.append((RoleGuess(f.info.modality, f.info.view, laterality, rule), f.path))
+        return guesses, problems
+    role = node_role(node)
+    return ([(role, None)] if role.slot is not None else []), problems
+
 
 def assign_slots(
-    nodes: Iterable[Any], laterality: Laterality | str | None = None
+    nodes: Iterable[Any],
+    laterality: Laterality | str | None = None,
+    database: DicomDatabase | None = None,
 ) -> SlotAssignment:
     """Fill the four slots from loaded volume nodes; the first node per slot wins.
 
     ``laterality`` keeps only nodes of that breast; without it the breast of the first
     recognised node is used and nodes of the other breast are reported, not mixed in.
+    ``database`` (``slicer.dicomDatabase`` in the app) lets DICOM-loaded volumes be
+    classified by their files' tags.
 
     >>> import slicer, numpy
     >>> scene = slicer.vtkMRMLScene()
@@ -175,23 +286,28 @@ def assign_slots(
     chosen = Laterality(laterality) if laterality is not None else None
     assignment = SlotAssignment(laterality=chosen)
     for node in nodes:
-        role = node_role(node)
-        if role.slot is None:
-            continue
+        candidates, problems = node_candidates(node, database)
+        assignment.problems += problems
         name = node.GetName()
-        if role.laterality is not None:
-            if assignment.laterality is None:
-                assignment.laterality = role.laterality
-            elif role.laterality != assignment.laterality:
+        for role, path in candidates:
+            label = f"{name} ({path.name})" if path is not None else name
+            if role.laterality is not None:
+                if assignment.laterality is None:
+                    assignment.laterality = role.laterality
+                elif role.laterality != assignment.laterality:
+                    assignment.problems.append(
+                        f"{label}: {role.laterality.value} breast, case is "
+                        f"{assignment.laterality.value}; not used"
+                    )
+                    continue
+            if assignment.slots[role.slot] is not None:
+                kept = assignment.slots[role.slot].GetName()
                 assignment.problems.append(
-                    f"{name}: {role.laterality.value} breast, case is "
-                    f"{assignment.laterality.value}; not used"
+                    f"{label}: {role.slot} already filled by {kept}; not used"
                 )
                 continue
-        if assignment.slots[role.slot] is not None:
-            kept = assignment.slots[role.slot].GetName()
-            assignment.problems.append(f"{name}: {role.slot} already filled by {kept}; not used")
-            continue
-        assignment.slots[role.slot] = node
-        assignment.rules[role.slot] = role.rule
+            assignment.slots[role.slot] = node
+            assignment.rules[role.slot] = role.rule
+            if path is not None:
+                assignment.files[role.slot] = path
     return assignment
