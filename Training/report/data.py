@@ -1,0 +1,236 @@
+"""A finished run as the report sees it, and its pooled out-of-fold scores per setting.
+
+The report reads only files a run writes (``config.json``, ``run.json``, ``splits.json``,
+``predictions.csv``, ``fold_*/generators/*/result.json``) and fuses the per-image
+predictions with :mod:`Training.evaluation` (each fold with its own validation MCCs).
+Runs are keyed by their folder name (``parent/name`` when two folders share a name), so
+two runs of one architecture keep their own rows.
+
+Pooled out-of-fold scores: every fold's *test* cases, each scored by its own fold's
+models. Under the paper's protocol the five test sets are disjoint but cover only part of
+the cohort; under the every-patient protocol they cover every patient once. Ĉ and F+Ĉ
+are scored on the cases that also have real DES, the population of C and F+C, so that
+C and Ĉ are compared on the same patients.
+
+>>> run = load_run(Path("runs/resnet18"))  # doctest: +SKIP
+>>> scores = pooled_scores(run)  # doctest: +SKIP
+>>> scores["F+Ĉ"].labels.size  # doctest: +SKIP
+42
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from Training.datasets import ManifestError
+from Training.evaluation import (
+    SETTINGS,
+    CaseInputs,
+    FoldWeights,
+    Prediction,
+    case_inputs,
+    fold_weights,
+    fused_probability,
+    read_predictions,
+    select,
+)
+
+PAPER_PROTOCOL = "paper"
+EVERY_PATIENT_PROTOCOL = "every-patient"
+SYNTHETIC_DES_SETTINGS = ("Ĉ", "F+Ĉ")
+
+
+class ReportInputError(ManifestError):
+    """A run folder the report cannot use (names the file and what is wrong)."""
+
+
+@dataclass
+class ReportRun:
+    """What the report needs from one run folder."""
+
+    name: str
+    run_dir: Path
+    config: dict[str, Any]
+    record: dict[str, Any]
+    predictions: list[Prediction]
+    splits: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def architecture(self) -> str:
+        return str(self.config.get("classifier", {}).get("architecture", "unknown"))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.get("threshold", 0.5))
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
+
+    @property
+    def protocol(self) -> str:
+        splits = self.config.get("splits", {})
+        value = splits.get("protocol") if isinstance(splits, dict) else None
+        return str(value or PAPER_PROTOCOL)
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.record.get("synthetic_data"))
+
+    @property
+    def folds(self) -> list[int]:
+        return sorted({p.fold for p in self.predictions})
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportInputError(f"{path}: missing; is the run complete?") from None
+    except (OSError, ValueError) as error:
+        raise ReportInputError(f"{path}: unreadable JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ReportInputError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_run(run_dir: Path, name: str | None = None) -> ReportRun:
+    """Read one run folder; a clear error names the file that is missing or broken."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportInputError(f"{run_dir}: not a run folder")
+    config = _read_json(run_dir / "config.json")
+    record = _read_json(run_dir / "run.json")
+    predictions_file = run_dir / "predictions.csv"
+    if not predictions_file.exists():
+        raise ReportInputError(f"{predictions_file}: missing; is the run complete?")
+    try:
+        predictions = read_predictions(predictions_file)
+    except (KeyError, ValueError, TypeError) as error:
+        raise ReportInputError(f"{predictions_file}: unreadable row ({error})") from None
+    if not any(p.split == "test" for p in predictions):
+        raise ReportInputError(f"{predictions_file}: no test predictions")
+    splits: list[dict[str, Any]] = []
+    if (run_dir / "splits.json").exists():
+        splits = list(_read_json(run_dir / "splits.json").get("folds", []))
+    return ReportRun(name or run_dir.name, run_dir, config, record, predictions, splits)
+
+
+def load_runs(run_dirs: Sequence[Path]) -> list[ReportRun]:
+    """Every run, keyed by folder name (``parent/name`` where names repeat)."""
+    paths = [Path(p) for p in run_dirs]
+    if len({p.resolve() for p in paths}) != len(paths):
+        raise ReportInputError("the same run folder was given twice")
+    counts = Counter(p.name for p in paths)
+    names = [f"{p.parent.name}/{p.name}" if counts[p.name] > 1 else p.name for p in paths]
+    if len(set(names)) != len(names):
+        names = [str(p) for p in paths]
+    return [load_run(path, name) for path, name in zip(paths, names, strict=True)]
+
+
+@dataclass
+class SettingScores:
+    """Pooled out-of-fold fused probabilities of one setting, one entry per case."""
+
+    cases: list[str]
+    patients: list[str]
+    labels: np.ndarray
+    probabilities: np.ndarray
+    folds: np.ndarray
+    densities: list[str]
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def subset(self, keep: Sequence[bool] | np.ndarray) -> SettingScores:
+        keep = np.asarray(keep, dtype=bool)
+        return SettingScores(
+            [c for c, k in zip(self.cases, keep, strict=True) if k],
+            [p for p, k in zip(self.patients, keep, strict=True) if k],
+            self.labels[keep],
+            self.probabilities[keep],
+            self.folds[keep],
+            [d for d, k in zip(self.densities, keep, strict=True) if k],
+        )
+
+
+@dataclass
+class FoldCases:
+    """One fold's test cases and fusion weights (the robustness sweep re-fuses them)."""
+
+    fold: int
+    weights: FoldWeights
+    cases: dict[str, CaseInputs]
+
+
+def fold_cases(run: ReportRun) -> list[FoldCases]:
+    return [
+        FoldCases(
+            fold,
+            fold_weights(run.predictions, fold, run.threshold),
+            case_inputs(select(run.predictions, fold, "test")),
+        )
+        for fold in run.folds
+    ]
+
+
+def has_real_des(case: CaseInputs) -> bool:
+    return any(slot.startswith("DES_") for slot in case.real)
+
+
+def pooled_scores(
+    run: ReportRun, folds: Sequence[FoldCases] | None = None
+) -> dict[str, SettingScores]:
+    """Every setting's pooled out-of-fold scores (see the module docstring).
+
+    A case tested in more than one fold (no protocol here does that) would get the mean
+    of its folds' probabilities, so that it still counts once.
+    """
+    folds = fold_cases(run) if folds is None else folds
+    result = {}
+    for setting in SETTINGS:
+        collected: dict[str, list] = {}
+        for item in folds:
+            for key, case in item.cases.items():
+                if setting in SYNTHETIC_DES_SETTINGS and not has_real_des(case):
+                    continue
+                probability = fused_probability(
+                    case, setting, item.weights.slot_mcc, item.weights.modality_mcc
+                )
+                if probability is None or math.isnan(probability):
+                    continue
+                entry = collected.setdefault(key, [case, [], []])
+                entry[1].append(probability)
+                entry[2].append(item.fold)
+        keys = sorted(collected)
+        result[setting] = SettingScores(
+            keys,
+            [collected[k][0].patient for k in keys],
+            np.array([collected[k][0].label for k in keys], dtype=int),
+            np.array([float(np.mean(collected[k][1])) for k in keys]),
+            np.array([collected[k][2][0] for k in keys], dtype=int),
+            [collected[k][0].acr_density for k in keys],
+        )
+    return result
+
+
+def repeated_test_cases(folds: Sequence[FoldCases]) -> int:
+    """How many cases appear in more than one fold's test split (0 for both protocols)."""
+    counts = Counter(key for item in folds for key in item.cases)
+    return sum(1 for count in counts.values() if count > 1)
+
+
+def patient_labels(run: ReportRun) -> dict[str, int]:
+    """Label per patient key from the predictions (malignant if any case is)."""
+    labels: dict[str, int] = {}
+    for p in run.predictions:
+        labels[p.patient] = max(labels.get(p.patient, 0), p.label)
+    return labels
