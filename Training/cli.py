@@ -6,6 +6,8 @@ Sub-commands::
                                [--config config.json] [--pretrain-manifest CDD.csv] [--resume]
     virtual-biopsy-train package RUN_DIR --out PACKAGE_DIR
     virtual-biopsy-train experiments RUN_DIR [RUN_DIR ...] --out TABLES_DIR
+    virtual-biopsy-train report RUN_DIR [RUN_DIR ...] --out REPORT_DIR [--resamples 2000]
+                                [--manifest MANIFEST] [--overwrite]
     virtual-biopsy-train demo-model --out VirtualBiopsyLib/Resources/DemoModel
     virtual-biopsy-train import cdd-cesm DIR --out manifest.csv
     virtual-biopsy-train import dicom DIR --clinical SHEET --out manifest.csv
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_package(commands)
     _add_experiments(commands)
+    _add_report(commands)
     _add_demo_model(commands)
     from Training.importers.command import register as add_import
 
@@ -127,6 +130,38 @@ def _add_experiments(commands: argparse._SubParsersAction) -> None:
     experiments.add_argument("--repetitions", type=int, help="robustness repetitions (10)")
     experiments.add_argument("--overwrite", action="store_true")
     experiments.set_defaults(func=run_experiments)
+
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report",
+        help="study report: confidence intervals, paired tests, calibration, figures",
+        description="A report for a supplement: report.md, report.html (figures inline), "
+        "CSV and PNG files. Pooled out-of-fold test cases, patient-level bootstrap "
+        "intervals, DeLong paired comparisons, calibration, robustness, density, "
+        "generation examples (with --manifest).",
+    )
+    report.add_argument("run_dirs", type=Path, nargs="+", help="finished training runs")
+    report.add_argument("--out", type=Path, required=True, help="report folder (new)")
+    report.add_argument(
+        "--resamples", type=int, default=2000, help="bootstrap resamples of patients (2000)"
+    )
+    report.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
+    report.add_argument("--repetitions", type=int, help="robustness repetitions (config's)")
+    report.add_argument(
+        "--manifest", type=Path, help="the runs' manifest: enables generation examples"
+    )
+    report.add_argument(
+        "--cache", type=Path, help="preprocessed-image cache (default RUN_DIR/cache)"
+    )
+    report.add_argument(
+        "--generation-intervals",
+        action="store_true",
+        help="with --manifest: synthesize every test pair for Table 3 intervals (slow)",
+    )
+    report.add_argument("--overwrite", action="store_true", help="replace an older report")
+    report.add_argument("--no-progress", action="store_true", help="no progress bars")
+    report.set_defaults(func=run_report)
 
 
 def _add_demo_model(commands: argparse._SubParsersAction) -> None:
@@ -221,6 +256,28 @@ def run_experiments(args: argparse.Namespace) -> int:
     written = write_experiments(args.run_dirs, args.out, args.repetitions, args.overwrite)
     for path in written:
         print(path)
+    return EXIT_OK
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from Training.report.build import write_report
+
+    for path in [*args.run_dirs, *([args.manifest] if args.manifest else [])]:
+        _check_exists(path)
+    out = write_report(
+        args.run_dirs,
+        args.out,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        repetitions=args.repetitions,
+        manifest=args.manifest,
+        cache_dir=args.cache,
+        generation_intervals=args.generation_intervals,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(f"report written to {out / 'report.md'} and {out / 'report.html'}")
+    print(VirtualBiopsyLib.RESEARCH_USE_NOTICE)
     return EXIT_OK
 
 
