@@ -97,14 +97,27 @@ def _relative(path: Path, folder: Path) -> str:
         return path.as_posix()
 
 
+def _name_key(path: Path) -> ImageKey | None:
+    name = parse_cdd_cesm_name(path.name)
+    if name is None:
+        return None
+    return (name.patient_id, name.laterality.value, name.modality, name.view.value)
+
+
 def _scan_images(
-    folder: Path, image_folders: dict[Modality, Path], left_out: list[LeftOut]
+    folder: Path,
+    image_folders: dict[Modality, Path],
+    left_out: list[LeftOut],
+    unusable: set[ImageKey],
 ) -> dict[ImageKey, ImageInfo]:
+    """Usable images by key; ``unusable`` gets the keys of files present but left out."""
     images: dict[ImageKey, ImageInfo] = {}
     for entry in scan(list(image_folders.values())):
         item = _relative(entry.path, folder)
         if entry.status == "error":
             left_out.append(LeftOut(item, "unreadable file", entry.reason or ""))
+            if (key := _name_key(entry.path)) is not None:
+                unusable.add(key)
             continue
         if entry.status == "skipped" or entry.info is None:
             left_out.append(LeftOut(item, "not a CDD-CESM image", entry.reason or ""))
@@ -115,6 +128,7 @@ def _scan_images(
             left_out.append(
                 LeftOut(item, "image in the wrong folder", f"its name says {info.modality.value}")
             )
+            unusable.add(_image_key(info))
             continue
         key = _image_key(info)
         if key in images:
@@ -215,7 +229,8 @@ def import_cdd_cesm(
     sheet = read_sheet(annotations, sheet_name)
     left_out: list[LeftOut] = []
     notes: Counter = Counter()
-    images = _scan_images(folder, image_folders, left_out)
+    unusable: set[ImageKey] = set()
+    images = _scan_images(folder, image_folders, left_out, unusable)
     annotated = _read_annotations(sheet, left_out, notes)
     synthetic = any(a.synthetic for a in annotated.values()) or SYNTHETIC_NOTICE in sheet.notes
 
@@ -223,7 +238,7 @@ def import_cdd_cesm(
         if key not in annotated:
             left_out.append(LeftOut(_relative(info.path, folder), "image without annotation"))
     for key, annotation in annotated.items():
-        if key not in images:
+        if key not in images and key not in unusable:  # those are reported as files
             numbers = ", ".join(str(row.number) for row in annotation.rows)
             left_out.append(
                 LeftOut(f"sheet row {numbers}", "annotation without image", annotation.name)
@@ -271,4 +286,5 @@ def import_cdd_cesm(
         if synthetic
         else None,
     }
-    return ImportResult("cdd-cesm", folder, rows, left_out, settings, notes=notes)
+    seen = {key[0] for key in images} | {key[0] for key in annotated}
+    return ImportResult("cdd-cesm", folder, rows, left_out, settings, notes=notes, patient_ids=seen)

@@ -334,6 +334,12 @@ class ClinicalSheet:
         listed = {record.row for records in self.records.values() for record in records}
         return sorted(listed - self.used)
 
+    def patient_ids(self) -> set[str]:
+        """Every patient ID the sheet holds (to mask them on the console)."""
+        if "patient_id" not in self.columns:
+            return set()
+        return {self._cell(row, "patient_id") for row in self.sheet.rows} - {""}
+
     def settings(self) -> dict[str, object]:
         return {
             "clinical_sheet": self.sheet.path.name,

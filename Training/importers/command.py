@@ -13,7 +13,6 @@ from pathlib import Path
 
 from Training.importers.summary import (
     ImportResult,
-    PatientMasker,
     check_outputs,
     summarize,
     summary_path_for,
@@ -86,7 +85,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _finish(result: ImportResult, args: argparse.Namespace, inputs: list[Path]) -> int:
     from Training.importers.sheets import ImportInputError
 
-    masker = PatientMasker(row.patient_id for row in result.rows)
+    masker = result.masker()
     out = Path(args.out)
     check_outputs(out, args.overwrite, inputs)
     if not result.rows:

@@ -81,10 +81,14 @@ def _rules(info: ImageInfo) -> str:
     return "; ".join(f"{key}: {info.rules[key]}" for key in ROLE_RULES if key in info.rules)
 
 
-def _usable_infos(folder: Path, left_out: list[LeftOut]) -> list[ImageInfo]:
+def _usable_infos(folder: Path, left_out: list[LeftOut]) -> tuple[list[ImageInfo], set[str]]:
+    """The images with every role and identity known; and every patient ID seen."""
     infos = []
+    patient_ids: set[str] = set()
     for entry in scan([folder]):
         item = _relative(entry.path, folder)
+        if entry.info is not None and entry.info.patient_id:
+            patient_ids.add(entry.info.patient_id)
         if entry.status == "error":
             left_out.append(LeftOut(item, "unreadable file", entry.reason or ""))
         elif entry.status == "skipped" or entry.info is None:
@@ -101,7 +105,7 @@ def _usable_infos(folder: Path, left_out: list[LeftOut]) -> list[ImageInfo]:
             left_out.append(LeftOut(item, "no Study Instance UID"))
         else:
             infos.append(entry.info)
-    return infos
+    return infos, patient_ids
 
 
 def acquisition_phases(infos: Iterable[ImageInfo]) -> dict[Path, tuple[str | None, str]]:
@@ -162,7 +166,8 @@ def import_dicom_exams(
     left_out: list[LeftOut] = []
     for number, reason in sorted(sheet.bad_rows.items()):
         left_out.append(LeftOut(f"sheet row {number}", "clinical row not usable", reason))
-    infos = _usable_infos(folder, left_out)
+    infos, patient_ids = _usable_infos(folder, left_out)
+    patient_ids |= sheet.patient_ids()
     by_order = acquisition_phases(infos)
 
     matched: dict[Path, tuple[ClinicalRecord, str, str, bool]] = {}
@@ -253,5 +258,12 @@ def import_dicom_exams(
     phase_rules.sort(key=lambda item: item["path"])
     notes = Counter("image without ACR density" for row in rows if not row.acr_density)
     return ImportResult(
-        "dicom", folder, rows, left_out, sheet.settings(), notes=notes, phase_rules=phase_rules
+        "dicom",
+        folder,
+        rows,
+        left_out,
+        sheet.settings(),
+        notes=notes,
+        phase_rules=phase_rules,
+        patient_ids=patient_ids,
     )

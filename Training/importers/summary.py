@@ -60,6 +60,10 @@ class ImportResult:
     settings: dict[str, Any] = field(default_factory=dict)  # join, mappings, files read
     notes: Counter = field(default_factory=Counter)  # kept with a caveat, e.g. bad density
     phase_rules: list[dict[str, str]] = field(default_factory=list)  # per image (DICOM)
+    patient_ids: set[str] = field(default_factory=set)  # every ID seen: masked on stdout
+
+    def masker(self) -> PatientMasker:
+        return PatientMasker(self.patient_ids | {row.patient_id for row in self.rows})
 
 
 class PatientMasker:
@@ -140,7 +144,9 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def summary_text(summary: dict[str, Any], masker: PatientMasker) -> str:
-    """The console form of a summary; every line passes through ``masker``."""
+    """The console form of a summary; names of left-out items pass through ``masker``.
+
+    (Counts are not masked: a patient ID ``1`` must not hide the figure 1.)"""
     lines = [
         f"images {summary['images']}, patients {summary['patients']}, breasts {summary['breasts']}",
         "complete LE/DES pairs: "
@@ -161,13 +167,13 @@ def summary_text(summary: dict[str, Any], masker: PatientMasker) -> str:
     )
     for item in summary["left_out"][:MAX_LISTED]:
         detail = f" ({item['detail']})" if item["detail"] else ""
-        lines.append(f"  {item['item']}: {item['reason']}{detail}")
+        lines.append(masker(f"  {item['item']}: {item['reason']}{detail}"))
     if summary["left_out_count"] > MAX_LISTED:
         lines.append(f"  … {summary['left_out_count'] - MAX_LISTED} more in the summary file")
     if summary["synthetic"]:
         lines.append(VirtualBiopsyLib.SYNTHETIC_NOTICE)
     lines.append(VirtualBiopsyLib.RESEARCH_USE_NOTICE)
-    return "\n".join(masker(line) for line in lines)
+    return "\n".join(lines)
 
 
 def summary_path_for(manifest_path: Path) -> Path:
