@@ -88,6 +88,7 @@ def dicom_files(node: Any, database: DicomDatabase | None) -> list[DicomFile]:
             files.append(DicomFile(uid, path, problem=f"{path.name}: {error.reason}"))
     return files
 
+
 _MODALITY_WORDS: dict[str, Modality] = {
     "LE": Modality.LE,
     "DM": Modality.LE,  # CDD-CESM: low energy ("digital mammography")
