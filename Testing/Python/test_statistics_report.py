@@ -41,6 +41,7 @@ from Training.report.calibration import (
 )
 from Training.report.delong import auc_covariance, delong_test, holm_adjust, structural_components
 from Training.report.roc import (
+    rank_auc,
     roc_band,
     sensitivity_at_specificity,
     threshold_statistics,
@@ -350,3 +351,9 @@ def test_reliability_bins_follow_sklearn_and_count_every_case() -> None:
     edges = np.cumsum(counts)[:-1]
     fractions = [chunk.mean() for chunk in np.split(labels[order], edges)]
     np.testing.assert_allclose(observed, fractions)
+
+
+def test_rank_auc_equals_sklearn() -> None:
+    labels, scores = _data(n=120, seed=41)
+    assert rank_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    assert math.isnan(rank_auc(np.ones(3), np.array([0.1, 0.2, 0.3])))

@@ -53,6 +53,7 @@ from Training.report.data import (
 from Training.report.delong import delong_test, holm_adjust
 from Training.report.roc import (
     SPECIFICITIES,
+    rank_auc,
     roc_band,
     sensitivity_at_specificity,
     threshold_statistics,
@@ -381,7 +382,7 @@ def robustness_curve(
         return []
     distinct = np.array(sorted(set(patients.tolist())))
     rows = []
-    reference = roc_auc_score(labels, table[:, 0])
+    reference = rank_auc(labels, table[:, 0])
     for percent in percents:
         count = round(distinct.size * percent / 100)
         aucs: dict[str, list[float]] = {"C*": [], "F+C*": []}
@@ -389,8 +390,8 @@ def robustness_curve(
             rng = np.random.default_rng([seed, percent, repetition])
             chosen = rng.choice(distinct, size=count, replace=False) if count else []
             replaced = np.isin(patients, chosen)
-            aucs["C*"].append(roc_auc_score(labels, np.where(replaced, table[:, 2], table[:, 1])))
-            aucs["F+C*"].append(roc_auc_score(labels, np.where(replaced, table[:, 4], table[:, 3])))
+            aucs["C*"].append(rank_auc(labels, np.where(replaced, table[:, 2], table[:, 1])))
+            aucs["F+C*"].append(rank_auc(labels, np.where(replaced, table[:, 4], table[:, 3])))
         aucs["F"] = [reference] * repetitions
         for curve, values in aucs.items():
             array = np.array(values)

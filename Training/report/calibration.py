@@ -52,16 +52,17 @@ def _fit_logistic(
     """
     rows, k = weights.shape[0], design.shape[1]
     beta = np.zeros((rows, k))
+    products = (design[:, :, None] * design[:, None, :]).reshape(design.shape[0], k * k)
+    active = np.arange(rows)
     for _ in range(NEWTON_STEPS):
-        eta = beta @ design.T + offset
-        mu = expit(eta)
-        gradient = (weights * (y - mu)) @ design
-        curvature = weights * mu * (1 - mu)
-        hessian = np.einsum("rn,ni,nj->rij", curvature, design, design)
-        hessian += RIDGE * np.eye(k)
-        step = np.linalg.solve(hessian, gradient[..., None])[..., 0]
-        beta = beta + np.clip(step, -5.0, 5.0)
-        if np.all(np.abs(step) < 1e-10):
+        w = weights[active]
+        mu = expit(beta[active] @ design.T + offset)
+        gradient = (w * (y - mu)) @ design
+        hessian = ((w * mu * (1 - mu)) @ products).reshape(-1, k, k) + RIDGE * np.eye(k)
+        step = np.clip(np.linalg.solve(hessian, gradient[..., None])[..., 0], -5.0, 5.0)
+        beta[active] += step
+        active = active[np.any(np.abs(step) >= 1e-10, axis=1)]
+        if active.size == 0:
             break
     eta = beta @ design.T + offset
     mu = expit(eta)

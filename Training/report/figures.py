@@ -234,7 +234,8 @@ def density_figure(analyses: Sequence[RunAnalysis], synthetic: bool) -> bytes | 
         axis.set(ylim=(0, 105), ylabel="AUC (%)", title=f"{analysis.run.name}")
         axis.title.set_fontsize(8)
         axis.axhline(50, color="#999999", lw=0.6, ls="--")
-        axis.legend(fontsize=7, loc="lower right")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7, loc="lower right")
     figure.suptitle("AUC per ACR breast density (pooled test cases, 95 % bootstrap CI)", fontsize=9)
     return _finish(figure, synthetic)
 

@@ -16,6 +16,7 @@ against scikit-learn on data with the duplicates written out.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
 SPECIFICITIES: tuple[float, ...] = (0.90, 0.95)
 
@@ -47,6 +48,17 @@ def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) ->
     concordant = (positive * (below + 0.5 * negative)).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(pairs > 0, concordant / pairs, np.nan)
+
+
+def rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """One AUC from mid-ranks (Mann-Whitney U / (m·n)); NaN without both classes."""
+    labels = np.asarray(labels).astype(bool)
+    m = int(labels.sum())
+    n = labels.size - m
+    if m == 0 or n == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - m * (m + 1) / 2) / (m * n))
 
 
 def weighted_roc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray):

@@ -1,0 +1,300 @@
+"""``virtual-biopsy-train report`` on simulated run folders (known signal, no training).
+
+Checks that the report pools the right cases (every patient once under the every-patient
+protocol; Ĉ on the cases of C), that its point estimates equal an independent
+recomputation through :mod:`Training.evaluation` and scikit-learn, that claims follow the
+tests, that the robustness sweep keeps its population and ends at C and Ĉ, that small
+density groups report nothing, and that the folder is written atomically and never
+replaces a folder that is not a report. Simulated numbers are synthetic.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+import VirtualBiopsyLib
+from Training.cli import main
+from Training.evaluation import case_inputs, fold_weights, select, setting_scores
+from Training.report import figures
+from Training.report.analysis import _conclusion, analyse_run
+from Training.report.build import write_report
+from Training.report.data import ReportInputError, load_run, load_runs, pooled_scores
+from Training.report.simulate import EVERY_PATIENT_PROTOCOL, simulate_run
+from VirtualBiopsyLib.errors import OutputExistsError
+
+RESAMPLES = 200
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("simulated")
+    return {
+        "paper": simulate_run(root / "resnet18", patients=80, seed=1),
+        "every": simulate_run(
+            root / "vgg16",
+            patients=80,
+            architecture="vgg16",
+            protocol=EVERY_PATIENT_PROTOCOL,
+            seed=2,
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def report(runs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reports") / "report"
+    return write_report([runs["paper"], runs["every"]], out, n_resamples=RESAMPLES, progress=False)
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    return list(csv.DictReader(io.StringIO("\n".join(lines))))
+
+
+def test_report_folder_has_markdown_html_csv_and_figures(report: Path) -> None:
+    names = {p.name for p in report.iterdir()}
+    for name in (
+        "report.md",
+        "report.html",
+        "report.json",
+        "settings.csv",
+        "paired_comparisons.csv",
+        "calibration.csv",
+        "density.csv",
+        "robustness.csv",
+        "generation.csv",
+        "roc_resnet18.png",
+        "roc_vgg16.png",
+        "reliability_resnet18.png",
+        "robustness.png",
+        "density.png",
+        "paired_comparisons.png",
+    ):
+        assert name in names, name
+    pngs = sorted(report.glob("*.png"))
+    for png in pngs:
+        with Image.open(png) as image:
+            assert image.format == "PNG" and image.width > 300
+            pixels = np.asarray(image.convert("L"))
+            assert pixels.std() > 5  # something is drawn
+    html = (report / "report.html").read_text()
+    inline = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(inline) == len(pngs)
+    assert {base64.b64decode(data) for data in inline} == {p.read_bytes() for p in pngs}
+    markdown = (report / "report.md").read_text()
+    for png in pngs:
+        assert f"]({png.name})" in markdown
+
+
+def test_first_page_carries_notices_provenance_and_tripod_items(report: Path) -> None:
+    markdown = (report / "report.md").read_text()
+    first_page = markdown[: markdown.index("## Statistical methods")]
+    assert VirtualBiopsyLib.SYNTHETIC_NOTICE in first_page
+    assert VirtualBiopsyLib.RESEARCH_USE_NOTICE in first_page
+    assert "0" * 64 in first_page  # the simulated runs' manifest hash
+    assert "every-patient" in first_page and "| paper |" in first_page
+    assert "TRIPOD+AI items this report covers" in first_page
+    assert "External validation" in first_page
+    assert "bootstrap with 200 resamples" in first_page
+    for line in (report / "settings.csv").read_text().splitlines()[:2]:
+        assert line.startswith("# ")
+
+
+def test_every_patient_protocol_pools_each_patient_once(runs) -> None:
+    paper, every = load_run(runs["paper"]), load_run(runs["every"])
+    tested = {p.patient for p in every.predictions if p.split == "test"}
+    assert len(tested) == 80
+    assert {p for p in pooled_scores(every)["F"].patients} == tested
+    assert len({p.patient for p in paper.predictions if p.split == "test"}) == 40
+
+
+def test_c_and_c_hat_are_scored_on_the_same_cases(runs) -> None:
+    scores = pooled_scores(load_run(runs["paper"]))
+    assert scores["Ĉ"].cases == scores["C"].cases
+    assert scores["F+Ĉ"].cases == scores["F+C"].cases
+    assert len(scores["F"]) > len(scores["C"])  # some simulated cases have no DES
+
+
+def test_point_auc_equals_an_independent_recomputation_per_fold(runs) -> None:
+    run = load_run(runs["paper"])
+    analysis = analyse_run(run, n_resamples=RESAMPLES)
+    rows = {row["setting"]: row for row in analysis.settings}
+    for setting in ("F", "C", "F+C"):
+        labels, scores = [], []
+        for fold in run.folds:
+            weights = fold_weights(run.predictions, fold, run.threshold)
+            y, s, _ = setting_scores(
+                case_inputs(select(run.predictions, fold, "test")), setting, weights
+            )
+            labels += list(y)
+            scores += list(s)
+        assert rows[setting]["auc"] == pytest.approx(roc_auc_score(labels, scores))
+        assert rows[setting]["cases"] == len(labels)
+        assert rows[setting]["auc_ci_low"] <= rows[setting]["auc"] <= rows[setting]["auc_ci_high"]
+
+
+def test_report_is_reproducible_with_its_seed(runs, tmp_path: Path) -> None:
+    first = write_report([runs["paper"]], tmp_path / "a", n_resamples=RESAMPLES, progress=False)
+    second = write_report([runs["paper"]], tmp_path / "b", n_resamples=RESAMPLES, progress=False)
+    third = write_report(
+        [runs["paper"]], tmp_path / "c", n_resamples=RESAMPLES, seed=5, progress=False
+    )
+    assert (first / "settings.csv").read_bytes() == (second / "settings.csv").read_bytes()
+    assert (first / "settings.csv").read_bytes() != (third / "settings.csv").read_bytes()
+
+
+def test_claims_follow_the_holm_adjusted_test_and_the_interval(report: Path) -> None:
+    rows = _csv_rows(report / "paired_comparisons.csv")
+    assert len(rows) == 8  # four comparisons × two runs
+    for row in rows:
+        p, low, high = (
+            float(row[k]) for k in ("delong_p_holm", "bootstrap_ci_low", "bootstrap_ci_high")
+        )
+        if "higher" in row["conclusion"]:
+            assert p < 0.05 and low > 0
+        elif "lower" in row["conclusion"]:
+            assert p < 0.05 and high < 0
+        else:
+            assert row["conclusion"] == "no significant difference"
+            assert p >= 0.05 or low <= 0 <= high
+    # real DES carries far more signal than LE in the simulation
+    assert all(r["conclusion"] == "F+C higher than F" for r in rows if r["comparison"] == "F+C − F")
+
+
+def test_no_claim_when_the_test_and_the_interval_disagree() -> None:
+    base = {"a": "F", "b": "F+Ĉ"}
+    assert (
+        _conclusion(
+            {**base, "delong_p_holm": 0.01, "bootstrap_ci_low": -0.01, "bootstrap_ci_high": 0.2}
+        )
+        == "no significant difference"
+    )
+    assert (
+        _conclusion(
+            {**base, "delong_p_holm": 0.2, "bootstrap_ci_low": 0.01, "bootstrap_ci_high": 0.2}
+        )
+        == "no significant difference"
+    )
+    assert (
+        _conclusion(
+            {**base, "delong_p_holm": 0.01, "bootstrap_ci_low": 0.01, "bootstrap_ci_high": 0.2}
+        )
+        == "F+Ĉ higher than F"
+    )
+    assert _conclusion({**base, "delong_p_holm": math.nan}) == "not tested"
+
+
+def test_robustness_population_is_fixed_and_ends_at_c_and_c_hat(runs) -> None:
+    run = load_run(runs["paper"])
+    analysis = analyse_run(run, n_resamples=RESAMPLES, repetitions=4)
+    scores = analysis.scores
+    curve = {(r["percent_synthetic"], r["curve"]): r for r in analysis.robustness}
+    assert sorted({p for p, _ in curve}) == list(range(0, 101, 10))
+    assert len({r["cases"] for r in analysis.robustness}) == 1  # one population throughout
+    assert curve[(0, "C*")]["auc_mean"] == pytest.approx(
+        roc_auc_score(scores["C"].labels, scores["C"].probabilities)
+    )
+    assert curve[(100, "C*")]["auc_mean"] == pytest.approx(
+        roc_auc_score(scores["Ĉ"].labels, scores["Ĉ"].probabilities)
+    )
+    assert curve[(100, "F+C*")]["auc_mean"] == pytest.approx(
+        roc_auc_score(scores["F+Ĉ"].labels, scores["F+Ĉ"].probabilities)
+    )
+    for percent in (0, 100):
+        assert curve[(percent, "C*")]["auc_min"] == curve[(percent, "C*")]["auc_max"]
+    assert curve[(50, "C*")]["auc_max"] > curve[(50, "C*")]["auc_min"]  # spread exists
+    assert curve[(50, "C*")]["repetitions"] == 4
+
+
+def test_small_density_groups_report_no_metric(tmp_path: Path) -> None:
+    run_dir = simulate_run(tmp_path / "small", patients=20, seed=3)
+    analysis = analyse_run(load_run(run_dir), n_resamples=RESAMPLES)
+    hidden = [r for r in analysis.density if not r["reported"]]
+    shown = [r for r in analysis.density if r["reported"]]
+    assert hidden, "20 patients over four categories should leave some group too small"
+    for row in hidden:
+        assert min(row["malignant"], row["benign"]) < 3
+        assert "auc" not in row and math.isnan(row["auc_fold_mean"])
+    for row in shown:
+        assert min(row["malignant"], row["benign"]) >= 3 and not math.isnan(row["auc"])
+    out = write_report([run_dir], tmp_path / "report", n_resamples=RESAMPLES, progress=False)
+    assert "too few" in (out / "report.md").read_text()
+
+
+def test_runs_are_keyed_by_folder_not_architecture(tmp_path: Path) -> None:
+    a = simulate_run(tmp_path / "first" / "resnet18", patients=30, seed=4)
+    b = simulate_run(tmp_path / "second" / "resnet18", patients=30, seed=5)
+    assert [r.name for r in load_runs([a, b])] == ["first/resnet18", "second/resnet18"]
+    out = write_report([a, b], tmp_path / "report", n_resamples=RESAMPLES, progress=False)
+    names = {row["run"] for row in _csv_rows(out / "settings.csv")}
+    assert names == {"first/resnet18", "second/resnet18"}
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_report(runs, tmp_path: Path) -> None:
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="not empty"):
+        write_report([runs["paper"]], user, n_resamples=RESAMPLES, progress=False)
+    with pytest.raises(OutputExistsError, match="not a report folder"):
+        write_report([runs["paper"]], user, n_resamples=RESAMPLES, overwrite=True, progress=False)
+    assert (user / "notes.txt").read_text() == "mine"
+    out = write_report([runs["paper"]], tmp_path / "r", n_resamples=RESAMPLES, progress=False)
+    (out / "stale.csv").write_text("old")
+    write_report([runs["paper"]], out, n_resamples=RESAMPLES, overwrite=True, progress=False)
+    assert not (out / "stale.csv").exists() and (out / "report.md").exists()
+
+
+def test_a_failed_report_leaves_nothing_behind(runs, tmp_path: Path, monkeypatch) -> None:
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setattr(figures, "density_figure", broken)
+    with pytest.raises(RuntimeError):
+        write_report([runs["paper"]], tmp_path / "out", n_resamples=RESAMPLES, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_broken_run_folder_is_named_in_the_error(runs, tmp_path: Path, capsys) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "run.json").write_text("{}")
+    with pytest.raises(ReportInputError, match=r"broken/predictions\.csv: missing"):
+        load_run(broken)
+    code = main(
+        ["report", str(runs["paper"]), str(broken), "--out", str(tmp_path / "r"), "--no-progress"]
+    )
+    assert code == 3
+    assert "predictions.csv" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_command_line_writes_the_report(runs, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "report",
+            str(runs["every"]),
+            "--out",
+            str(out),
+            "--resamples",
+            "150",
+            "--repetitions",
+            "2",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    assert "report.md" in capsys.readouterr().out
+    assert '"bootstrap_resamples": 150' in (out / "report.json").read_text()
