@@ -25,6 +25,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -213,6 +214,7 @@ class PreprocessedCache:
             disable=None if show is None else not show,
             dynamic_ncols=True,
         )
+        shown = not bar.disable  # close() sets disable
         outcomes: list[_Outcome] = []
         used = 1
         try:
@@ -250,8 +252,8 @@ class PreprocessedCache:
         self.hits += report.reused
         self.last_fill = report
         logger.info("%s", report.describe())
-        if not bar.disable:
-            tqdm.write(report.describe())
+        if shown:
+            tqdm.write(report.describe(), file=sys.stderr)
         if failures:
             first = failures[0]
             more = f" ({len(failures) - 1} more files failed)" if len(failures) > 1 else ""
