@@ -32,15 +32,13 @@ from pathlib import Path
 
 import VirtualBiopsyLib
 from Training.config import CLASSIFIER_ARCHITECTURES, RunConfig, demo_config, tiny_config
-from VirtualBiopsyLib.cli import (
+from VirtualBiopsyLib.errors import (
     EXIT_INTERNAL,
     EXIT_OK,
     EXIT_USAGE,
-    exit_code_for,
-)
-from VirtualBiopsyLib.errors import (
     OutputExistsError,
     VirtualBiopsyError,
+    exit_code_for,
 )
 
 EXIT_INTERRUPTED = 130

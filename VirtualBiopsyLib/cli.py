@@ -1,12 +1,18 @@
 """The ``virtual-biopsy`` command line: one thin front end over the library.
 
-Exit codes (all sub-commands):
+Exit codes (all sub-commands) are :mod:`VirtualBiopsyLib.errors`'s table:
   0  the command ran (``inspect`` exits 0 whatever it finds)
   1  an unexpected internal error
   2  bad usage or a PATH that does not exist
-  3  bad input data (unreadable image, case that cannot be classified)
+  3  bad input data (unreadable image, case that cannot be classified), or an output
+     folder that cannot be written
   4  bad or tampered model package
   5  an output exists and ``--overwrite`` was not given
+
+:func:`main` is the one place where an error becomes an exit code and a message: each
+sub-command's ``run(args, reporter)`` returns its code or raises, and the error goes
+through the command's reporter (a JSON line with ``exit_code`` under ``--progress json``,
+``virtual-biopsy CMD: error: …`` on stderr).
 """
 
 from __future__ import annotations
@@ -19,29 +25,15 @@ from collections.abc import Sequence
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, __version__
 from VirtualBiopsyLib.commands import COMMAND_MODULES
-from VirtualBiopsyLib.errors import ModelPackageError, OutputExistsError, VirtualBiopsyError
+from VirtualBiopsyLib.errors import EXIT_INTERNAL, error_message, exit_code_for
+from VirtualBiopsyLib.inference.progress import (
+    CommandReporter,
+    ConsoleMessages,
+    JsonLinesProgress,
+    TqdmProgress,
+)
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_USAGE = 2
-EXIT_BAD_INPUT = 3
-EXIT_BAD_MODEL = 4
-EXIT_OUTPUT_EXISTS = 5
-
-
-def exit_code_for(error: BaseException) -> int:
-    """The documented exit code of an error (the table above), for every command line.
-
-    >>> exit_code_for(OutputExistsError("out exists"))
-    5
-    """
-    if isinstance(error, OutputExistsError):
-        return EXIT_OUTPUT_EXISTS
-    if isinstance(error, ModelPackageError):
-        return EXIT_BAD_MODEL
-    if isinstance(error, VirtualBiopsyError):
-        return EXIT_BAD_INPUT
-    return EXIT_INTERNAL
+log = logging.getLogger("virtual-biopsy")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,15 +50,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_reporter(args: argparse.Namespace) -> CommandReporter:
+    """The reporter a sub-command's progress, warnings and errors go through."""
+    program = f"virtual-biopsy {args.command}"
+    kind = getattr(args, "progress", None)
+    if kind == "json":
+        return JsonLinesProgress(sys.stdout, program)
+    if kind == "bar":
+        return TqdmProgress(None, program=program)
+    return ConsoleMessages(program)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``virtual-biopsy``; returns the exit code."""
+    """Entry point of ``virtual-biopsy``; returns the exit code.
+
+    Sets OpenMP's idle policy first (it must be set before torch loads; see
+    :func:`VirtualBiopsyLib.inference.threads.configure_cpu_threads`).
+    """
+    from VirtualBiopsyLib.inference.threads import configure_cpu_threads
+
+    configure_cpu_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args))
+    reporter = command_reporter(args)
+    try:
+        return int(args.func(args, reporter))
+    except (Exception, KeyboardInterrupt) as error:  # never a bare traceback
+        code = exit_code_for(error)
+        if code == EXIT_INTERNAL:
+            log.debug("internal error", exc_info=True)
+        reporter.error(error_message(error), exit_code=code)
+        return code
+    finally:
+        reporter.close()
 
 
 if __name__ == "__main__":

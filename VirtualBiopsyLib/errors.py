@@ -1,12 +1,38 @@
-"""One exception class per kind of failure, so each front end can show the right message."""
+"""One exception class per kind of failure, and the exit code each front end gives it.
+
+Exit codes (every command line: ``virtual-biopsy`` and ``virtual-biopsy-train``):
+  0    the command ran (``inspect`` exits 0 whatever it finds)
+  1    an unexpected internal error
+  2    bad usage or a PATH that does not exist
+  3    bad input data (unreadable image, case that cannot be classified) or a file
+       system problem (an output folder that cannot be written, a full disk)
+  4    bad or tampered model package
+  5    an output exists and ``--overwrite`` was not given
+  130  interrupted (Ctrl-C)
+
+:func:`exit_code_for` is the only place that maps errors to these codes; each entry
+point calls it once, around the whole command.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_BAD_INPUT = 3
+EXIT_BAD_MODEL = 4
+EXIT_OUTPUT_EXISTS = 5
+EXIT_INTERRUPTED = 130
+
 
 class VirtualBiopsyError(Exception):
     """Base class of every error the library raises on purpose."""
+
+
+class UsageError(VirtualBiopsyError):
+    """An argument that cannot be honoured (a missing PATH, CUDA on a machine without it)."""
 
 
 class ImageError(VirtualBiopsyError):
@@ -36,3 +62,58 @@ class ModelPackageError(VirtualBiopsyError):
 
 class OutputExistsError(VirtualBiopsyError):
     """An output folder exists and would be overwritten without ``--overwrite``."""
+
+
+class OutputNotWritableError(VirtualBiopsyError):
+    """An output location that cannot be written (a file in the way, read-only folder)."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class ResultFileError(VirtualBiopsyError):
+    """A ``result.json`` that cannot be read or does not follow its schema."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The documented exit code of an error (the table above).
+
+    >>> exit_code_for(OutputExistsError("out exists")), exit_code_for(KeyError("x"))
+    (5, 1)
+    """
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, UsageError):
+        return EXIT_USAGE
+    if isinstance(error, OutputExistsError):
+        return EXIT_OUTPUT_EXISTS
+    if isinstance(error, ModelPackageError):
+        return EXIT_BAD_MODEL
+    if isinstance(error, (VirtualBiopsyError, OSError)):
+        return EXIT_BAD_INPUT
+    return EXIT_INTERNAL
+
+
+def error_message(error: BaseException) -> str:
+    """What a person reads about ``error`` (no traceback; the file is in the message).
+
+    >>> error_message(ModelPackageError("pkg: SHA-256 mismatch"))
+    'model package: pkg: SHA-256 mismatch'
+    """
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(error, ModelPackageError):
+        return f"model package: {error}"
+    if isinstance(error, VirtualBiopsyError):
+        return str(error)
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}"
+    return f"internal error: {type(error).__name__}: {error}"

@@ -11,10 +11,16 @@ class Modality(str, Enum):
     LE = "LE"
     DES = "DES"
 
+    def __str__(self) -> str:
+        return self.value
+
 
 class View(str, Enum):
     CC = "CC"
     MLO = "MLO"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class Laterality(str, Enum):
@@ -30,19 +36,63 @@ class Source(str, Enum):
     MISSING = "missing"
 
 
+class Slot(str, Enum):
+    """One of the four images of a breast's exam: a modality-view pair.
+
+    A ``str`` enum, so a slot is also its name (``Slot.LE_CC == "LE_CC"``, a valid dict
+    key and JSON string) while code asks it for its parts instead of parsing the name.
+
+    >>> Slot.of("LE", "CC") is Slot.LE_CC, Slot.DES_MLO.modality, Slot("LE_MLO").view
+    (True, <Modality.DES: 'DES'>, <View.MLO: 'MLO'>)
+    >>> Slot.LE_CC.partner  # the other modality of the same view; shown as its name
+    'DES_CC'
+    """
+
+    LE_CC = "LE_CC"
+    LE_MLO = "LE_MLO"
+    DES_CC = "DES_CC"
+    DES_MLO = "DES_MLO"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:  # messages and tuples show the name, as before slots had a type
+        return repr(self.value)
+
+    @classmethod
+    def of(cls, modality: Modality | str, view: View | str) -> Slot:
+        """The slot of a modality-view pair."""
+        return cls(f"{Modality(modality).value}_{View(view).value}")
+
+    @property
+    def modality(self) -> Modality:
+        return Modality(self.value.split("_", 1)[0])
+
+    @property
+    def view(self) -> View:
+        return View(self.value.split("_", 1)[1])
+
+    @property
+    def partner(self) -> Slot:
+        """The same view in the other modality (LE_CC ↔ DES_CC)."""
+        other = Modality.DES if self.modality is Modality.LE else Modality.LE
+        return Slot.of(other, self.view)
+
+
 MODALITIES: tuple[Modality, ...] = (Modality.LE, Modality.DES)
 VIEWS: tuple[View, ...] = (View.CC, View.MLO)
-SLOTS: tuple[str, ...] = ("LE_CC", "LE_MLO", "DES_CC", "DES_MLO")
+SLOTS: tuple[Slot, ...] = (Slot.LE_CC, Slot.LE_MLO, Slot.DES_CC, Slot.DES_MLO)
 
 
-def slot_name(modality: Modality | str, view: View | str) -> str:
-    """Slot key of a modality-view pair, e.g. ``slot_name("LE", "CC") == "LE_CC"``."""
-    return f"{Modality(modality).value}_{View(view).value}"
+def slot_name(modality: Modality | str, view: View | str) -> Slot:
+    """Slot of a modality-view pair, e.g. ``slot_name("LE", "CC") == "LE_CC"``."""
+    return Slot.of(modality, view)
 
 
 def parse_slot(slot: str) -> tuple[Modality, View]:
     """Inverse of :func:`slot_name`; raises ``ValueError`` for an unknown slot."""
-    if slot not in SLOTS:
-        raise ValueError(f"unknown slot {slot!r}; expected one of {', '.join(SLOTS)}")
-    modality, view = slot.split("_")
-    return Modality(modality), View(view)
+    try:
+        member = Slot(slot)
+    except ValueError:
+        raise ValueError(f"unknown slot {slot!r}; expected one of {', '.join(SLOTS)}") from None
+    return member.modality, member.view

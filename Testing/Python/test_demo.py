@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE
-from VirtualBiopsyLib.cli import EXIT_OK, EXIT_OUTPUT_EXISTS, main
+from VirtualBiopsyLib.cli import main
 from VirtualBiopsyLib.commands.demo import MARKER
+from VirtualBiopsyLib.errors import EXIT_OK, EXIT_OUTPUT_EXISTS
 from VirtualBiopsyLib.inference import runner
 from VirtualBiopsyLib.inference.fixtures import write_untrained_package
 from VirtualBiopsyLib.models.package import demo_package_path, load_package

@@ -16,7 +16,7 @@ from VirtualBiopsyLib.errors import UnsupportedImageError
 from VirtualBiopsyLib.images.readers import read_info
 from VirtualBiopsyLib.inference.dicom_export import STORED_BITS, export_synthetic_des
 from VirtualBiopsyLib.inference.fixtures import write_untrained_package
-from VirtualBiopsyLib.inference.result import SlotPicture
+from VirtualBiopsyLib.inference.pictures import SlotPicture
 from VirtualBiopsyLib.inference.runner import predict_paths
 from VirtualBiopsyLib.phantom import generate_cohort
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,22 +146,18 @@ def test_package_without_generators(tmp_path: Path, networks: dict) -> None:
     assert package.load_generator(View.CC) is None
 
 
-def test_networks_load_lazily_once(package_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[Path] = []
-    real_read = package_module.read_state_dict
-
-    def counting_read(path: Path, expected_sha256: str | None = None) -> dict:
-        calls.append(Path(path))
-        return real_read(path, expected_sha256)
-
-    monkeypatch.setattr(package_module, "read_state_dict", counting_read)
-    package = load_package(package_dir)
-    assert calls == []
-    first = package.load_classifier(1, "DES_MLO")
-    assert package.load_classifier(1, "DES_MLO") is first
+def test_networks_load_lazily_and_the_package_keeps_none(package_dir: Path, tmp_path: Path) -> None:
+    """Weights are read when a network is asked for, not when the package is; the package
+    record holds no networks (a run keeps what it loads: inference.pipeline.LoadedModels)."""
+    copy = Path(shutil.copytree(package_dir, tmp_path / "copy"))
+    package = load_package(copy)
+    (copy / package.folds[1].classifiers["DES_MLO"].file).unlink()
+    with pytest.raises(ModelPackageError, match="missing"):
+        package.load_classifier(1, "DES_MLO")
+    first = package.load_classifier(0, "DES_MLO")
     assert not first.training
-    assert package.load_generator("CC") is package.load_generator(View.CC)
-    assert len(calls) == 2
+    assert package.load_classifier(0, "DES_MLO") is not first
+    assert package.load_generator("CC") is not package.load_generator(View.CC)
 
 
 def test_loading_needs_no_pickle(package_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

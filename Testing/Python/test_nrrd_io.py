@@ -13,14 +13,14 @@ import SimpleITK as sitk  # noqa: N813 (the conventional alias): the independent
 
 from VirtualBiopsyLib.images.nrrd_reader import read_nrrd_image
 from VirtualBiopsyLib.inference.fixtures import write_slot_folder
-from VirtualBiopsyLib.inference.nrrd_io import (
+from VirtualBiopsyLib.inference.output import (
     SALIENCY_LEVELS,
     SYNTHETIC_KEY,
-    quantize,
     read_picture,
     write_picture,
 )
-from VirtualBiopsyLib.inference.result import SlotPicture
+from VirtualBiopsyLib.inference.pictures import SlotPicture
+from VirtualBiopsyLib.nrrd_io import quantize
 
 ROWS, COLUMNS = 40, 30
 

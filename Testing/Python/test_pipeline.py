@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +13,14 @@ import SimpleITK as sitk  # noqa: N813 (the conventional alias)
 import torch
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE
-from VirtualBiopsyLib.errors import CaseError, OutputExistsError
+from VirtualBiopsyLib.errors import CaseError, ModelPackageError, OutputExistsError
 from VirtualBiopsyLib.fusion import fuse_case
 from VirtualBiopsyLib.images.cases import Case
 from VirtualBiopsyLib.inference.fixtures import write_slot_folder, write_untrained_package
-from VirtualBiopsyLib.inference.nrrd_io import SYNTHETIC_KEY, read_picture
+from VirtualBiopsyLib.inference.output import SYNTHETIC_KEY, read_picture, write_case
 from VirtualBiopsyLib.inference.pipeline import Pipeline
 from VirtualBiopsyLib.inference.result import FoldStats
 from VirtualBiopsyLib.inference.runner import gather_cases
-from VirtualBiopsyLib.models import package as package_module
 from VirtualBiopsyLib.models.package import load_package
 from VirtualBiopsyLib.roles import SLOTS, Laterality, Source
 
@@ -41,8 +41,14 @@ def exam_without_des_cc(tmp_path_factory: pytest.TempPathFactory) -> Case:
 
 
 @pytest.fixture(scope="module")
-def result(package, exam_without_des_cc):
-    return Pipeline(package, synthesis_precision="float32").run(exam_without_des_cc)
+def pipeline(package):
+    with Pipeline(package, synthesis_precision="float32") as pipeline:
+        yield pipeline
+
+
+@pytest.fixture(scope="module")
+def result(pipeline, exam_without_des_cc):
+    return pipeline.run(exam_without_des_cc)
 
 
 def test_missing_des_is_synthesized_from_le_of_the_same_view(result):
@@ -94,8 +100,8 @@ def test_probabilities_do_not_depend_on_saliency(package, exam_without_des_cc, r
         )
 
 
-def test_saliency_leaves_no_parameter_gradients(package, result):
-    model = package.load_classifier(0, "LE_CC")
+def test_saliency_leaves_no_parameter_gradients(pipeline, result):
+    model = pipeline.models.classifier(0, "LE_CC")  # the network that made ``result``
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -120,23 +126,21 @@ def test_case_without_any_image_is_a_case_error(package):
         Pipeline(package).run(empty)
 
 
-def test_models_are_loaded_once_for_many_cases(package, exam_without_des_cc, monkeypatch):
-    fresh = load_package(package.directory)  # a new package object: empty model cache
-    loads = []
-    original = package_module.read_state_dict
-    monkeypatch.setattr(
-        package_module, "read_state_dict", lambda *a, **k: loads.append(a[0]) or original(*a, **k)
-    )
-    pipeline = Pipeline(fresh, saliency=False)
-    pipeline.run(exam_without_des_cc)
-    first = len(loads)
-    pipeline.run(exam_without_des_cc)
-    assert first == 3 * 4 + 1  # 3 folds × 4 slots, one CC generator
-    assert len(loads) == first
+def test_models_are_loaded_once_for_many_cases(package, exam_without_des_cc, tmp_path):
+    copy = load_package(shutil.copytree(package.directory, tmp_path / "package"))
+    with Pipeline(copy, saliency=False, synthesis_precision="float32") as pipeline:
+        first = pipeline.run(exam_without_des_cc)
+        for weights in copy.directory.glob("*.safetensors"):
+            weights.unlink()  # nothing left to load from: the networks must be in memory
+        second = pipeline.run(exam_without_des_cc)
+    assert second.fused.folds == first.fused.folds
+    assert pipeline.models.loaded == 3 * 4 + 1  # 3 folds × 4 slots, one CC generator
+    with pytest.raises(ModelPackageError, match="missing"):  # a new pipeline loads anew
+        Pipeline(copy, saliency=False).run(exam_without_des_cc)
 
 
 def test_write_produces_the_documented_files(result, tmp_path):
-    folder = result.write(tmp_path)
+    folder = write_case(result, tmp_path)
     assert folder == tmp_path / result.key
     data = json.loads((folder / "result.json").read_text())
     assert data["notice"] == RESEARCH_USE_NOTICE
@@ -161,12 +165,12 @@ def test_write_produces_the_documented_files(result, tmp_path):
 
 
 def test_write_never_overwrites_without_permission(result, tmp_path):
-    folder = result.write(tmp_path, report=False)
+    folder = write_case(result, tmp_path, report=False)
     (folder / "marker").write_text("old")
     with pytest.raises(OutputExistsError):
-        result.write(tmp_path, report=False)
+        write_case(result, tmp_path, report=False)
     assert (folder / "marker").exists()
-    result.write(tmp_path, overwrite=True, report=False)
+    write_case(result, tmp_path, overwrite=True, report=False)
     assert not (folder / "marker").exists()
 
 
@@ -175,17 +179,8 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_result(result, tmp_path
     user_folder.mkdir()
     (user_folder / "notes.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="not a VirtualBiopsy result"):
-        result.write(tmp_path, overwrite=True, report=False)
+        write_case(result, tmp_path, overwrite=True, report=False)
     assert (user_folder / "notes.txt").read_text() == "mine"
-
-
-def test_right_breast_saliency_maps_back_unflipped(package, tmp_path):
-    folder = write_slot_folder(tmp_path / "right", ["LE_CC"], laterality="R", seed=3)
-    [case] = gather_cases([folder]).cases
-    outcome = Pipeline(package, synthesis=False).run(case)
-    assert outcome.laterality == "R"
-    assert Path(outcome.inputs["LE_CC"].path).name == "LE_CC.nrrd"
-    assert outcome.modality_probabilities.keys() == {"LE"}
 
 
 def _pixels_of_colour(png: Path, hex_colour: str) -> int:

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE
-from VirtualBiopsyLib.cli import (
+from VirtualBiopsyLib.cli import main
+from VirtualBiopsyLib.errors import (
     EXIT_BAD_INPUT,
     EXIT_BAD_MODEL,
     EXIT_OK,
     EXIT_OUTPUT_EXISTS,
     EXIT_USAGE,
-    main,
 )
 from VirtualBiopsyLib.inference import runner
 from VirtualBiopsyLib.inference.fixtures import write_slot_folder, write_untrained_package

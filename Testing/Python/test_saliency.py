@@ -120,6 +120,28 @@ def test_map_drawn_back_on_a_left_breast_lands_on_the_lesion():
     assert 55 <= row <= 85 and 15 <= col <= 45
 
 
+def test_right_breast_saliency_maps_back_unflipped(tmp_path, monkeypatch):
+    """Right breasts are not flipped by preprocessing; their map must not come back flipped."""
+    package = load_package(write_untrained_package(tmp_path / "p", n_folds=2, image_size=64))
+    monkeypatch.setattr(
+        type(package),
+        "load_classifier",
+        lambda self, fold, slot, device="cpu": BrightSpotClassifier().eval(),
+    )
+    folder = write_slot_folder(tmp_path / "right", ["LE_CC"], laterality="R", seed=3)
+    [case] = gather_cases([folder]).cases
+    outcome = Pipeline(package, synthesis=False).run(case)
+    assert outcome.laterality == "R"
+    assert Path(outcome.inputs["LE_CC"].path).name == "LE_CC.nrrd"
+    assert outcome.modality_probabilities.keys() == {"LE"}
+    saliency = outcome.saliency["LE_CC"].pixels
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "LE_CC.nrrd")))
+    assert saliency.shape == image.shape
+    upright = np.corrcoef(saliency.ravel(), image.ravel())[0, 1]
+    mirrored = np.corrcoef(saliency.ravel(), image[:, ::-1].ravel())[0, 1]
+    assert upright > 0.5 and upright > mirrored + 0.3
+
+
 def test_pipeline_saliency_follows_the_lesion_through_the_geometry(tmp_path, monkeypatch):
     package = load_package(write_untrained_package(tmp_path / "p", n_folds=2, image_size=64))
     monkeypatch.setattr(

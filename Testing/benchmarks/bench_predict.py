@@ -148,9 +148,10 @@ def naive_case(package_dir: Path, files: list[Path], out: Path, device: str) -> 
     saliency = {
         slot: naive_to_original(np.mean(maps, axis=0), images[slot]) for slot, maps in cams.items()
     }
-    return naive_result(
-        package, case, fold_probabilities, fusions, displays, saliency, images
-    ).write(out, overwrite=True)
+    from VirtualBiopsyLib.inference.output import write_case
+
+    result = naive_result(package, case, fold_probabilities, fusions, displays, saliency, images)
+    return write_case(result, out, overwrite=True)
 
 
 def naive_result(
@@ -163,13 +164,8 @@ def naive_result(
     images: dict[str, Any],
 ) -> Any:
     """The same result object (and so the same writer) as the project path."""
-    from VirtualBiopsyLib.inference.result import (
-        CaseResult,
-        FoldStats,
-        InputRecord,
-        ModelInfo,
-        SlotPicture,
-    )
+    from VirtualBiopsyLib.inference.pictures import SlotPicture
+    from VirtualBiopsyLib.inference.result import CaseResult, FoldStats, InputRecord, ModelInfo
     from VirtualBiopsyLib.roles import Source
 
     def picture(slot: str, pixels: np.ndarray) -> SlotPicture:

@@ -27,10 +27,19 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE
-from VirtualBiopsyLib.errors import CaseError, OutputExistsError
+from VirtualBiopsyLib.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    CaseError,
+    ModelPackageError,
+    OutputExistsError,
+)
+
+if TYPE_CHECKING:
+    from VirtualBiopsyLib.inference.progress import CommandReporter
 
 DEFAULT_OUT = Path("demo-output")
 MARKER = ".virtual-biopsy-demo"
@@ -68,42 +77,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo; exit codes as ``predict`` (see ``VirtualBiopsyLib.cli``)."""
-    from VirtualBiopsyLib.cli import (
-        EXIT_BAD_INPUT,
-        EXIT_INTERNAL,
-        EXIT_OK,
-        exit_code_for,
-    )
-    from VirtualBiopsyLib.errors import ModelPackageError, VirtualBiopsyError
-    from VirtualBiopsyLib.inference.threads import configure_cpu_threads
-
-    configure_cpu_threads()  # before torch loads
+def run(args: argparse.Namespace, reporter: CommandReporter) -> int:
+    """Run the demo; exit codes as ``predict`` (see ``VirtualBiopsyLib.errors``)."""
     try:
-        return (
-            EXIT_OK
-            if run_demo(args.out, args.overwrite, args.model, args.device, args.seed, sys.stdout)
-            else EXIT_BAD_INPUT
+        ran = run_demo(
+            args.out, args.overwrite, args.model, args.device, args.seed, sys.stdout, reporter
         )
     except ModelPackageError as error:
-        hint = "(build the demo model with `make demo-model`)"
-        return _fail(exit_code_for(error), f"model package: {error} {hint}")
-    except VirtualBiopsyError as error:
-        return _fail(exit_code_for(error), str(error))
-    except Exception as error:  # never a bare traceback at the command line
-        return _fail(EXIT_INTERNAL, f"internal error: {type(error).__name__}: {error}")
+        raise ModelPackageError(f"{error} (build the demo model with `make demo-model`)") from error
+    return EXIT_OK if ran else EXIT_BAD_INPUT
 
 
 def run_demo(
-    out: Path, overwrite: bool, model: Path | None, device: str, seed: int, stream: Any
+    out: Path,
+    overwrite: bool,
+    model: Path | None,
+    device: str,
+    seed: int,
+    stream: Any,
+    reporter: CommandReporter | None = None,
 ) -> bool:
     """Generate the cohort, predict the two demo exams, print the story; True when all ran.
 
     >>> run_demo(Path("demo-output"), True, None, "cpu", 2026, sys.stdout)  # doctest: +SKIP
     """
+    from VirtualBiopsyLib.inference.progress import ConsoleMessages
     from VirtualBiopsyLib.inference.runner import predict_paths
     from VirtualBiopsyLib.phantom import generate_cohort
+
+    reporter = reporter or ConsoleMessages("virtual-biopsy demo")
 
     started = time.perf_counter()
     _prepare(out, overwrite)
@@ -123,7 +125,7 @@ def run_demo(
     )
     print(RESEARCH_USE_NOTICE, file=stream)
     for failure in run.failures:
-        print(f"virtual-biopsy demo: case not classified: {failure}", file=sys.stderr)
+        reporter.error(failure, context="case not classified")
     return not run.failures
 
 
@@ -190,8 +192,3 @@ def _print_results(run: Any, labels: dict[tuple[str, str], str], stream: Any) ->
         )
         print(f"  phantom label:  {truth} (synthetic ground truth)", file=stream)
         print(f"  report:         {folder / 'report.png'}", file=stream)
-
-
-def _fail(code: int, message: str) -> int:
-    print(f"virtual-biopsy demo: error: {message}", file=sys.stderr)
-    return code

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from VirtualBiopsyLib.errors import EXIT_OK, EXIT_USAGE
 from VirtualBiopsyLib.roles import SLOTS
 
 if TYPE_CHECKING:  # the readers (pydicom, SimpleITK) load only when inspect runs
     from VirtualBiopsyLib.images.cases import Case
     from VirtualBiopsyLib.images.readers import ScanEntry
+    from VirtualBiopsyLib.inference.progress import CommandReporter
 
-EXIT_OK = 0
-EXIT_USAGE = 2
 RULE_KEYS = ("modality", "view", "laterality")
 
 
@@ -149,12 +148,12 @@ def text_report(report: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, reporter: CommandReporter) -> int:
     """Run ``inspect``: 0 when it ran, 2 when a PATH does not exist."""
     missing = [path for path in args.paths if not path.exists()]
     if missing:
         for path in missing:
-            print(f"virtual-biopsy inspect: error: PATH does not exist: {path}", file=sys.stderr)
+            reporter.error(f"PATH does not exist: {path}", exit_code=EXIT_USAGE)
         return EXIT_USAGE
     report = inspect_paths(list(args.paths))
     if args.json:

@@ -5,19 +5,22 @@ DICOM exams (``--layout dicom``) or in the public CDD-CESM JPEG layout
 (``--layout cdd-cesm``), with ``manifest.csv``. It is a test fixture and a demo; figures
 computed on it are not evidence of clinical performance.
 
-Exit codes: 0 written, 2 bad arguments, 5 the output folder is not empty (``--overwrite``
-replaces an earlier phantom cohort, never other data).
+Exit codes: 0 written, 2 bad arguments, 3 the output folder cannot be written, 5 the
+output folder is not empty (``--overwrite`` replaces an earlier phantom cohort, never
+other data).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
+from typing import TYPE_CHECKING
 
 from VirtualBiopsyLib import SYNTHETIC_NOTICE
-from VirtualBiopsyLib.cli import EXIT_BAD_INPUT, EXIT_OK, exit_code_for
-from VirtualBiopsyLib.errors import VirtualBiopsyError
+from VirtualBiopsyLib.errors import EXIT_OK
+
+if TYPE_CHECKING:
+    from VirtualBiopsyLib.inference.progress import CommandReporter
 
 LOG = logging.getLogger(__name__)
 
@@ -70,27 +73,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Generate the cohort and print the manifest path."""
+def run(args: argparse.Namespace, reporter: CommandReporter) -> int:
+    """Generate the cohort and print the manifest path (errors: raised to the entry point)."""
     from VirtualBiopsyLib.phantom.cohort import generate_cohort
 
     def progress(done: int, total: int) -> None:
         LOG.info("phantom: %d/%d patients written", done, total)
 
-    try:
-        manifest = generate_cohort(
-            args.out,
-            args.patients,
-            args.seed,
-            size=args.size,
-            layout=args.layout,
-            overwrite=args.overwrite,
-            progress=progress,
-            contrast_value3=args.cp1342_value3,
-        )
-    except (OSError, VirtualBiopsyError) as error:
-        print(f"virtual-biopsy phantom: {error}", file=sys.stderr)
-        return exit_code_for(error) if isinstance(error, VirtualBiopsyError) else EXIT_BAD_INPUT
+    manifest = generate_cohort(
+        args.out,
+        args.patients,
+        args.seed,
+        size=args.size,
+        layout=args.layout,
+        overwrite=args.overwrite,
+        progress=progress,
+        contrast_value3=args.cp1342_value3,
+    )
     print(manifest)
     print(SYNTHETIC_NOTICE)
     return EXIT_OK

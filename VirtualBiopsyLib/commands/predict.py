@@ -8,8 +8,14 @@ and saliency maps as NRRD (and DICOM with ``--export-dicom``).
 Output on stdout: a short summary per case, or with ``--progress json`` one JSON object
 per line (``{"step", "fraction", "message"}``, last ``{"step": "done", …, "results"}``).
 Exit codes: 0 ok, 1 internal error, 2 usage / missing PATH, 3 bad input or a case that
-cannot be classified (the other cases are still written), 4 bad model package, 5 output
-exists (nothing written).
+cannot be classified (the other cases are still written) or an output folder that cannot
+be written (found before any model work), 4 bad model package, 5 output exists: every
+case is finished already, or another run finished a case meanwhile (never replaced
+without ``--overwrite``).
+
+A case whose folder exists is kept (a plain rerun finishes what an interrupted run left
+undone; hidden partial folders of runs that died are removed); ``--overwrite`` replaces
+finished cases.
 
 Example::
 
@@ -19,24 +25,16 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE
-from VirtualBiopsyLib.cli import (
-    EXIT_BAD_INPUT,
-    EXIT_INTERNAL,
-    EXIT_OK,
-    EXIT_USAGE,
-    exit_code_for,
-)
-from VirtualBiopsyLib.errors import (
-    ModelPackageError,
-    VirtualBiopsyError,
-)
+from VirtualBiopsyLib.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_OUTPUT_EXISTS, UsageError
+
+if TYPE_CHECKING:
+    from VirtualBiopsyLib.inference.progress import CommandReporter
 
 log = logging.getLogger(__name__)
 
@@ -110,66 +108,50 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``predict``; returns the exit code (see the module docstring)."""
-    from VirtualBiopsyLib.inference.threads import configure_cpu_threads
-
-    configure_cpu_threads()  # before torch loads
-    missing = [str(p) for p in args.paths if not p.exists()]
-    if missing:
-        return _fail(args, EXIT_USAGE, f"no such file or folder: {', '.join(missing)}")
-    try:
-        return _predict(args)
-    except VirtualBiopsyError as error:
-        prefix = "model package: " if isinstance(error, ModelPackageError) else ""
-        return _fail(args, exit_code_for(error), f"{prefix}{error}")
-    except UsageError as error:
-        return _fail(args, EXIT_USAGE, str(error))
-    except Exception as error:  # the command line never ends in a bare traceback
-        log.debug("internal error", exc_info=True)
-        return _fail(args, EXIT_INTERNAL, f"internal error: {type(error).__name__}: {error}")
-
-
-class UsageError(Exception):
-    """An option that cannot be honoured here (e.g. CUDA on a machine without it)."""
-
-
-def _predict(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, reporter: CommandReporter) -> int:
+    """Run ``predict``; returns the exit code (see the module docstring) or raises."""
     from VirtualBiopsyLib.inference.runner import predict_paths
 
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
     _check_device(args.device)
-    progress = _reporter(args.progress)
-    try:
-        run = predict_paths(
-            args.paths,
-            args.out,
-            args.model,
-            device=args.device,
-            synthesis=args.synthesis,
-            saliency=args.saliency,
-            export_dicom=args.export_dicom,
-            overwrite=args.overwrite,
-            progress=progress,
-            synthesis_precision=args.synthesis_precision,
-        )
-    finally:
-        if hasattr(progress, "close"):
-            progress.close()
+    run = predict_paths(
+        args.paths,
+        args.out,
+        args.model,
+        device=args.device,
+        synthesis=args.synthesis,
+        saliency=args.saliency,
+        export_dicom=args.export_dicom,
+        overwrite=args.overwrite,
+        progress=reporter,
+        synthesis_precision=args.synthesis_precision,
+    )
     message = f"{len(run.folders)} case(s) written to {args.out}"
+    if run.kept:
+        message += f"; {len(run.kept)} finished case(s) kept"
     if run.failures:
         message += f"; {len(run.failures)} case(s) not classified"
-    if args.progress == "json":  # failures first: "done" stays the last line
-        for failure in run.failures:
-            _json_line({"step": "error", "fraction": 1.0, "message": failure})
-    progress.done(message, run.result_files)
+    if run.conflicts:
+        message += f"; {len(run.conflicts)} case(s) written by another run meanwhile"
+    for failure in run.failures:  # before "done": it stays the last line
+        reporter.error(failure, context="case not classified")
+    for conflict in run.conflicts:
+        reporter.error(conflict, context="case not written")
+    reporter.done(message, run.result_files)
     if args.progress != "json":
         print_summary(run, sys.stdout)
     gathered = run.gathered
     for line in gathered.errors if gathered is not None else []:
-        print(f"virtual-biopsy predict: warning: unreadable file {line}", file=sys.stderr)
-    for failure in run.failures:
-        print(f"virtual-biopsy predict: case not classified: {failure}", file=sys.stderr)
-    return EXIT_BAD_INPUT if run.failures else EXIT_OK
+        reporter.warning(f"unreadable file {line}")
+    for key in run.kept:
+        reporter.warning(f"{key}: kept the finished result; use --overwrite to replace it")
+    for folder in run.cleared:
+        reporter.warning(f"removed {folder.name}, a partial folder of a run that ended early")
+    if run.failures or (gathered is not None and gathered.errors):  # a bad file is bad input
+        return EXIT_BAD_INPUT
+    return EXIT_OUTPUT_EXISTS if run.conflicts else EXIT_OK
 
 
 def _check_device(device: str) -> None:
@@ -178,12 +160,6 @@ def _check_device(device: str) -> None:
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA device is available on this machine")
-
-
-def _reporter(kind: str) -> Any:
-    from VirtualBiopsyLib.inference.progress import JsonLinesProgress, TqdmProgress
-
-    return JsonLinesProgress(sys.stdout) if kind == "json" else TqdmProgress(sys.stderr)
 
 
 def print_summary(run: Any, stream: Any) -> None:
@@ -212,17 +188,3 @@ def print_summary(run: Any, stream: Any) -> None:
         print(f"  inputs: {sources}", file=stream)
         print(f"  report: {folder / 'report.png'}", file=stream)
     print(RESEARCH_USE_NOTICE, file=stream)
-
-
-def _json_line(record: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(record) + "\n")
-    sys.stdout.flush()
-
-
-def _fail(args: argparse.Namespace, code: int, message: str) -> int:
-    if getattr(args, "progress", None) == "json":
-        _json_line({"step": "error", "fraction": 1.0, "message": message, "exit_code": code})
-    print(
-        f"virtual-biopsy {getattr(args, 'command', 'predict')}: error: {message}", file=sys.stderr
-    )
-    return code

@@ -16,8 +16,6 @@ never be read back as a real DES.
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +25,10 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, __version__
+from VirtualBiopsyLib.atomic_io import write_atomically
 from VirtualBiopsyLib.errors import ImageReadError
-from VirtualBiopsyLib.inference.result import SlotPicture
+from VirtualBiopsyLib.images.identity import dicom_value_problem
+from VirtualBiopsyLib.inference.pictures import SlotPicture
 
 SERIES_NUMBER = 9901
 STORED_BITS = 12
@@ -155,6 +155,9 @@ def _identity(source: Dataset | None, patient_id: str | None, study_uid: str | N
         identity = {k: (str(v) if v is not None else None) for k, v in identity.items()}
     else:
         identity = {"PatientID": patient_id or ""}
+    # The readers refuse a bad Patient ID or study UID; any other copied value that does
+    # not fit its VR (it would make the file invalid) is left out, never written.
+    identity = {k: v for k, v in identity.items() if not v or not dicom_value_problem(k, v)}
     if not identity.get("StudyInstanceUID"):
         identity["StudyInstanceUID"] = _valid_uid(study_uid) or generate_uid()
     return identity
@@ -207,12 +210,6 @@ def _set_window(image: Dataset) -> None:
 
 
 def _save_atomic(dataset: Dataset, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".dcm", dir=path.parent)
-    os.close(fd)
-    try:
-        dataset.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(
+        path, lambda temporary: dataset.save_as(temporary, enforce_file_format=True)
+    )

@@ -19,8 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813 (the conventional alias)
 
+from VirtualBiopsyLib.atomic_io import write_text_atomic
+from VirtualBiopsyLib.nrrd_io import write_nrrd
 from VirtualBiopsyLib.roles import SLOTS
 
 UNTRAINED_NOTE = "untrained weights for tests and timing only; probabilities mean nothing"
@@ -97,9 +98,7 @@ def write_slot_folder(
     exam = render_exam(seed, label, density, size=size, laterality=laterality)
     for slot in slots:
         pixels = np.asarray(exam[slot], dtype=np.float32)
-        image = sitk.GetImageFromArray(np.ascontiguousarray(pixels))
-        image.SetSpacing((spacing_mm, spacing_mm))
-        sitk.WriteImage(image, str(folder / f"{slot}.nrrd"))
+        write_nrrd(folder / f"{slot}.nrrd", pixels, (spacing_mm, spacing_mm))
     identity = {"patient_id": patient_id, "study_uid": study_uid, "laterality": laterality}
-    (folder / "case.json").write_text(json.dumps(identity), encoding="utf-8")
+    write_text_atomic(folder / "case.json", json.dumps(identity))
     return folder

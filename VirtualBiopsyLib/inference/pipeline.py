@@ -14,41 +14,37 @@ For a case of up to four images (LE and DES, CC and MLO):
 5. average over folds and report the spread (std, standard error); malignant at
    p ≥ the package threshold.
 
-Models are loaded once per package (the package caches them), everything runs under
+Models are loaded once per pipeline (:class:`LoadedModels`), everything runs under
 ``torch.inference_mode()`` except Grad-CAM's small head, and a case's independent model
-passes (the two generators, then every classifier pass) run side by side on worker
-threads (:func:`VirtualBiopsyLib.inference.threads.model_workers`).
+passes (the two generators, then every classifier pass) run side by side on the
+pipeline's worker threads (:class:`~VirtualBiopsyLib.inference.threads.ModelWorkers`).
+Both belong to the pipeline and go with it (:meth:`Pipeline.close`, or ``with``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from VirtualBiopsyLib import fusion
+from VirtualBiopsyLib.ensemble import fold_ensemble
 from VirtualBiopsyLib.errors import CaseError
 from VirtualBiopsyLib.images.cases import Case
 from VirtualBiopsyLib.images.mammogram import ImageInfo, MammogramImage
 from VirtualBiopsyLib.images.preprocessing import PreprocessedImage, preprocess
 from VirtualBiopsyLib.images.readers import read_image
+from VirtualBiopsyLib.inference.pictures import SlotPicture
 from VirtualBiopsyLib.inference.progress import NullProgress, ProgressReporter
-from VirtualBiopsyLib.inference.result import (
-    CaseResult,
-    FoldStats,
-    InputRecord,
-    ModelInfo,
-    SlotPicture,
-)
+from VirtualBiopsyLib.inference.result import CaseResult, InputRecord, ModelInfo
 from VirtualBiopsyLib.inference.saliency import grad_cam
-from VirtualBiopsyLib.inference.threads import model_workers
+from VirtualBiopsyLib.inference.threads import ModelWorkers
 from VirtualBiopsyLib.models.package import ModelPackage
-from VirtualBiopsyLib.roles import MODALITIES, SLOTS, VIEWS, Modality, Source, slot_name
+from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, Slot, Source
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +78,55 @@ def native_bfloat16(device: torch.device) -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+class LoadedModels:
+    """The networks of one package on one device, each loaded on first use and kept for
+    the owner's lifetime (a :class:`Pipeline`: models load once for many cases).
+
+    Not shared between threads: load in the calling thread, then hand the networks to
+    workers.
+    """
+
+    def __init__(
+        self, package: ModelPackage, device: torch.device, synthesis_dtype: torch.dtype
+    ) -> None:
+        self.package = package
+        self.device = device
+        self.synthesis_dtype = synthesis_dtype
+        self._classifiers: dict[tuple[int, str], torch.nn.Module] = {}
+        self._generators: dict[str, torch.nn.Module | None] = {}
+
+    def classifier(self, fold: int, slot: str) -> torch.nn.Module:
+        key = (fold, str(slot))
+        if key not in self._classifiers:
+            self._classifiers[key] = self.package.load_classifier(fold, slot, self.device)
+        return self._classifiers[key]
+
+    def generator(self, view: str) -> torch.nn.Module | None:
+        key = str(view)
+        if key not in self._generators:
+            self._generators[key] = self.package.load_generator(
+                view, self.device, self.synthesis_dtype
+            )
+        return self._generators[key]
+
+    @property
+    def loaded(self) -> int:
+        """How many networks are in memory."""
+        return len(self._classifiers) + sum(g is not None for g in self._generators.values())
+
+
 @dataclass
 class PreparedSlot:
     """One slot ready for the classifiers: the network input and how to draw it back."""
 
-    slot: str
+    slot: Slot
     source: Source
     array: np.ndarray  # preprocessed, size × size, [0, 1]
     prepared: PreprocessedImage  # geometry of the image this array lives on
     spacing: tuple[float, float]
     path: Path | None
     display: SlotPicture | None = None  # what to show and keep, on the original grid
-    generated_from: str | None = None
+    generated_from: Slot | None = None
 
 
 class Pipeline:
@@ -107,7 +140,8 @@ class Pipeline:
     >>> result = pipeline.run(group_cases(infos)[0])                      # doctest: +SKIP
     >>> result.label, result.inputs["DES_CC"].source.value                # doctest: +SKIP
     ('malignant', 'synthetic')
-    >>> result.write(Path("out"))                                         # doctest: +SKIP
+    >>> write_case(result, Path("out"))  # VirtualBiopsyLib.inference.output  # doctest: +SKIP
+    >>> pipeline.close()  # the worker threads; or use ``with Pipeline(...) as pipeline``
     """
 
     def __init__(
@@ -125,6 +159,27 @@ class Pipeline:
         self.saliency = saliency
         self.synthesis_precision = resolve_synthesis_precision(synthesis_precision, self.device)
         self._reader = reader
+        self.models = LoadedModels(package, self.device, self._synthesis_dtype)
+        self._workers: ModelWorkers | None = None
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker threads (the models stay loaded; a later run restarts them)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+
+    @property
+    def workers(self) -> ModelWorkers:
+        """This pipeline's worker threads for model passes, started on first use."""
+        if self._workers is None:
+            self._workers = ModelWorkers(self.device.type)
+        return self._workers
 
     @property
     def settings(self) -> dict[str, object]:
@@ -151,15 +206,18 @@ class Pipeline:
         """The virtual biopsy of ``case``; raises :class:`CaseError` when it has no image."""
         progress = progress or NullProgress()
         warnings = [p for p in case.problems if not p.startswith("missing ")]
-        usable = self._usable_slots(case, warnings)
+        usable, unusable = self._usable_slots(case)
+        warnings += unusable
         progress.report("read", 0.0, f"{case.key}: reading {len(usable)} image(s)")
         slots = self._read_and_preprocess(usable, progress)
-        workers = model_workers(self.device.type)
+        warnings += [f"{slot}: {note}" for slot, info in usable.items() for note in info.warnings]
         progress.report("synthesize", 0.3, f"{case.key}: checking DES per view")
-        self._add_synthetic_des(slots, warnings, workers)
+        synthetic, synthesis_notes = self._synthetic_des(slots)
+        slots.update(synthetic)
+        warnings += synthesis_notes
         progress.report("classify", 0.5, f"{case.key}: classifying {len(slots)} image(s)")
-        fold_probabilities, cams = self._classify(slots, progress, workers)
-        warnings.extend(_missing_warnings(slots))
+        fold_probabilities, cams = self._classify(slots, progress)
+        warnings += _missing_warnings(slots)
         progress.report("fuse", 0.9, f"{case.key}: fusing views and modalities")
         result = self._assemble(case, slots, fold_probabilities, cams, warnings)
         progress.report("case", 1.0, f"{case.key}: {result.label}")
@@ -167,32 +225,33 @@ class Pipeline:
 
     # --- inputs ---------------------------------------------------------------------
 
-    def _usable_slots(self, case: Case, warnings: list[str]) -> dict[str, ImageInfo]:
-        """Present slots the package can classify; CaseError if there is nothing at all."""
+    def _usable_slots(self, case: Case) -> tuple[dict[Slot, ImageInfo], list[str]]:
+        """Present slots the package can classify, and a note per slot it cannot;
+        CaseError if there is nothing at all."""
         present = {slot: info for slot, info in case.slots.items() if info is not None}
         if not present:
             why = f" ({'; '.join(case.problems)})" if case.problems else ""
             raise CaseError(
                 f"case {case.key}: no LE and no DES image in any view; nothing to classify{why}"
             )
-        usable = {}
+        usable, notes = {}, []
         for slot in SLOTS:
             if slot not in present:
                 continue
             if slot in self.package.slots:
                 usable[slot] = present[slot]
             else:
-                warnings.append(f"{slot}: the model package has no classifier for it; not used")
+                notes.append(f"{slot}: the model package has no classifier for it; not used")
         if not usable:
             raise CaseError(
                 f"case {case.key}: the model package classifies none of its images "
                 f"({', '.join(present)})"
             )
-        return usable
+        return usable, notes
 
     def _read_and_preprocess(
-        self, usable: dict[str, ImageInfo], progress: ProgressReporter
-    ) -> dict[str, PreparedSlot]:
+        self, usable: dict[Slot, ImageInfo], progress: ProgressReporter
+    ) -> dict[Slot, PreparedSlot]:
         slots = {}
         for index, (slot, info) in enumerate(usable.items()):
             image = self._reader(info)
@@ -210,33 +269,33 @@ class Pipeline:
             progress.report("read", 0.3 * (index + 1) / len(usable), f"read {slot}")
         return slots
 
-    def _add_synthetic_des(
-        self, slots: dict[str, PreparedSlot], warnings: list[str], workers: Executor
-    ) -> None:
-        """Fill each view's missing DES from its LE (Algorithm 1, line 1), views side by side."""
-        pending = {}
+    def _synthetic_des(
+        self, slots: dict[Slot, PreparedSlot]
+    ) -> tuple[dict[Slot, PreparedSlot], list[str]]:
+        """Each view's missing DES made from its LE (Algorithm 1, line 1), views side by
+        side, and a note per view saying what was done."""
+        pending, notes = {}, []
         for view in VIEWS:
-            le_slot, des_slot = slot_name(Modality.LE, view), slot_name(Modality.DES, view)
+            le_slot, des_slot = Slot.of(Modality.LE, view), Slot.of(Modality.DES, view)
             if des_slot in slots or le_slot not in slots:
                 continue
             if des_slot not in self.package.slots:
                 continue
             if not self.synthesis:
-                warnings.append(f"{des_slot} missing; synthesis switched off")
+                notes.append(f"{des_slot} missing; synthesis switched off")
                 continue
-            generator = self.package.load_generator(view, self.device, self._synthesis_dtype)
+            generator = self.models.generator(view)
             if generator is None:
-                warnings.append(f"{des_slot} missing and the package has no {view.value} generator")
+                notes.append(f"{des_slot} missing and the package has no {view.value} generator")
                 continue
-            pending[des_slot] = workers.submit(
+            pending[des_slot] = self.workers.submit(
                 self._synthesize, slots[le_slot], des_slot, generator
             )
-            warnings.append(f"{des_slot} missing: SYNTHETIC {des_slot} generated from {le_slot}")
-        for des_slot, future in pending.items():
-            slots[des_slot] = future.result()
+            notes.append(f"{des_slot} missing: SYNTHETIC {des_slot} generated from {le_slot}")
+        return {des_slot: future.result() for des_slot, future in pending.items()}, notes
 
     def _synthesize(
-        self, le: PreparedSlot, des_slot: str, generator: torch.nn.Module
+        self, le: PreparedSlot, des_slot: Slot, generator: torch.nn.Module
     ) -> PreparedSlot:
         with torch.inference_mode():
             tensor = torch.from_numpy(le.array)[None, None].to(self.device, self._synthesis_dtype)
@@ -257,22 +316,23 @@ class Pipeline:
     # --- classification -----------------------------------------------------------------
 
     def _classify(
-        self, slots: dict[str, PreparedSlot], progress: ProgressReporter, workers: Executor
-    ) -> tuple[list[dict[str, float]], dict[str, np.ndarray]]:
+        self, slots: dict[Slot, PreparedSlot], progress: ProgressReporter
+    ) -> tuple[list[dict[str, float]], dict[Slot, np.ndarray]]:
         """Per fold, p[m,v] of every slot; per slot, the fold-mean Grad-CAM (size × size).
 
-        Models load here, in the calling thread (the package cache is not shared between
-        threads); the passes then run side by side and report progress as they finish.
+        Models load here, in the calling thread (:class:`LoadedModels` is not shared
+        between threads); the passes then run side by side and report progress as they
+        finish.
         """
         n_folds = len(self.package.folds)
         passes = {}
         for slot, prepared in slots.items():
             images = torch.from_numpy(prepared.array)[None, None].to(self.device)
             for fold in range(n_folds):
-                model = self.package.load_classifier(fold, slot, self.device)
-                passes[workers.submit(self._classify_one, model, images)] = (slot, fold)
+                model = self.models.classifier(fold, slot)
+                passes[self.workers.submit(self._classify_one, model, images)] = (slot, fold)
         fold_probabilities: list[dict[str, float]] = [{} for _ in range(n_folds)]
-        fold_cams: dict[tuple[str, int], np.ndarray] = {}
+        fold_cams: dict[tuple[Slot, int], np.ndarray] = {}
         for done, future in enumerate(as_completed(passes), start=1):
             slot, fold = passes[future]
             fold_probabilities[fold][slot], cam = future.result()
@@ -300,25 +360,12 @@ class Pipeline:
     def _assemble(
         self,
         case: Case,
-        slots: dict[str, PreparedSlot],
+        slots: dict[Slot, PreparedSlot],
         fold_probabilities: list[dict[str, float]],
-        cams: dict[str, np.ndarray],
+        cams: dict[Slot, np.ndarray],
         warnings: list[str],
     ) -> CaseResult:
-        fusions = [
-            fusion.fuse_case(p, fold.slot_mcc, fold.modality_mcc, self.package.threshold)
-            for p, fold in zip(fold_probabilities, self.package.folds, strict=True)
-        ]
-        image_stats = {
-            slot: FoldStats.from_folds([p[slot] for p in fold_probabilities])
-            for slot in SLOTS
-            if slot in slots
-        }
-        modality_stats = {
-            m.value: FoldStats.from_folds([f.views[m.value].probability for f in fusions])
-            for m in MODALITIES
-            if m.value in fusions[0].views
-        }
+        ensemble = fold_ensemble(fold_probabilities, self.package.folds, self.package.threshold)
         return CaseResult(
             key=case.key,
             patient_id=case.patient_id,
@@ -326,11 +373,11 @@ class Pipeline:
             laterality=case.laterality.value if case.laterality is not None else None,
             model=self.model_info,
             inputs=_input_records(slots),
-            image_probabilities=image_stats,
-            modality_probabilities=modality_stats,
-            fused=FoldStats.from_folds([f.probability for f in fusions]),
+            image_probabilities=ensemble.images,
+            modality_probabilities=ensemble.modalities,
+            fused=ensemble.probability,
             threshold=self.package.threshold,
-            weights=[{"fold": k, **_weights(f)} for k, f in enumerate(fusions)],
+            weights=ensemble.weights(),
             settings=self.settings,
             warnings=warnings,
             pictures={slot: s.display for slot, s in slots.items() if s.display is not None},
@@ -348,7 +395,7 @@ def _lazy_map(cam: np.ndarray, prepared: PreparedSlot) -> SlotPicture:
     return SlotPicture(cam, prepared.spacing, prepared.path, geometry=prepared.prepared.geometry)
 
 
-def _missing_warnings(slots: dict[str, PreparedSlot]) -> list[str]:
+def _missing_warnings(slots: dict[Slot, PreparedSlot]) -> list[str]:
     """Say which slots fusion had to do without (weights renormalised over the rest)."""
     missing = [slot for slot in SLOTS if slot not in slots]
     if not missing:
@@ -370,12 +417,10 @@ def _preview(image: MammogramImage, prepared: PreprocessedImage) -> SlotPicture:
     if (low, high) != (0.0, 1.0):
         scale = np.float32(1.0 / (high - low)) if high > low else np.float32(0.0)
         pixels = np.clip((pixels - np.float32(low)) * scale, 0.0, 1.0)
-    preview = SlotPicture.preview(pixels, 1, image.spacing, image.info.path)
-    preview.sampled = (stride, image.shape)
-    return preview
+    return SlotPicture.preview(pixels, stride, image.shape, image.spacing, image.info.path)
 
 
-def _input_records(slots: dict[str, PreparedSlot]) -> dict[str, InputRecord]:
+def _input_records(slots: dict[Slot, PreparedSlot]) -> dict[Slot, InputRecord]:
     records = {}
     for slot in SLOTS:
         prepared = slots.get(slot)
@@ -387,13 +432,6 @@ def _input_records(slots: dict[str, PreparedSlot]) -> dict[str, InputRecord]:
             path = str(prepared.path) if prepared.path is not None else None
             records[slot] = InputRecord(prepared.source, path)
     return records
-
-
-def _weights(case_fusion: fusion.CaseFusion) -> dict[str, object]:
-    return {
-        "views": {m: r.to_dict() for m, r in case_fusion.views.items()},
-        "modalities": case_fusion.modalities.to_dict(),
-    }
 
 
 def _is_dicom(path: Path) -> bool:

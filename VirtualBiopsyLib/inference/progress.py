@@ -4,6 +4,11 @@ The pipeline only knows the :class:`ProgressReporter` protocol, so the command l
 (JSON lines for the Slicer module, a tqdm bar for people), the Python console (a
 callback) and the tests (a list) plug in without the pipeline knowing which.
 
+A command line's reporter (:class:`CommandReporter`) is also where its warnings and
+errors go: the JSON-lines protocol (``{"step": "error", …}`` lines on stdout, the
+``exit_code`` of a failed run) and the ``virtual-biopsy CMD: error: …`` lines on stderr
+are written here and nowhere else.
+
 >>> import io
 >>> stream = io.StringIO()
 >>> reporter = JsonLinesProgress(stream)
@@ -31,6 +36,20 @@ class ProgressReporter(Protocol):
         """Record the end of the run with the paths of the results it wrote."""
 
 
+@runtime_checkable
+class CommandReporter(ProgressReporter, Protocol):
+    """A command line's reporter: progress, and the warnings and errors people read."""
+
+    def warning(self, message: str) -> None:
+        """Something the user should know that does not stop the run."""
+
+    def error(self, message: str, exit_code: int | None = None, context: str = "error") -> None:
+        """An error: a case's (``exit_code`` None; the run goes on) or the run's own."""
+
+    def close(self) -> None:
+        """Finish the output (remove a progress bar)."""
+
+
 def _clamp(fraction: float) -> float:
     return round(min(1.0, max(0.0, float(fraction))), 4)
 
@@ -45,13 +64,48 @@ class NullProgress:
         return None
 
 
-class JsonLinesProgress:
+class ConsoleMessages:
+    """Warnings and errors as ``PROGRAM: warning|error: message`` lines on stderr, and no
+    progress (commands without a progress option)."""
+
+    def __init__(self, program: str = "virtual-biopsy", errors: IO[str] | None = None) -> None:
+        self.program = program
+        self._errors = errors
+
+    def _console(self, context: str, message: str) -> None:
+        print(f"{self.program}: {context}: {message}", file=self._errors or sys.stderr)
+
+    def report(self, step: str, fraction: float, message: str) -> None:
+        return None
+
+    def done(self, message: str, results: Sequence[str]) -> None:
+        return None
+
+    def warning(self, message: str) -> None:
+        self._console("warning", message)
+
+    def error(self, message: str, exit_code: int | None = None, context: str = "error") -> None:
+        self._console(context, message)
+
+    def close(self) -> None:
+        return None
+
+
+class JsonLinesProgress(ConsoleMessages):
     """One JSON object per line, flushed at once, so a parent process can follow along.
 
-    This is the form the Slicer module reads from the predict process's stdout.
+    This is the form the Slicer module reads from the predict process's stdout. Errors
+    are a line ``{"step": "error", "fraction": 1.0, "message": …}`` (with ``exit_code``
+    when the run itself failed) besides the stderr line.
     """
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        program: str = "virtual-biopsy",
+        errors: IO[str] | None = None,
+    ) -> None:
+        super().__init__(program, errors)
         self._stream = stream if stream is not None else sys.stdout
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -64,35 +118,59 @@ class JsonLinesProgress:
     def done(self, message: str, results: Sequence[str]) -> None:
         self._write({"step": "done", "fraction": 1.0, "message": message, "results": list(results)})
 
+    def error(self, message: str, exit_code: int | None = None, context: str = "error") -> None:
+        record: dict[str, Any] = {"step": "error", "fraction": 1.0, "message": message}
+        if exit_code is not None:
+            record["exit_code"] = exit_code
+        self._write(record)
+        super().error(message, exit_code, context)
 
-class TqdmProgress:
-    """A progress bar on stderr for people at a terminal (stdout stays for the summary)."""
 
-    def __init__(self, stream: IO[str] | None = None, total: int = 1000) -> None:
-        from tqdm import tqdm
+class TqdmProgress(ConsoleMessages):
+    """A progress bar on stderr for people at a terminal (stdout stays for the summary).
 
+    The bar appears with the first report and is removed before any message is printed.
+    """
+
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        total: int = 1000,
+        program: str = "virtual-biopsy",
+    ) -> None:
+        super().__init__(program, stream)
+        self._file = stream
         self._total = total
-        self._bar = tqdm(
-            total=total,
-            file=stream if stream is not None else sys.stderr,
-            unit="‰",
-            bar_format="{l_bar}{bar}| {elapsed}<{remaining}",
-            leave=False,
-        )
+        self._bar: Any = None
 
     def report(self, step: str, fraction: float, message: str) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self._total,
+                file=self._file if self._file is not None else sys.stderr,
+                unit="‰",
+                bar_format="{l_bar}{bar}| {elapsed}<{remaining}",
+                leave=False,
+            )
         target = int(_clamp(fraction) * self._total)
         if target > self._bar.n:
             self._bar.update(target - self._bar.n)
         self._bar.set_description_str(message[:60])
 
     def done(self, message: str, results: Sequence[str]) -> None:
-        self.report("done", 1.0, message)
         self.close()
+
+    def _console(self, context: str, message: str) -> None:
+        self.close()
+        super()._console(context, message)
 
     def close(self) -> None:
         """Remove the bar (also on errors, so a message is not printed over it)."""
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 class CallbackProgress:

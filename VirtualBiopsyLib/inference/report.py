@@ -11,8 +11,6 @@ nothing here needs a display or changes the caller's backend.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE
+from VirtualBiopsyLib.atomic_io import write_atomically
 from VirtualBiopsyLib.roles import MODALITIES, VIEWS, Source, slot_name
 
 if TYPE_CHECKING:
@@ -250,12 +249,9 @@ def _draw_footer(figure: Any, result: CaseResult) -> None:
 
 
 def _save_atomic(figure: Any, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, format="png", facecolor="white", pil_kwargs={"compress_level": 1})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(
+        path,
+        lambda temporary: figure.savefig(
+            temporary, format="png", facecolor="white", pil_kwargs={"compress_level": 1}
+        ),
+    )

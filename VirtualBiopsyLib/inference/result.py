@@ -1,77 +1,53 @@
-"""The result of one case's virtual biopsy, its JSON form, and writing it to disk.
+"""The result of one case's virtual biopsy: a plain record and its ``result.json`` form.
 
 A :class:`CaseResult` holds the numbers (per image, per modality, fused, each with its
 spread over the cross-validation folds), where every input came from (real, synthetic
-or missing), and the images worth keeping (synthetic DES and saliency maps, already on
-the original pixel grid). :meth:`CaseResult.write` puts everything in one case folder,
-atomically: a temporary folder is filled and renamed, so a reader never sees half a
-result and an earlier result is never half-overwritten.
+or missing), and — in memory only — the pictures worth keeping (synthetic DES and
+saliency maps). :meth:`CaseResult.to_dict` / :meth:`CaseResult.from_dict` convert to
+and from the ``result.json`` content, whose shape is ``schemas/result.schema.json``;
+:func:`read_result_json` reads and validates a file. Writing a case folder is the
+output layer's job (:func:`VirtualBiopsyLib.inference.output.write_case`).
 
 No torch here: the Slicer bridge reads results without loading the models.
+
+>>> data = json.loads((Path("out") / "case-3f…-L" / RESULT_FILE).read_text())  # doctest: +SKIP
+>>> CaseResult.from_dict(data).label                                          # doctest: +SKIP
+'malignant'
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import math
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
-from concurrent.futures import wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE, __version__
-from VirtualBiopsyLib.errors import OutputExistsError
-from VirtualBiopsyLib.roles import SLOTS, Source
+from VirtualBiopsyLib.ensemble import FoldStats
+from VirtualBiopsyLib.errors import ResultFileError
+from VirtualBiopsyLib.inference.pictures import SlotPicture
+from VirtualBiopsyLib.roles import SLOTS, Slot, Source
 
 RESULT_FORMAT_VERSION = 1
 RESULT_FILE = "result.json"
-REPORT_FILE = "report.png"
+RESULT_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "result.schema.json"
+MAX_RESULT_BYTES = 16 * 1024 * 1024  # a result.json is a few kB; refuse anything absurd
 DEMO_MODEL_WARNING = (
     "DEMO MODEL: trained on synthetic phantom data only. Its numbers mean nothing "
     "about real patients."
 )
 
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FoldStats:
-    """A probability over the cross-validation folds: mean, sample std, standard error."""
-
-    mean: float
-    std: float
-    sem: float
-    folds: tuple[float, ...]
-
-    @classmethod
-    def from_folds(cls, values: list[float] | tuple[float, ...] | np.ndarray) -> FoldStats:
-        """Summarise one value per fold (std with n−1; 0 for a single fold).
-
-        >>> FoldStats.from_folds([0.2, 0.4]).mean
-        0.3
-        """
-        folds = tuple(float(v) for v in values)
-        if not folds:
-            raise ValueError("no fold values to summarise")
-        mean = float(np.mean(folds))
-        std = float(np.std(folds, ddof=1)) if len(folds) > 1 else 0.0
-        return cls(round(mean, 6), round(std, 6), round(std / math.sqrt(len(folds)), 6), folds)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "sem": self.sem, "folds": list(self.folds)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FoldStats:
-        return cls(data["mean"], data["std"], data.get("sem", 0.0), tuple(data["folds"]))
+__all__ = [
+    "DEMO_MODEL_WARNING",
+    "RESULT_FILE",
+    "CaseResult",
+    "FoldStats",
+    "InputRecord",
+    "ModelInfo",
+    "read_result_json",
+    "validate_result",
+]
 
 
 @dataclass(frozen=True)
@@ -88,6 +64,10 @@ class InputRecord:
             "path": self.path,
             "generated_from": self.generated_from,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputRecord:
+        return cls(Source(data["source"]), data.get("path"), data.get("generated_from"))
 
 
 @dataclass(frozen=True)
@@ -109,89 +89,34 @@ class ModelInfo:
             "is_demo": self.is_demo,
         }
 
-
-@dataclass
-class SlotPicture:
-    """An image to keep or show, on the original pixel grid of its source image.
-
-    Either ``data`` holds the pixels themselves, or — when ``geometry`` is given — a
-    ``size × size`` map on the preprocessed grid that :attr:`pixels` draws back onto the
-    original grid on demand (``Geometry.map_to_original``). The lazy form keeps a case's
-    full-size maps (27 MB each at 2850×2396) out of memory until each is written.
-    Values are in [0, 1]; ``spacing`` is (row_mm, column_mm); ``reference_path`` is the
-    file whose origin and direction NRRD outputs copy.
-    """
-
-    data: np.ndarray
-    spacing: tuple[float, float]
-    reference_path: Path | None = None
-    geometry: Any = None  # images.preprocessing.Geometry when ``data`` is a preprocessed map
-    sampled: tuple[int, tuple[int, int]] | None = None  # (stride, original shape) of a preview
-
     @classmethod
-    def preview(
-        cls,
-        pixels: np.ndarray,
-        stride: int,
-        spacing: tuple[float, float],
-        reference_path: Path | None = None,
-    ) -> SlotPicture:
-        """Keep only every ``stride``-th pixel (enough for the report) of a large image."""
-        shape = (int(pixels.shape[0]), int(pixels.shape[1]))
-        data = np.ascontiguousarray(pixels[::stride, ::stride], dtype=np.float32)
-        return cls(data, spacing, reference_path, sampled=(stride, shape))
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """Size of the original grid."""
-        if self.geometry is not None:
-            return tuple(self.geometry.original_shape)  # type: ignore[return-value]
-        if self.sampled is not None:
-            return self.sampled[1]
-        return (int(self.data.shape[0]), int(self.data.shape[1]))
-
-    @property
-    def pixels(self) -> np.ndarray:
-        """Full-resolution values on the original grid (computed anew for lazy maps)."""
-        if self.sampled is not None:
-            raise ValueError("a preview picture holds no full-resolution pixels")
-        if self.geometry is None:
-            return self.data
-        return self.geometry.map_to_original(self.data)
-
-    def display(self, stride: int) -> np.ndarray:
-        """Every ``stride``-th original pixel in both directions, for drawing.
-
-        Lazy maps are sampled at those pixel centres only (bilinear, through the
-        geometry's own point mapping), never built at full size.
-        """
-        if self.sampled is not None:
-            step = max(1, stride // self.sampled[0])
-            return self.data[::step, ::step]
-        if self.geometry is None:
-            return np.asarray(self.data[::stride, ::stride], dtype=np.float32)
-        from scipy.ndimage import map_coordinates
-
-        rows = np.arange(0, self.shape[0], stride, dtype=np.float64)
-        cols = np.arange(0, self.shape[1], stride, dtype=np.float64)
-        grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
-        where = self.geometry.to_preprocessed(grid)
-        values = map_coordinates(
-            np.asarray(self.data, np.float32), where.T, order=1, mode="nearest"
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        return cls(
+            str(data["name"]),
+            str(data["version"]),
+            str(data["architecture"]),
+            str(data["sha256"]),
+            bool(data["is_demo"]),
         )
-        return values.reshape(len(rows), len(cols)).astype(np.float32)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
 class CaseResult:
     """Everything one case's virtual biopsy produced (see ``docs/interfaces.md``).
 
-    >>> from VirtualBiopsyLib.inference.result import CaseResult  # doctest: +SKIP
+    ``pictures``, ``saliency`` and ``source_dicom`` live in memory only (the output layer
+    writes them as files and lists the files in ``outputs``); everything else is in
+    ``result.json``.
+
     >>> result = pipeline.run(case)                                 # doctest: +SKIP
     >>> result.label, round(result.fused.mean, 2)                   # doctest: +SKIP
     ('malignant', 0.81)
-    >>> result.write(Path("out"))                                   # doctest: +SKIP
-    PosixPath('out/3f9c…_L')
+    >>> write_case(result, Path("out"))                             # doctest: +SKIP
+    PosixPath('out/case-3f9c…-L')
     """
 
     key: str
@@ -210,9 +135,7 @@ class CaseResult:
     pictures: dict[str, SlotPicture] = field(default_factory=dict)
     saliency: dict[str, SlotPicture] = field(default_factory=dict)
     source_dicom: dict[str, Path] = field(default_factory=dict)
-    created: str = field(
-        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
-    )
+    created: str = field(default_factory=_now)
     outputs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -221,17 +144,12 @@ class CaseResult:
         return "malignant" if self.fused.mean >= self.threshold else "benign"
 
     @property
-    def missing(self) -> list[str]:
+    def missing(self) -> list[Slot]:
         return [slot for slot in SLOTS if self.inputs[slot].source is Source.MISSING]
 
     @property
-    def synthetic_slots(self) -> list[str]:
+    def synthetic_slots(self) -> list[Slot]:
         return [slot for slot in SLOTS if self.inputs[slot].source is Source.SYNTHETIC]
-
-    def release_images(self) -> None:
-        """Drop the pictures (after :meth:`write`), keeping the numbers; frees memory."""
-        self.pictures = {}
-        self.saliency = {}
 
     def all_warnings(self) -> list[str]:
         """The run's warnings plus the ones every demo-model result must carry."""
@@ -250,15 +168,15 @@ class CaseResult:
                 "laterality": self.laterality,
             },
             "model": self.model.to_dict(),
-            "inputs": {slot: self.inputs[slot].to_dict() for slot in SLOTS},
+            "inputs": {slot.value: self.inputs[slot].to_dict() for slot in SLOTS},
             "probabilities": {
-                "images": {s: p.to_dict() for s, p in self.image_probabilities.items()},
-                "modalities": {m: p.to_dict() for m, p in self.modality_probabilities.items()},
+                "images": {str(s): p.to_dict() for s, p in self.image_probabilities.items()},
+                "modalities": {str(m): p.to_dict() for m, p in self.modality_probabilities.items()},
                 "fused": self.fused.to_dict(),
             },
             "weights": self.weights,
             "settings": dict(self.settings),
-            "missing": self.missing,
+            "missing": [slot.value for slot in self.missing],
             "label": self.label,
             "threshold": self.threshold,
             "outputs": dict(self.outputs),
@@ -267,172 +185,79 @@ class CaseResult:
             "created": self.created,
         }
 
-    def write(
-        self,
-        out_dir: Path,
-        overwrite: bool = False,
-        export_dicom: bool = False,
-        report: bool = True,
-    ) -> Path:
-        """Write this case into ``out_dir/<key>/`` atomically and return that folder.
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseResult:
+        """The record of a ``result.json`` (numbers only: no pictures in memory).
 
-        Raises :class:`OutputExistsError` when the folder exists and ``overwrite`` is
-        false, or when it exists but does not hold a result of ours (never deleted).
+        ``from_dict(r.to_dict()).to_dict() == r.to_dict()`` for every result we write.
         """
-        out_dir = Path(out_dir)
-        final = out_dir / self.key
-        _check_replaceable(final, overwrite)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self.key}.", suffix=".partial", dir=out_dir))
-        try:
-            self._write_contents(staging, export_dicom=export_dicom, report=report)
-            apply_umask(staging)
-            _swap_in(staging, final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return final
-
-    def _write_contents(self, folder: Path, export_dicom: bool, report: bool) -> None:
-        """Every output file, then result.json listing them.
-
-        The files are independent: the NRRD (and DICOM) files go to a writer thread while
-        this thread draws the report (gzip, PNG encoding and resampling release the GIL;
-        measured 1.2 → 0.7 s for a full-size case's six NRRD maps and report.png on 2
-        cores). The report stays in the calling thread: drawn on a worker, matplotlib's
-        many small allocations scattered that thread's heap and the process grew by
-        ~100 MB over a few cases.
-        """
-        from VirtualBiopsyLib.inference.threads import output_writers
-
-        pool = output_writers()
-        futures = [
-            (key, name, pool.submit(job))
-            for key, name, job in self._file_jobs(folder, export_dicom)
-        ]
-        try:
-            if report:
-                from VirtualBiopsyLib.inference.report import render_report
-
-                render_report(self, folder / REPORT_FILE)
-        finally:
-            wait([future for _, _, future in futures])  # none still writing if one failed
-        self.outputs = {"report": REPORT_FILE} if report else {}
-        for key, name, future in futures:
-            future.result()
-            self.outputs[key] = name
-        write_json_atomic(self.to_dict(), folder / RESULT_FILE)
-
-    def _file_jobs(
-        self, folder: Path, export_dicom: bool
-    ) -> list[tuple[str, str, Callable[[], object]]]:
-        """(result.json key, file name, writer) of every image file."""
-        from VirtualBiopsyLib.inference import nrrd_io
-
-        jobs: list[tuple[str, str, Callable[[], object]]] = []
-        for slot in self.synthetic_slots:
-            name = f"synthetic_{slot}.nrrd"
-            writer = partial(
-                nrrd_io.write_picture,
-                self.pictures[slot],
-                folder / name,
-                synthetic=True,
-                description=self._what(slot),
-            )
-            jobs.append((f"synthetic_{slot}", name, writer))
-        for slot, picture in self.saliency.items():
-            name = f"saliency_{slot}.nrrd"
-            writer = partial(
-                nrrd_io.write_picture,
-                picture,
-                folder / name,
-                synthetic=False,
-                description=f"Grad-CAM saliency of {slot}, mean over folds",
-                levels=nrrd_io.SALIENCY_LEVELS,
-            )
-            jobs.append((f"saliency_{slot}", name, writer))
-        if export_dicom:
-            for slot in self.synthetic_slots:
-                name = f"synthetic_{slot}.dcm"
-                writer = partial(self._export_dicom, slot, folder / name)
-                jobs.append((f"synthetic_{slot}_dicom", name, writer))
-        return jobs
-
-    def _what(self, slot: str) -> str:
-        source = self.inputs[slot].generated_from
-        return f"SYNTHETIC {slot} generated by CycleGAN from {source}; not a real acquisition"
-
-    def _export_dicom(self, slot: str, path: Path) -> None:
-        from VirtualBiopsyLib.inference.dicom_export import export_synthetic_des
-
-        generated_from = self.inputs[slot].generated_from
-        export_synthetic_des(
-            self.pictures[slot],
-            path,
-            slot=slot,
-            source_dicom=self.source_dicom.get(generated_from or ""),
-            patient_id=self.patient_id,
-            study_uid=self.study_uid,
-            laterality=self.laterality,
-            model_name=f"{self.model.name} {self.model.version}",
-            generated_from=generated_from,
+        probabilities = data["probabilities"]
+        case = data.get("case") or {}
+        return cls(
+            key=str(case.get("key", "")),
+            patient_id=case.get("patient_id"),
+            study_uid=case.get("study_uid"),
+            laterality=case.get("laterality"),
+            model=ModelInfo.from_dict(data["model"]),
+            inputs={Slot(s): InputRecord.from_dict(r) for s, r in data["inputs"].items()},
+            image_probabilities={
+                Slot(s): FoldStats.from_dict(p) for s, p in probabilities["images"].items()
+            },
+            modality_probabilities={
+                str(m): FoldStats.from_dict(p) for m, p in probabilities["modalities"].items()
+            },
+            fused=FoldStats.from_dict(probabilities["fused"]),
+            threshold=float(data["threshold"]),
+            weights=list(data.get("weights", [])),
+            settings=dict(data.get("settings", {})),
+            warnings=list(data.get("warnings", [])),
+            created=str(data.get("created", "")),
+            outputs={str(k): str(v) for k, v in (data.get("outputs") or {}).items()},
         )
 
 
-def write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    """Write JSON through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def result_schema() -> dict[str, Any]:
+    """The JSON schema of ``result.json`` (``schemas/result.schema.json``)."""
+    return json.loads(RESULT_SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate_result(data: Any, path: Path | str = RESULT_FILE) -> dict[str, Any]:
+    """Check ``data`` against the result schema; :class:`ResultFileError` names the
+    first problem. Without ``jsonschema`` installed (a bare Slicer), only the schema's
+    required top-level keys are checked.
+    """
+    if not isinstance(data, dict):
+        raise ResultFileError(path, "result.json is not a JSON object")
+    schema = result_schema()
+    missing = [key for key in schema["required"] if key not in data]
+    if missing:
+        raise ResultFileError(path, f"result.json lacks {', '.join(missing)}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        import jsonschema
+    except ImportError:
+        return data
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ResultFileError(path, f"result.json: schema violation at {where}: {error.message}")
+    return data
 
 
-def apply_umask(folder: Path) -> None:
-    """Give a folder made by ``mkdtemp`` (0700, files 0600) the user's usual permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for child in folder.iterdir():
-        if child.is_file():
-            os.chmod(child, 0o666 & ~umask)
-
-
-def _check_replaceable(final: Path, overwrite: bool) -> None:
-    if not final.exists():
-        return
-    if not overwrite:
-        raise OutputExistsError(f"{final}: output folder exists; use --overwrite to replace it")
-    if not final.is_dir() or not (final / RESULT_FILE).is_file():
-        raise OutputExistsError(
-            f"{final}: exists and is not a VirtualBiopsy result folder; not replacing it"
-        )
-
-
-def _swap_in(staging: Path, final: Path) -> None:
-    """Rename the filled staging folder into place, moving an old result aside first."""
-    if not final.exists():
-        os.replace(staging, final)
-        return
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    os.replace(final, old)
-    try:
-        os.replace(staging, final)
-    except BaseException:
-        os.replace(old, final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def load_result(path: Path) -> dict[str, Any]:
-    """Read a result.json (or the case folder holding one) as a dict."""
+def read_result_json(path: Path | str) -> dict[str, Any]:
+    """Read and validate a ``result.json`` (or the case folder holding one)."""
     path = Path(path)
     if path.is_dir():
         path = path / RESULT_FILE
-    with open(path, encoding="utf-8") as stream:
-        return json.load(stream)
+    try:
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_RESULT_BYTES + 1)
+    except OSError as error:
+        raise ResultFileError(path, f"cannot read result: {error.strerror or error}") from error
+    if len(raw) > MAX_RESULT_BYTES:
+        raise ResultFileError(path, f"larger than {MAX_RESULT_BYTES} bytes; not a result")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ResultFileError(path, f"cannot read result: {error}") from error
+    return validate_result(data, path)

@@ -1,10 +1,16 @@
 """Predict many cases from files and folders: what ``virtual-biopsy predict`` runs.
 
-Kept out of the command module so the demo, the benchmark and the Python console share
-it: paths → scan → cases → one :class:`Pipeline` (models loaded once) → one folder per
-case. Existing case folders are checked before any model work, so a forgotten
-``--overwrite`` costs nothing. A case that cannot be classified does not stop the
-others; it is listed in :attr:`PredictRun.failures`.
+Kept out of the command module so the demo, the benchmark, the Slicer worker and the
+Python console share it: paths → scan → cases → one :class:`Pipeline` (models loaded
+once) → one folder per case through the output layer
+(:class:`~VirtualBiopsyLib.inference.output.OutputFolder`).
+
+Before any model work the output folder is checked and claimed (stale partial folders
+of killed runs are removed), and cases whose folder exists already are kept: a plain
+rerun finishes what an interrupted run left undone, and only ``--overwrite`` replaces a
+finished case. When every case is finished already the run refuses
+(:class:`OutputExistsError`), having computed nothing. A case that cannot be classified
+does not stop the others; it is listed in :attr:`PredictRun.failures`.
 
 >>> from VirtualBiopsyLib.inference.runner import predict_paths
 >>> run = predict_paths([Path("exam")], Path("out"))  # doctest: +SKIP
@@ -14,19 +20,30 @@ others; it is listed in :attr:`PredictRun.failures`.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from VirtualBiopsyLib.errors import CaseError, ImageError, ImageReadError, OutputExistsError
 from VirtualBiopsyLib.images.cases import Case, group_cases
 from VirtualBiopsyLib.images.readers import scan
+from VirtualBiopsyLib.inference.output import OutputFolder, check_writable
 from VirtualBiopsyLib.inference.progress import NullProgress, ProgressReporter, ScaledProgress
 from VirtualBiopsyLib.inference.result import RESULT_FILE, CaseResult
 from VirtualBiopsyLib.models.package import ModelPackage, demo_package_path, load_package
 
 log = logging.getLogger(__name__)
+
+
+class CasePredictor(Protocol):
+    """What :func:`predict_cases` needs: a :class:`~VirtualBiopsyLib.inference.pipeline.
+    Pipeline`, or a stand-in in tests."""
+
+    def run(self, case: Case, progress: ProgressReporter | None = None) -> CaseResult: ...
 
 
 @dataclass
@@ -40,11 +57,14 @@ class GatheredCases:
 
 @dataclass
 class PredictRun:
-    """What a batch run produced: one result per classified case, and the failures."""
+    """What a batch run produced: one result per classified case, and the rest."""
 
     results: list[CaseResult] = field(default_factory=list)
     folders: list[Path] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # cases not classified: "key: why"
+    conflicts: list[str] = field(default_factory=list)  # cases another run wrote meanwhile
+    kept: list[str] = field(default_factory=list)  # keys of finished cases left as they were
+    cleared: list[Path] = field(default_factory=list)  # stale partial folders removed
     gathered: GatheredCases | None = None
 
     @property
@@ -75,31 +95,33 @@ def resolve_package(model_dir: Path | None) -> ModelPackage:
     return load_package(model_dir if model_dir is not None else demo_package_path())
 
 
-def check_outputs(cases: Sequence[Case], out_dir: Path, overwrite: bool) -> None:
-    """Refuse early (before any model work) when a case folder exists and may not go."""
-    if overwrite:
-        return
-    existing = [case.key for case in cases if (Path(out_dir) / case.key).exists()]
-    if existing:
+def cases_to_write(cases: Sequence[Case], output: OutputFolder) -> tuple[list[Case], list[str]]:
+    """(cases to compute, keys kept as they are). Without overwrite a finished case is
+    kept; :class:`OutputExistsError` when that leaves nothing to do."""
+    if output.overwrite:
+        return list(cases), []
+    kept = output.finished(case.key for case in cases)
+    if kept and len(kept) == len(cases):
         raise OutputExistsError(
-            f"{out_dir}: output exists for {', '.join(existing)}; use --overwrite to replace"
+            f"{output.folder}: output exists for {', '.join(kept)}; use --overwrite to replace"
         )
+    return [case for case in cases if case.key not in kept], kept
 
 
 def predict_cases(
-    pipeline: object,
+    pipeline: CasePredictor,
     cases: Sequence[Case],
-    out_dir: Path,
+    output: OutputFolder,
     *,
-    overwrite: bool = False,
     export_dicom: bool = False,
     progress: ProgressReporter | None = None,
     start: float = 0.0,
 ) -> PredictRun:
     """Run ``pipeline`` on each case and write each result; failures are collected.
 
-    An unreadable image or an unclassifiable case becomes a failure line; a bad model or
-    an output conflict stops the run (they would hit every case).
+    An unreadable image or an unclassifiable case becomes a failure line, a case folder
+    another run finished meanwhile a conflict; a bad model stops the run (it would hit
+    every case).
     """
     progress = progress or NullProgress()
     run = PredictRun()
@@ -107,18 +129,29 @@ def predict_cases(
     for index, case in enumerate(cases):
         case_progress = ScaledProgress(progress, start + index * share, start + (index + 1) * share)
         try:
-            result = pipeline.run(case, case_progress)  # type: ignore[attr-defined]
+            result = pipeline.run(case, case_progress)
         except (CaseError, ImageError) as error:
             run.failures.append(f"{case.key}: {error}")
             log.warning("case %s not classified: %s", case.key, error)
             continue
         case_progress.report("write", 1.0, f"{case.key}: writing results")
-        folder = result.write(Path(out_dir), overwrite=overwrite, export_dicom=export_dicom)
-        result.release_images()  # the numbers stay; the pictures are on disk now
-        run.results.append(result)
+        try:
+            folder = output.write_case(result, export_dicom=export_dicom)
+        except OutputExistsError as error:
+            run.conflicts.append(str(error))
+            continue
+        # the numbers stay; the pictures are on disk now and leave memory
+        run.results.append(_without_pictures(result))
         run.folders.append(folder)
+        del result
         release_memory()
     return run
+
+
+def _without_pictures(result: CaseResult) -> CaseResult:
+    from dataclasses import replace
+
+    return replace(result, pictures={}, saliency={})
 
 
 def release_memory() -> None:
@@ -127,9 +160,6 @@ def release_memory() -> None:
     Full-size images come and go with every case; without a trim the allocator keeps
     the freed pages and the process's resident size creeps up case after case.
     """
-    import contextlib
-    import ctypes
-
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
@@ -152,26 +182,29 @@ def predict_paths(
     from VirtualBiopsyLib.inference.pipeline import Pipeline
 
     progress = progress or NullProgress()
+    check_writable(out_dir)
     progress.report("scan", 0.0, "scanning inputs")
     gathered = gather_cases(paths)
-    check_outputs(gathered.cases, out_dir, overwrite)
-    progress.report("load", 0.02, "loading the model package")
-    package = package if package is not None else resolve_package(model_dir)
-    pipeline = Pipeline(
-        package,
-        device=device,
-        synthesis=synthesis,
-        saliency=saliency,
-        synthesis_precision=synthesis_precision,
-    )
-    run = predict_cases(
-        pipeline,
-        gathered.cases,
-        out_dir,
-        overwrite=overwrite,
-        export_dicom=export_dicom,
-        progress=progress,
-        start=0.05,
-    )
+    with OutputFolder(out_dir, overwrite=overwrite) as output:
+        todo, kept = cases_to_write(gathered.cases, output)
+        progress.report("load", 0.02, "loading the model package")
+        package = package if package is not None else resolve_package(model_dir)
+        with Pipeline(
+            package,
+            device=device,
+            synthesis=synthesis,
+            saliency=saliency,
+            synthesis_precision=synthesis_precision,
+        ) as pipeline:
+            run = predict_cases(
+                pipeline,
+                todo,
+                output,
+                export_dicom=export_dicom,
+                progress=progress,
+                start=0.05,
+            )
+        run.cleared = list(output.cleared)
+    run.kept = kept
     run.gathered = gathered
     return run

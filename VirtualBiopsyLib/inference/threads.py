@@ -15,27 +15,34 @@ twenty Grad-CAM passes took 0.74 s on 2 workers × 1 thread against 1.07 s one a
 other on 2 threads, the two generators 0.61 against 0.72 s (measured on the 2-core CI
 machine). torch releases the GIL inside its operators, so threads suffice.
 
+Nothing here is process-global state the library sets behind a caller's back: the
+command line's entry point calls :func:`configure_cpu_threads` once, before anything
+imports torch, and each :class:`ModelWorkers` belongs to one pipeline.
+
 >>> configure_cpu_threads()  # doctest: +SKIP
 True
->>> futures = [model_workers("cpu").submit(model, image) for model in models]  # doctest: +SKIP
+>>> workers = ModelWorkers("cpu")                                  # doctest: +SKIP
+>>> futures = [workers.submit(model, image) for model in models]  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 MAX_WORKERS = 4  # more side-by-side passes than this only add memory
-OUTPUT_WRITERS = 1  # beside the caller drawing the report; two writers peaked ~60 MB higher
-_POOLS: dict[tuple[object, ...], ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
+T = TypeVar("T")
 
 
 def configure_cpu_threads() -> bool:
-    """Ask OpenMP for sleeping idle threads; True when torch was not yet loaded."""
+    """Ask OpenMP for sleeping idle threads; True when torch was not yet loaded.
+
+    For a process's entry point only (``virtual-biopsy``'s ``main``): the variable is
+    read when torch loads, so setting it later would do nothing.
+    """
     if "torch" in sys.modules:
         return False
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -57,39 +64,29 @@ def worker_split(device_type: str) -> tuple[int, int]:
     return workers, max(1, total // workers)
 
 
-def model_workers(device_type: str) -> ThreadPoolExecutor:
-    """The process's pool for model passes on ``device_type``; each worker sets its own
+class ModelWorkers:
+    """Worker threads for a run's model passes on one device; each worker sets its own
     torch thread count (OpenMP keeps it per thread; the caller's count is untouched).
 
-    Made on first use and kept: warm threads reuse their allocator arenas and oneDNN
-    state case after case, and an idle worker costs nothing.
+    Owned by the :class:`~VirtualBiopsyLib.inference.pipeline.Pipeline` that made it and
+    shut down with it: warm threads reuse their allocator arenas and oneDNN state case
+    after case, and an idle worker costs nothing.
     """
-    import torch
 
-    workers, threads = worker_split(device_type)
-    return _shared_pool(
-        ("models", device_type, workers, threads),
-        lambda: ThreadPoolExecutor(
+    def __init__(self, device_type: str) -> None:
+        import torch
+
+        workers, threads = worker_split(device_type)
+        self.workers, self.threads = workers, threads
+        self._pool = ThreadPoolExecutor(
             workers,
             thread_name_prefix="virtual-biopsy",
             initializer=torch.set_num_threads,
             initargs=(threads,),
-        ),
-    )
+        )
 
+    def submit(self, function: Callable[..., T], /, *args: object) -> Future[T]:
+        return self._pool.submit(function, *args)
 
-def output_writers() -> ThreadPoolExecutor:
-    """The process's pool for writing a case's image files while the caller draws the
-    report (each file holds one full-size map while it is written)."""
-    return _shared_pool(
-        ("outputs",), lambda: ThreadPoolExecutor(OUTPUT_WRITERS, "virtual-biopsy-out")
-    )
-
-
-def _shared_pool(
-    key: tuple[object, ...], make: Callable[[], ThreadPoolExecutor]
-) -> ThreadPoolExecutor:
-    with _POOLS_LOCK:
-        if key not in _POOLS:
-            _POOLS[key] = make()
-        return _POOLS[key]
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

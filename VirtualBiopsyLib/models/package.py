@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import VirtualBiopsyLib
+from VirtualBiopsyLib.atomic_io import staged_folder, write_bytes_atomic
 from VirtualBiopsyLib.errors import ModelPackageError, OutputExistsError
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
 from VirtualBiopsyLib.models.names import GENERATOR_HYPERPARAMETERS, POOLINGS
@@ -29,7 +27,6 @@ from VirtualBiopsyLib.models.safetensors_io import (
     read_state_dict,
     sha256_bytes,
     sha256_file,
-    write_bytes_atomic,
     write_state_dict,
 )
 from VirtualBiopsyLib.roles import SLOTS, Modality, View
@@ -117,7 +114,9 @@ class FoldModels:
 
 @dataclass
 class ModelPackage:
-    """A verified model package. Networks load on first use and are cached.
+    """A verified model package (a plain record). Each ``load_*`` call builds a network
+    from its checked weights; keeping loaded networks for a run is the caller's job
+    (:class:`~VirtualBiopsyLib.inference.pipeline.LoadedModels`).
 
     >>> package = load_package(demo_package_path())            # doctest: +SKIP
     >>> package.is_demo, len(package.folds)                     # doctest: +SKIP
@@ -142,9 +141,6 @@ class ModelPackage:
     intended_use: str
     manifest: dict[str, Any] = field(repr=False)
     pooling: str = "avg"  # the classifiers' global pooling (the paper: average)
-    _cache: dict[tuple[str, str, str], nn.Module] = field(
-        default_factory=dict, repr=False, compare=False
-    )
 
     @property
     def slots(self) -> tuple[str, ...]:
@@ -154,25 +150,22 @@ class ModelPackage:
     def load_classifier(
         self, fold: int, slot: str, device: str | torch.device = "cpu"
     ) -> nn.Module:
-        """The classifier of ``slot`` in fold ``fold``, in eval mode on ``device`` (cached).
+        """The classifier of ``slot`` in fold ``fold``, in eval mode on ``device``.
 
         For inference only: its batch norms are folded into the convolutions
         (:func:`~VirtualBiopsyLib.models.classifiers.fold_batch_norms`), so it cannot be
         trained further; training builds its own networks.
         """
-        entry = self._classifier_entry(fold, slot)
-        key = ("classifier", f"{fold}/{slot}", str(device))
-        if key not in self._cache:
-            from VirtualBiopsyLib.models.classifiers import build_classifier, fold_batch_norms
+        from VirtualBiopsyLib.models.classifiers import build_classifier, fold_batch_norms
 
-            network = self._load_weights(
-                lambda: build_classifier(self.architecture, pooling=self.pooling),
-                entry.file,
-                entry.sha256,
-                device,
-            )
-            self._cache[key] = fold_batch_norms(network)
-        return self._cache[key]
+        entry = self._classifier_entry(fold, slot)
+        network = self._load_weights(
+            lambda: build_classifier(self.architecture, pooling=self.pooling),
+            entry.file,
+            entry.sha256,
+            device,
+        )
+        return fold_batch_norms(network)
 
     def load_generator(
         self,
@@ -187,18 +180,15 @@ class ModelPackage:
         entry = self.generators.get(View(view))
         if entry is None:
             return None
-        key = ("generator", View(view).value, f"{device}/{dtype}")
-        if key not in self._cache:
-            from VirtualBiopsyLib.models.generators import build_named_generator
+        from VirtualBiopsyLib.models.generators import build_named_generator
 
-            network = self._load_weights(
-                lambda: build_named_generator(entry.architecture, entry.hyperparameters),
-                entry.file,
-                entry.sha256,
-                device,
-            )
-            self._cache[key] = network.to(dtype) if dtype is not None else network
-        return self._cache[key]
+        network = self._load_weights(
+            lambda: build_named_generator(entry.architecture, entry.hyperparameters),
+            entry.file,
+            entry.sha256,
+            device,
+        )
+        return network.to(dtype) if dtype is not None else network
 
     def _classifier_entry(self, fold: int, slot: str) -> ClassifierEntry:
         if not 0 <= fold < len(self.folds):
@@ -309,8 +299,8 @@ def write_package(
         raise ValueError("a model package needs at least one fold")
     _refuse_existing(directory, overwrite)
     params = _preprocessing_params(preprocessing)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=_parent(directory)))
-    try:
+    # an existing folder was vetted by _refuse_existing: replace it once the new one is whole
+    with staged_folder(directory, replace=True) as staging:
         prefix = "demo_" if is_demo else ""
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -337,10 +327,6 @@ def write_package(
         _validate_schema(manifest, staging / MANIFEST_NAME)
         text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
         write_bytes_atomic(staging / MANIFEST_NAME, text.encode("utf-8"))
-        _move_into_place(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return directory
 
 
@@ -354,24 +340,6 @@ def _refuse_existing(directory: Path, overwrite: bool) -> None:
         raise OutputExistsError(
             f"{directory}: folder exists and is not empty; pass overwrite=True to replace it"
         )
-
-
-def _parent(directory: Path) -> Path:
-    parent = directory.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    return parent
-
-
-def _move_into_place(staging: Path, directory: Path) -> None:
-    """Swap the finished package in; an old package is removed only after the swap."""
-    os.chmod(staging, 0o755)
-    backup = None
-    if directory.exists():
-        backup = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        os.replace(directory, backup)
-    os.replace(staging, directory)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
 
 
 def _preprocessing_params(

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +26,15 @@ from typing import Any
 import numpy as np
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE
-from VirtualBiopsyLib.errors import CaseError, ImageError, ImageReadError, VirtualBiopsyError
-from VirtualBiopsyLib.inference.result import DEMO_MODEL_WARNING
+from VirtualBiopsyLib.atomic_io import write_atomically
+from VirtualBiopsyLib.errors import (
+    CaseError,
+    ImageError,
+    ImageReadError,
+    ResultFileError,
+    VirtualBiopsyError,
+)
+from VirtualBiopsyLib.inference.result import DEMO_MODEL_WARNING, read_result_json
 from VirtualBiopsyLib.roles import SLOTS, Laterality, parse_slot
 from VirtualBiopsyLib.slicer.geometry import (
     picture_from_node,
@@ -140,17 +145,11 @@ def case_identity(
 
 
 def _write_atomically(path: Path, write: Any, suffix: str) -> None:
-    """Write through a temp file in the same folder, then rename (no half-written files)."""
-    descriptor, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}-", suffix=suffix
-    )
-    os.close(descriptor)
-    try:
-        write(temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    """Write through a temp file in the same folder, then rename (no half-written files).
+
+    The library's one atomic writer; its temporary name keeps ``path``'s suffix.
+    """
+    write_atomically(Path(path), lambda temporary: write(str(temporary)))
 
 
 def write_picture_nrrd(picture: np.ndarray, spacing_rc: tuple[float, float], path: Path) -> None:
@@ -216,24 +215,13 @@ class ResultNodes:
         return [*self.synthetic.values(), *self.saliency.values(), self.table]
 
 
-_REQUIRED_KEYS = ("format_version", "notice", "probabilities", "label", "threshold")
-
-
 def read_result(result_json: Path | str) -> dict[str, Any]:
-    """Load and check ``result.json``; errors name the file and the missing part."""
-    path = Path(result_json)
+    """Load ``result.json`` and check it against its schema (the library's one reader);
+    errors name the file and the missing part."""
     try:
-        result = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ResultFormatError(path, f"cannot read result: {error}") from error
-    if not isinstance(result, dict):
-        raise ResultFormatError(path, "result.json is not a JSON object")
-    missing = [key for key in _REQUIRED_KEYS if key not in result]
-    if missing:
-        raise ResultFormatError(path, f"result.json lacks {', '.join(missing)}")
-    if "fused" not in result["probabilities"]:
-        raise ResultFormatError(path, "result.json has no fused probability")
-    return result
+        return read_result_json(Path(result_json))
+    except ResultFileError as error:
+        raise ResultFormatError(error.path, error.reason) from error
 
 
 def _inside(folder: Path, relative: str) -> Path:
