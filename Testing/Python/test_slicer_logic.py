@@ -18,7 +18,13 @@ from test_slicer_bridge import add_volume, marked_picture, write_result_folder
 from VirtualBiopsyLib.errors import CaseError
 from VirtualBiopsyLib.roles import Laterality
 from VirtualBiopsyLib.slicer import bridge
-from VirtualBiopsyLib.slicer.logic import RunOptions, VirtualBiopsyLogic, library_path_entry
+from VirtualBiopsyLib.slicer.logic import (
+    RunOptions,
+    VirtualBiopsyLogic,
+    library_path_entry,
+    model_dir_option,
+    model_folder_text,
+)
 from VirtualBiopsyLib.slicer.process import (
     JobCancelledError,
     JobState,
@@ -220,3 +226,9 @@ def test_parameter_node_is_the_modules_singleton(scene):
     assert node.GetSingletonTag() == "VirtualBiopsy"
     assert VirtualBiopsyLogic(scene).parameter_node() is node
     assert scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode") == 1
+
+
+def test_model_folder_field_never_shows_a_dot():
+    assert model_folder_text(".") == model_folder_text("") == model_folder_text(None) == ""
+    assert model_folder_text(" /models/v2 ") == "/models/v2"
+    assert model_dir_option(".") is None and model_dir_option("/m") == "/m"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from VirtualBiopsyLib.slicer import process as process_module
 from VirtualBiopsyLib.slicer.process import (
     JobCancelledError,
     JobState,
@@ -21,6 +22,7 @@ from VirtualBiopsyLib.slicer.process import (
     SubprocessRunner,
     parse_progress_line,
     predict_command,
+    session_launcher,
 )
 
 
@@ -168,6 +170,76 @@ def test_cancel_kills_the_process_tree(tmp_path, launcher):
     assert job.step() is JobState.CANCELLED
 
 
+LAUNCHER = """
+import subprocess, sys
+# like PythonSlicer: a launcher that runs the real interpreter as its child and waits
+sys.exit(subprocess.call([sys.executable, "-c", sys.argv[1]]))
+"""
+
+
+def _wait_started(job: PredictJob) -> None:
+    deadline = time.monotonic() + 20
+    while job.last_progress is None and time.monotonic() < deadline:
+        job.step()
+        time.sleep(0.05)
+    assert job.last_progress is not None and job.last_progress.step == "started"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process groups and ps")
+@pytest.mark.parametrize("without_proc", [False, True], ids=["proc", "no-proc (macOS): ps"])
+@pytest.mark.parametrize(
+    "launcher",
+    [session_launcher(dict(os.environ)), console_process_launcher],
+    ids=["own session (the module's)", "launchConsoleProcess-style"],
+)
+def test_cancel_stops_the_real_worker_behind_a_launcher(
+    tmp_path, monkeypatch, launcher, without_proc
+):
+    """launcher → interpreter → helper: cancel leaves none of them running."""
+    if without_proc:
+        monkeypatch.setattr(process_module, "PROC", tmp_path / "no-proc")
+    worker_pid, helper_pid = tmp_path / "worker.pid", tmp_path / "helper.pid"
+    worker = textwrap.dedent(
+        f"""
+        import json, os, subprocess, sys, time
+        open({str(worker_pid)!r}, "w").write(str(os.getpid()))
+        helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open({str(helper_pid)!r}, "w").write(str(helper.pid))
+        print(json.dumps({{"step": "started", "fraction": 0.05, "message": "busy"}}), flush=True)
+        time.sleep(60)
+        """
+    )
+    job = PredictJob(SubprocessRunner(launcher), [sys.executable, "-c", LAUNCHER, worker])
+    job.start()
+    _wait_started(job)
+    pids = [job.runner.pid, int(worker_pid.read_text()), int(helper_pid.read_text())]
+    assert all(_alive(pid) for pid in pids)
+
+    job.cancel()
+
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [pid for pid in pids if _alive(pid)] == []
+    assert job.state is JobState.CANCELLED
+
+
+def test_session_launcher_uses_the_given_environment():
+    job = PredictJob(
+        SubprocessRunner(session_launcher({"PATH": os.environ["PATH"], "VB_BASE": "startup"})),
+        [
+            sys.executable,
+            "-c",
+            "import json, os; print(json.dumps({'step': 'done', 'fraction': 1, "
+            "'message': os.environ['VB_BASE'] + '/' + os.environ['VB_EXTRA'] + '/' + "
+            "str(os.getpgid(0) == os.getpid()), 'results': []}))",
+        ],
+        env_updates={"VB_EXTRA": "update"},
+    )
+    job.wait(timeout=20)
+    assert job.last_progress.message == "startup/update/True"  # own process group
+
+
 def test_timeout_cancels():
     job = python_job("import time; time.sleep(30)")
     ticks = iter(range(100))
@@ -205,3 +277,5 @@ def test_predict_command_arguments():
     ]
     with pytest.raises(ValueError, match="device"):
         predict_command("in", "out", device="tpu")
+    several = predict_command(["a.dcm", "b.dcm", "folder"], "out")
+    assert several[4:8] == ["a.dcm", "b.dcm", "folder", "--out"]

@@ -274,8 +274,8 @@ def ensure_dependencies(
     Slicer without the PyTorch extension but with torch works). Returns False when the
     user declined, the PyTorch extension is missing, or Slicer's own packages are too old.
     The module passes ``slicer.util.confirmOkCancelDisplay``, a factory of
-    ``PyTorchUtilsLogic()`` and :func:`pip_ensure_with_constraints` around
-    ``slicer.packaging.pip_ensure``.
+    ``PyTorchUtilsLogic()`` and ``slicer.packaging.pip_ensure`` given the file of
+    :func:`write_constraints` (the user has confirmed already: no second prompt).
 
     >>> ensure_dependencies(InstallPlan({}, []), confirm=None, torch_installer=None,
     ...                     pip_install=None)
@@ -309,23 +309,6 @@ def write_constraints(path: Path | str, requirements: Sequence[str]) -> Path:
     lines = pip_constraints(installed_distributions(), requirements)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def pip_ensure_with_constraints(
-    pip_ensure: Callable[..., Any], requirements: Sequence[str], folder: Path | str
-) -> Any:
-    """Call ``slicer.packaging.pip_ensure`` with the constraints file written in ``folder``.
-
-    The user has confirmed already (one dialog for torch and the rest), so pip_ensure
-    does not ask again.
-    """
-    constraints = write_constraints(Path(folder) / "VirtualBiopsy-constraints.txt", requirements)
-    return pip_ensure(
-        list(requirements),
-        constraints=str(constraints),
-        prompt_install=False,
-        requester="VirtualBiopsy",
-    )
 
 
 # --------------------------------------------------------------------------- pip report

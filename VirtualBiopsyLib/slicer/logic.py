@@ -90,6 +90,23 @@ class CaseRun:
     shown: dict[str, str] = field(default_factory=dict)
 
 
+def model_folder_text(value: Path | str | None) -> str:
+    """What the model-folder field shows: empty for "no folder" (never ``"."``).
+
+    ``str(pathlib.Path(""))`` is ``"."``, which a path parameter would put in the field.
+
+    >>> model_folder_text("."), model_folder_text(None), model_folder_text("/models/v2")
+    ('', '', '/models/v2')
+    """
+    text = str(value or "").strip()
+    return "" if text in ("", ".") else text
+
+
+def model_dir_option(value: Path | str | None) -> str | None:
+    """The ``--model`` folder for a field's text; None means the bundled demo model."""
+    return model_folder_text(value) or None
+
+
 def library_path_entry() -> str:
     """The folder holding the ``VirtualBiopsyLib`` package, for the child's PYTHONPATH."""
     return str(Path(VirtualBiopsyLib.__file__).resolve().parent.parent)
