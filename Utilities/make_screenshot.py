@@ -1,8 +1,11 @@
 """Render the extension's catalog screenshot: the 2×2 slice views after a demo-model run.
 
 Uses the real MRML scene and slice logics from slicer-core (no Slicer application, no
-OpenGL), the library's Slicer logic and the bundled demo model on a phantom case whose
-DES MLO is missing (so a synthetic image shows). Run from the repository root:
+OpenGL), the library's Slicer logic and the bundled demo model on the Sample Data phantom
+exam with its DES MLO left out (so a synthetic image shows). The four views are placed
+where Slicer's TwoOverTwo layout puts them (top Red | Slice4, bottom Green | Yellow, taken
+from slicer-core's own vtkMRMLLayoutLogic) and fitted by the logic, as in the app.
+Run from the repository root:
 
     .venv/bin/python Utilities/make_screenshot.py
 """
@@ -18,12 +21,13 @@ import slicer.util
 import vtk
 from PIL import Image, ImageDraw
 
-from VirtualBiopsyLib.inference.fixtures import write_slot_folder
 from VirtualBiopsyLib.slicer import bridge
 from VirtualBiopsyLib.slicer.logic import RunOptions, VirtualBiopsyLogic
+from VirtualBiopsyLib.slicer.sample_data import load_sample_exam
 
 OUTPUT = Path("VirtualBiopsy/Resources/Screenshots/VirtualBiopsy-views.png")
 CAPTION = "Synthetic phantom case, demo model (synthetic training data) - research use only"
+GAP = 6
 
 
 def main() -> None:
@@ -41,18 +45,17 @@ def main() -> None:
         node.SetOrientationToAxial()
         node.SetDimensions(320, 320, 1)
         logics[view] = logic
-    slots = ("LE_CC", "LE_MLO", "DES_CC")
-    phantom = write_slot_folder(work / "phantom", list(slots), laterality="L", size="small")
-    for slot in slots:
-        picture, spacing = bridge.read_picture_nrrd(phantom / f"{slot}.nrrd")
-        node = bridge.add_picture_volume(scene, picture, spacing, f"P1_L_{slot}", None)
-        node.RemoveAttribute("VirtualBiopsy.Result")
-    VirtualBiopsyLogic(scene, work_root=work / "run").run(options=RunOptions(python=sys.executable))
-    tiles = [_render(scene, logic, work / f"{view}.png") for view, logic in logics.items()]
-    width, height = tiles[0].size
-    sheet = Image.new("RGB", (2 * width + 6, 2 * height + 36), (30, 30, 30))
-    for index, tile in enumerate(tiles):
-        sheet.paste(tile, ((index % 2) * (width + 6), (index // 2) * (height + 6)))
+    nodes = load_sample_exam(scene, work / "phantom")
+    scene.RemoveNode(nodes.pop("DES_MLO"))  # missing: the module synthesizes it
+    VirtualBiopsyLogic(
+        scene, work_root=work / "run", fit_view=bridge.slice_logic_fitter(logics)
+    ).run(nodes, RunOptions(python=sys.executable))
+    tiles = {view: _render(scene, logic, work / f"{view}.png") for view, logic in logics.items()}
+    width, height = next(iter(tiles.values())).size
+    sheet = Image.new("RGB", (2 * width + GAP, 2 * height + GAP + 30), (30, 30, 30))
+    for view, tile in tiles.items():
+        row, column = bridge.VIEW_POSITIONS[view]
+        sheet.paste(tile, (column * (width + GAP), row * (height + GAP)))
     ImageDraw.Draw(sheet).text((6, 2 * height + 16), CAPTION, fill=(255, 255, 255))
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(OUTPUT, optimize=True)
@@ -60,7 +63,6 @@ def main() -> None:
 
 
 def _render(scene: slicer.vtkMRMLScene, logic: slicer.vtkMRMLSliceLogic, path: Path) -> Image:
-    logic.FitSliceToAll()
     writer = vtk.vtkPNGWriter()
     writer.SetInputConnection(logic.GetImageDataConnection())
     writer.SetFileName(str(path))

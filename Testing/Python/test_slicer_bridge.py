@@ -223,6 +223,10 @@ def test_case_identity_needs_laterality(scene):
         bridge.case_identity(scene, {"LE_CC": node}, None)
     identity = bridge.case_identity(scene, {"LE_CC": node}, "L")
     assert identity.laterality == Laterality.L
+    from VirtualBiopsyLib.images.identity import uid_problem
+
+    assert uid_problem(identity.study_uid) is None  # the readers accept the stand-in UID
+    assert bridge.case_identity(scene, {"LE_CC": node}, "L") == identity  # stable
 
 
 def test_case_identity_reads_dicom_study(scene):

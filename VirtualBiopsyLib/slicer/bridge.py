@@ -34,6 +34,7 @@ from VirtualBiopsyLib.errors import (
     ResultFileError,
     VirtualBiopsyError,
 )
+from VirtualBiopsyLib.images.cases import derived_uid
 from VirtualBiopsyLib.inference.result import DEMO_MODEL_WARNING, read_result_json
 from VirtualBiopsyLib.roles import SLOTS, Laterality, parse_slot
 from VirtualBiopsyLib.slicer.geometry import (
@@ -139,7 +140,8 @@ def case_identity(
     study = _study_attribute(scene, first, "DICOM.StudyInstanceUID")
     return CaseIdentity(
         patient_id=patient or f"slicer-scene-{id(scene):x}",
-        study_uid=study or f"slicer-{first.GetID()}",
+        # a DICOM UID derived from scene and node, stable for this scene (readers check UIDs)
+        study_uid=study or derived_uid("VirtualBiopsy scene", f"{id(scene):x}", first.GetID()),
         laterality=Laterality(laterality),
     )
 
