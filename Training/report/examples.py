@@ -113,6 +113,7 @@ def generation_material(
         with torch.inference_mode():
             synthetic = synthesize_des(generator.eval(), torch.from_numpy(le[:, None].copy()))
         synthetic = synthetic[:, 0].numpy()
+        shown: set[int] = set()  # one example per class and fold
         for index, pair in enumerate(pairs):
             label = int(labels.get(pair.le_path, 0))
             if all_pairs:
@@ -125,7 +126,8 @@ def generation_material(
                         **metrics,
                     }
                 )
-            if _wants(material, wanted, label, view.value):
+            if label not in shown and _wants(material, wanted, label, view.value):
+                shown.add(label)
                 example = GenerationExample(
                     fold, view.value, label, le[index], des[index], synthetic[index]
                 )
