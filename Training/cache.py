@@ -9,8 +9,9 @@ written atomically and read with ``allow_pickle=False``.
 
 The first run of a real data set reads thousands of full-size images, so
 :meth:`PreprocessedCache.fill` hashes, decodes and preprocesses in parallel worker
-processes (spawned; they import the readers, never torch) behind a progress bar, and
-reports images/s (:class:`FillReport`). A stand-in ``loader`` (tests) runs in-process.
+processes (forked from a fork server that imported the readers once, never torch)
+behind a progress bar, and reports images/s (:class:`FillReport`). A stand-in
+``loader`` (tests) runs in-process.
 
 >>> from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
 >>> cache = PreprocessedCache(Path("runs/cache"), PreprocessingParams(size=64))  # doctest: +SKIP
@@ -101,6 +102,27 @@ def _start_worker(root: str, params: dict) -> None:
     from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
 
     _worker_cache = PreprocessedCache(Path(root), PreprocessingParams.from_dict(params))
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Fork-server workers where the platform has them, else spawned ones.
+
+    Never plain fork: the parent may be a training run with torch (and CUDA, tqdm) threads.
+    The fork server is a fresh single-threaded process that imports the readers once and
+    forks each worker from itself, so N workers do not each import them again.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(_WORKER_MODULES))
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+_WORKER_MODULES = (
+    "Training.cache",
+    "VirtualBiopsyLib.images.readers",
+    "VirtualBiopsyLib.images.preprocessing",
+)
 
 
 def _fill_in_worker(path: Path) -> _Outcome:
@@ -230,7 +252,7 @@ class PreprocessedCache:
                     bar.update()
             else:
                 used = count
-                context = multiprocessing.get_context("spawn")  # safe with torch and CUDA
+                context = _worker_context()
                 with ProcessPoolExecutor(
                     count,
                     mp_context=context,
