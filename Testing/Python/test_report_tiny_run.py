@@ -9,6 +9,7 @@ are noise from synthetic data and are not checked for size.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from dataclasses import replace
@@ -86,10 +87,16 @@ def test_report_of_the_tiny_run_opens_and_every_figure_renders(report: Path, tin
     record = json.loads((tiny_run[1] / "run.json").read_text())
     assert record["manifest_sha256"] in markdown
     assert VirtualBiopsyLib.SYNTHETIC_NOTICE in markdown
-    assert (
-        "pooled" in (report / "generation.csv").read_text()
-        or "mse_ci_low" in (report / "generation.csv").read_text()
-    )
+    lines = [
+        line
+        for line in (report / "generation.csv").read_text().splitlines()
+        if not line.startswith("#")
+    ]
+    rows = list(csv.DictReader(lines))
+    assert {row["view"] for row in rows} == {"CC", "MLO"}
+    for row in rows:  # patient-bootstrap interval around the pooled mean of the test pairs
+        low, mean, high = (float(row[k]) for k in ("mse_ci_low", "mse", "mse_ci_high"))
+        assert low <= mean <= high and int(row["pairs"]) > 0
 
 
 def test_recomputed_generation_metrics_equal_those_recorded_by_training(tiny_run) -> None:
