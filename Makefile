@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint venv demo-model benchmarks clean
+.PHONY: demo test lint venv demo-model benchmarks slicer-env clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,9 @@ benchmarks: $(STAMP)
 	$(BIN)/python Testing/benchmarks/bench_predict.py
 	$(BIN)/python Testing/benchmarks/bench_training.py
 
+# Slicer 5.12's bundled packages: pip dry-run of the module's set + inference tests (CI runs it)
+slicer-env: $(STAMP)
+	$(BIN)/python Testing/SlicerEnvironment/check_slicer_512.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) .venv-slicer512 build *.egg-info

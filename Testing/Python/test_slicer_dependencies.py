@@ -188,6 +188,8 @@ def test_report_check_finds_a_replaced_package():
     }
     assert replaced_by_report(report, protected) == ["numpy: 2.4.6 -> 2.5.0"]
     assert replaced_by_report({"install": report["install"][:1]}, protected) == []
+    same = {"install": [{"metadata": {"name": "torch", "version": "2.13.0"}}]}
+    assert replaced_by_report(same, protected) == []  # a reinstall of the same version
 
 
 class FakeTorchInstaller:

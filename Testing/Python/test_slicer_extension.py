@@ -260,7 +260,8 @@ def test_library_import_stays_light():
 
     code = (
         "import sys, VirtualBiopsyLib, VirtualBiopsyLib.slicer.logic, "
-        "VirtualBiopsyLib.slicer.dependencies; "
+        "VirtualBiopsyLib.slicer.dependencies, VirtualBiopsyLib.slicer.case_review, "
+        "VirtualBiopsyLib.slicer.sample_data, VirtualBiopsyLib.slicer.inputs; "
         "print(sorted(m for m in ('torch', 'torchvision', 'monai') if m in sys.modules))"
     )
     out = subprocess.run(
@@ -310,6 +311,14 @@ def test_ui_has_the_panel_controls(ui_tree):
         "statusLabel": "QLabel",
         "resultsTableView": "qMRMLTableView",
         "noticeLabel": "QLabel",
+        "caseReviewCollapsibleButton": "ctkCollapsibleButton",
+        "findInSceneButton": "QPushButton",
+        "reviewFolderButton": "ctkDirectoryButton",
+        "runReviewButton": "QPushButton",
+        "cancelReviewButton": "QPushButton",
+        "reviewTableView": "qMRMLTableView",
+        "exportCsvButton": "QPushButton",
+        "reviewStatusLabel": "QLabel",
     }
     for name, widget_class in expected.items():
         assert widgets[name].get("class") == widget_class
@@ -320,7 +329,20 @@ def test_ui_has_the_panel_controls(ui_tree):
         for c in ui_tree.iter("connection")
         if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
     }
-    assert {"leCCSelector", "desMLOSelector", "resultsTableView"} <= scene_receivers
+    assert {"leCCSelector", "desMLOSelector", "resultsTableView", "reviewTableView"} <= (
+        scene_receivers
+    )
+
+
+def test_module_uses_only_widgets_of_its_ui(ui_tree, module_tree):
+    """Every ``self.ui.<name>`` the module file touches is a widget of the .ui file."""
+    used = {
+        node.attr
+        for node in ast.walk(module_tree)
+        if isinstance(node, ast.Attribute) and _dotted(node.value) == "self.ui"
+    }
+    assert used, "the module should use its .ui widgets"
+    assert used <= set(_widgets(ui_tree)), f"not in the .ui: {used - set(_widgets(ui_tree))}"
 
 
 def test_ui_parameter_bindings_match_parameter_node(ui_tree, module_tree, slicer_api):

@@ -65,8 +65,8 @@ def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
 def main() -> int:
     started = time.monotonic()
     python = ENVIRONMENT / "bin" / "python"
-    if not python.exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(ENVIRONMENT)
+    # always fresh: a dry-run into an environment that already holds the set proves nothing
+    venv.EnvBuilder(with_pip=True, clear=True).create(ENVIRONMENT)
     pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
     run(*pip, "install", "-q", "-r", str(BUNDLED), *TORCH_PINS)
 

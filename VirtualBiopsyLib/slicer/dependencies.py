@@ -335,7 +335,7 @@ def replaced_by_report(report: Mapping[str, Any], protected: Mapping[str, str]) 
     for item in report.get("install", []):
         meta = item.get("metadata", {})
         name = normalize_name(str(meta.get("name", "")))
-        if name in protected:
+        if name in protected and str(meta.get("version")) != protected[name]:
             changed.append(f"{name}: {protected[name]} -> {meta.get('version')}")
     return sorted(changed)
 
