@@ -53,6 +53,8 @@ FILES = {
     f"{LOW}/P4_L_DM_CC.jpg": 12,  # conflicting labels for one breast
     f"{SUB}/P4_L_CM_CC.jpg": 13,
     f"{LOW}/P5_R_DM_CC.jpg": 14,  # image without annotation
+    f"{LOW}/P9_R_DM_CC.jpg": 16,  # the finding shows on CC only: MLO annotated Normal
+    f"{LOW}/P9_R_DM_MLO.jpg": 17,
     f"{LOW}/scout.jpg": 15,  # not a CDD-CESM name
 }
 ROWS = [
@@ -70,6 +72,8 @@ ROWS = [
     _row("P3_R_DM_CC", "Malignant", "b"),
     _row("P4_L_DM_CC", "Benign", 4),
     _row("P4_L_CM_CC", "Malignant", 4),
+    _row("P9_R_DM_CC", "Benign", "a"),
+    _row("P9_R_DM_MLO", "Normal", "a"),
     _row("P6_L_DM_MLO", "Benign", 1),  # annotation without image
     _row("P7_L_DM_CC", "Unknown", 1),  # not one of the data set's three values
     _row("Scan 7", "Benign", 1),  # not an image name
@@ -123,6 +127,8 @@ EXPECTED = [
     ("P3", "L", "CC", "LE", "P3_L_DM_CC.jpg", "normal", "b", "early", False),
     ("P3", "L", "CC", "DES", "P3_L_CM_CC.jpg", "normal", "b", "early", False),
     ("P3", "R", "CC", "LE", "P3_R_DM_CC.jpg", "malignant", "b", "early", False),
+    ("P9", "R", "CC", "LE", "P9_R_DM_CC.jpg", "benign", "a", "early", False),
+    ("P9", "R", "MLO", "LE", "P9_R_DM_MLO.jpg", "benign", "a", "early", False),
 ]
 EXPECTED_LEFT_OUT = {
     (f"{LOW}/P4_L_DM_CC.jpg", "conflicting labels for one breast"),
@@ -130,9 +136,9 @@ EXPECTED_LEFT_OUT = {
     (f"{LOW}/P5_R_DM_CC.jpg", "image without annotation"),
     (f"{LOW}/scout.jpg", "not a CDD-CESM image"),
     (f"{LOW}/P8_L_DM_CC.jpg", "unreadable file"),
-    ("sheet row 16", "annotation without image"),
-    ("sheet row 17", "unknown pathology value"),
-    ("sheet row 18", "Image_name is not P{id}_{L|R}_{DM|CM}_{CC|MLO}"),
+    ("sheet row 18", "annotation without image"),
+    ("sheet row 19", "unknown pathology value"),
+    ("sheet row 20", "Image_name is not P{id}_{L|R}_{DM|CM}_{CC|MLO}"),
 }
 
 
@@ -144,10 +150,13 @@ def test_every_image_becomes_one_row_with_its_breast_label(cdd_set, tmp_path) ->
     assert all(row.path.is_file() for row in rows)  # relative to the manifest's own folder
     assert {row.study_uid for row in rows if row.patient_id == "P1"} == {cdd_set_uid("P1")}
     assert summary["pairs_per_view"] == {"CC": 3, "MLO": 2}
-    assert summary["labels_per_view"]["CC"] == {"malignant": 2, "benign": 1, "normal": 1}
-    assert summary["classifier_cases"] == {"malignant": 2, "benign": 1}  # normal left out
-    assert summary["acr_density"] == {"b": 3, "c": 1}
-    assert (summary["images"], summary["patients"], summary["breasts"]) == (11, 3, 4)
+    assert summary["labels_per_view"]["CC"] == {"malignant": 2, "benign": 2, "normal": 1}
+    assert summary["classifier_cases"] == {"malignant": 2, "benign": 2}  # normal left out
+    assert summary["acr_density"] == {"a": 1, "b": 3, "c": 1}
+    assert (summary["images"], summary["patients"], summary["breasts"]) == (13, 4, 5)
+    assert summary["notes"] == {
+        "breast with normal and abnormal images (labelled by the finding)": 1
+    }
 
 
 def cdd_set_uid(patient: str) -> str:
@@ -188,7 +197,7 @@ def test_command_line_prints_the_summary_without_patient_ids(cdd_set, tmp_path, 
     out = tmp_path / "cli" / "manifest.csv"
     assert main(["import", "cdd-cesm", str(cdd_set), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "images 11, patients 3, breasts 4" in printed
+    assert "images 13, patients 4, breasts 5" in printed
     assert "image without annotation" in printed and "conflicting labels" in printed
     assert not PATIENT_TOKEN.search(printed), printed
     summary = json.loads(summary_path_for(out).read_text())

@@ -32,7 +32,7 @@ from Training.importers.sheets import (
     read_sheet,
 )
 from Training.importers.summary import ImportResult, LeftOut
-from Training.importers.values import parse_density
+from Training.importers.values import breast_label, parse_density
 from VirtualBiopsyLib import SYNTHETIC_NOTICE
 from VirtualBiopsyLib.images.mammogram import ImageInfo
 from VirtualBiopsyLib.images.raster_reader import parse_cdd_cesm_name
@@ -251,12 +251,15 @@ def import_cdd_cesm(
     rows: list[TrainingManifestRow] = []
     for keys in breasts.values():
         labels = set().union(*(annotated[key].labels for key in keys))
-        if len(labels) > 1:
+        label_text = breast_label(label.text for label in labels)
+        if label_text is None:
             names = ", ".join(sorted(label.text for label in labels))
             for key in keys:
                 item = _relative(images[key].path, folder)
                 left_out.append(LeftOut(item, "conflicting labels for one breast", names))
             continue
+        if len(labels) > 1:
+            notes["breast with normal and abnormal images (labelled by the finding)"] += 1
         densities = [d for key in keys for d in annotated[key].densities]
         if len(set(densities)) > 1:
             notes["breast with differing densities (first row's used)"] += 1
@@ -270,7 +273,7 @@ def import_cdd_cesm(
                     view=info.view,
                     modality=info.modality,
                     path=info.path,
-                    label=next(iter(labels)),
+                    label=BiopsyLabel.from_text(label_text),
                     acr_density=densities[0] if densities else "",
                     phase="early",
                     synthetic=synthetic,

@@ -39,7 +39,7 @@ from Training.importers.clinical_sheet import (
 )
 from Training.importers.sheets import ImportInputError, read_sheet
 from Training.importers.summary import ImportResult, LeftOut
-from Training.importers.values import LABEL_VALUES, ValueMapping
+from Training.importers.values import LABEL_VALUES, ValueMapping, breast_label
 from VirtualBiopsyLib.images.cases import group_cases
 from VirtualBiopsyLib.images.mammogram import ImageInfo
 from VirtualBiopsyLib.images.readers import scan
@@ -225,15 +225,19 @@ def import_dicom_exams(
         breasts[(info.patient_id, info.study_uid, info.laterality)].append(path)
     rows: list[TrainingManifestRow] = []
     phase_rules: list[dict[str, str]] = []
+    notes_extra: Counter = Counter()
     for paths in breasts.values():
-        labels = {matched[path][0].label for path in paths}
-        if len(labels) > 1:
-            names = ", ".join(sorted(str(label) for label in labels))
+        labels = {matched[path][0].label or "" for path in paths}
+        label_text = breast_label(labels)
+        if label_text is None:
+            names = ", ".join(sorted(labels))
             for path in paths:
                 left_out.append(
                     LeftOut(_relative(path, folder), "conflicting labels for one breast", names)
                 )
             continue
+        if len(labels) > 1:
+            notes_extra["breast with normal and abnormal images (labelled by the finding)"] += 1
         for path in paths:
             info = infos_by_path[path]
             record, phase, rule, synthetic = matched[path]
@@ -245,7 +249,7 @@ def import_dicom_exams(
                     view=info.view,
                     modality=info.modality,
                     path=path,
-                    label=BiopsyLabel.from_text(record.label or ""),
+                    label=BiopsyLabel.from_text(label_text),
                     acr_density=record.acr_density,
                     phase=phase,
                     synthetic=synthetic,
@@ -257,6 +261,7 @@ def import_dicom_exams(
     rows.sort(key=_order)
     phase_rules.sort(key=lambda item: item["path"])
     notes = Counter("image without ACR density" for row in rows if not row.acr_density)
+    notes.update(notes_extra)
     return ImportResult(
         "dicom",
         folder,

@@ -41,6 +41,25 @@ def parse_density(value: object) -> str:
     return "abcd"["1234".index(found)] if found.isdigit() else found
 
 
+def breast_label(labels: Iterable[str]) -> str | None:
+    """One label for a breast from its images' labels; ``None`` when they conflict.
+
+    An image labelled ``normal`` shows no finding; it does not contradict a finding seen on
+    the breast's other images, so ``normal`` + ``benign`` is ``benign``. Only ``benign``
+    together with ``malignant`` is a conflict.
+
+    >>> breast_label(["normal", "benign"]), breast_label(["normal"])
+    ('benign', 'normal')
+    >>> breast_label(["benign", "malignant"]) is None
+    True
+    """
+    found = set(labels)
+    findings = found - {"normal"}
+    if len(findings) > 1:
+        return None
+    return next(iter(findings)) if findings else ("normal" if found else None)
+
+
 def _key(value: object) -> str:
     return cell_text(value).casefold()
 
