@@ -10,6 +10,7 @@ the file and the attribute. The limits come from :mod:`VirtualBiopsyLib.limits`.
 from __future__ import annotations
 
 import math
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, BinaryIO
 
 from pydicom.dataset import Dataset
 
-from VirtualBiopsyLib.errors import ImageReadError, UnsupportedImageError
+from VirtualBiopsyLib.errors import ImageReadError
 from VirtualBiopsyLib.images.identity import patient_id_problem, uid_problem
 from VirtualBiopsyLib.limits import (
     LimitExceededError,
@@ -58,8 +59,12 @@ def _number(ds: Dataset, keyword: str, path: Path) -> float | None:
     return number
 
 
+_LABELS = {"ModalityLUTSequence": "Modality LUT Sequence", "VOILUTSequence": "VOI LUT Sequence"}
+
+
 def _label(keyword: str) -> str:
-    return "".join(f" {c}" if c.isupper() else c for c in keyword).strip()
+    """``"WindowWidth"`` → ``"Window Width"`` (the attribute's name in the standard)."""
+    return _LABELS.get(keyword) or re.sub(r"(?<=[a-z])(?=[A-Z])", " ", keyword)
 
 
 def check_pixel_module(ds: Dataset, path: Path) -> None:
@@ -81,7 +86,7 @@ def check_pixel_module(ds: Dataset, path: Path) -> None:
         raise ImageReadError(path, "Pixel Representation must be 0 or 1")
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     if photometric not in GREY_PHOTOMETRICS:
-        raise UnsupportedImageError(
+        raise ImageReadError(
             path, f"Photometric Interpretation {photometric or 'missing'} is not grey-level"
         )
     _check_rescale(ds, path)

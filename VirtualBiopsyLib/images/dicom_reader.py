@@ -268,7 +268,7 @@ def _check_pixel_data(handle, ds: Dataset, path: Path) -> None:
     if (group, element) not in _PIXEL_TAGS:
         raise ImageReadError(path, "no pixel data element")
     if (group, element) in _FLOAT_PIXEL_TAGS:
-        raise UnsupportedImageError(
+        raise ImageReadError(
             path,
             f"{_FLOAT_PIXEL_TAGS[(group, element)]} (floating-point pixels) is not a "
             "mammogram; Digital Mammography stores integers",
@@ -481,7 +481,7 @@ def read_dicom_image(path: Path | str, info: ImageInfo | None = None) -> Mammogr
     if stored.ndim != 2:
         raise ImageReadError(path, f"expected one 2-D frame, got pixel array {stored.shape}")
     if stored.dtype.kind not in "ui":
-        raise UnsupportedImageError(path, f"pixel data decode to {stored.dtype}, not integers")
+        raise ImageReadError(path, f"pixel data decode to {stored.dtype}, not integers")
     try:
         pixels, transform = display_pixels(stored, ds)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, struct.error) as error:

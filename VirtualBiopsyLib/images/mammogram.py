@@ -102,6 +102,7 @@ def capture_decoder_messages() -> Iterator[list[str]]:
             _warnings.simplefilter("always")
             yield messages
         messages.extend(" ".join(str(w.message).split())[:300] for w in caught)
+        messages[:] = list(dict.fromkeys(messages))  # pydicom both warns and logs each one
     finally:
         for logger, (propagate, _level) in zip(loggers, saved, strict=True):
             logger.removeHandler(handler)

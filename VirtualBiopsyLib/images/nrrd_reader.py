@@ -77,7 +77,7 @@ def read_case_json(folder: Path) -> dict[str, str] | None:
     {'patient_id': 'anon-7', 'study_uid': '1.2.3', 'laterality': 'L'}
     """
     case_file = folder / CASE_FILE
-    if not case_file.is_file():
+    if not os.path.lexists(case_file):
         return None
     try:
         identity = load_json_file(case_file)
@@ -205,7 +205,7 @@ def nrrd_grid(header: dict[str, Any], path: Path | str) -> NrrdGrid:
     if any(word in kind for kind in kinds for word in _NON_SPATIAL_KINDS) or not (
         len(sizes) == 2 or (len(sizes) == 3 and sizes[2] == 1)
     ):
-        raise UnsupportedImageError(path, f"expected one grey-level 2-D image, got size {sizes}")
+        raise ImageReadError(path, f"expected one grey-level 2-D image, got size {sizes}")
     axes = _axis_vectors(header, len(sizes))
     spacing = [float(np.linalg.norm(axes[i])) or 1.0 for i in (0, 1)]
     units = [axes[i] / spacing[i] for i in (0, 1)]
@@ -298,7 +298,7 @@ def _data_location(path: Path, header: dict[str, Any], offset: int) -> tuple[Pat
         return path, offset
     name = str(name).strip()
     if name.upper().startswith("LIST") or len(name.split()) > 1:
-        raise UnsupportedImageError(path, "NRRD data split over several files is not supported")
+        raise ImageReadError(path, "NRRD data split over several files is not supported")
     folder = path.parent.resolve()
     target = (path.parent / name).resolve()
     if folder not in target.parents:
@@ -346,7 +346,7 @@ def _read_encoded(
         if values.size != count:
             raise ImageReadError(path, f"text data hold {values.size} values, sizes {count}")
         return values.astype(dtype)
-    raise UnsupportedImageError(path, f"NRRD encoding {encoding!r} is not supported")
+    raise ImageReadError(path, f"NRRD encoding {encoding!r} is not supported")
 
 
 def _inflate(stream: Any, codec: str, expected: int, path: Path) -> bytes:

@@ -81,8 +81,7 @@ def read_info(path: Path | str) -> ImageInfo:
     ('DES_CC', 'L')
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(path, "no such file")
+    _check_regular(path)
     return _guarded(path, "header", lambda: _INFO_READERS[image_format(path)](path))
 
 
@@ -98,13 +97,21 @@ def read_image(path_or_info: Path | str | ImageInfo) -> MammogramImage:
         path = path_or_info.path
     else:
         info, path = None, Path(path_or_info)
-    if not path.is_file():
-        raise ImageReadError(path, "no such file")
+    _check_regular(path)
     image = _guarded(path, "pixels", lambda: _IMAGE_READERS[image_format(path)](path, info))
     problem = classification_problem(image)
     if problem is not None:
         raise ImageReadError(path, f"not classifiable: {problem}")
     return image
+
+
+def _check_regular(path: Path) -> None:
+    """Only regular files are opened: a FIFO would block and a device never end."""
+    if path.is_file():
+        return
+    if not path.exists():
+        raise ImageReadError(path, "no such file" + (" (broken link)" if path.is_symlink() else ""))
+    raise ImageReadError(path, "not a regular file (a folder, device, FIFO or socket)")
 
 
 def _guarded(path: Path, what: str, read: Callable[[], _T]) -> _T:
@@ -138,7 +145,9 @@ def iter_files(
         root = Path(root)
         candidates = _walk(root, on_error) if root.is_dir() else [root]
         for candidate in candidates:
-            key = candidate.resolve()
+            # The same image given twice (a folder and a file in it) is read once; links
+            # to a device are each reported, not folded into one.
+            key = candidate.resolve() if candidate.is_file() else candidate.absolute()
             if key in seen or _is_ignored(candidate):
                 continue
             seen.add(key)
@@ -158,7 +167,7 @@ def _walk(root: Path, on_error: Callable[[Path, str], None] | None) -> list[Path
     for folder, folders, names in os.walk(root, onerror=report):
         folders[:] = [name for name in folders if not name.startswith(".")]
         files.extend(Path(folder) / name for name in names)
-    return sorted(path for path in files if path.is_file())
+    return sorted(files)  # devices, FIFOs and broken links too: read_info reports them
 
 
 def _is_ignored(path: Path) -> bool:
@@ -184,14 +193,21 @@ def scan(paths: Iterable[Path | str]) -> list[ScanEntry]:
     return entries
 
 
+def _reason(error: ImageError, path: Path) -> str:
+    """The reason, naming the file at fault when it is another (e.g. ``case.json``)."""
+    if error.path is not None and error.path != path:
+        return f"{error.path}: {error.reason}"
+    return error.reason
+
+
 def scan_file(path: Path) -> ScanEntry:
     """One file's scan entry: ``ok`` with its info, ``skipped`` or ``error`` with a reason."""
     try:
         return ScanEntry(path=path, status="ok", info=read_info(path))
     except UnsupportedImageError as error:
-        return ScanEntry(path=path, status="skipped", reason=error.reason)
+        return ScanEntry(path=path, status="skipped", reason=_reason(error, path))
     except ImageError as error:
-        return ScanEntry(path=path, status="error", reason=error.reason)
+        return ScanEntry(path=path, status="error", reason=_reason(error, path))
     except Exception as error:  # a file must never stop a scan of a whole folder
         logger.debug("unexpected %s while reading a header", type(error).__name__)
         reason = f"unexpected {type(error).__name__}: {error}"

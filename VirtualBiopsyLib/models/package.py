@@ -22,6 +22,15 @@ import VirtualBiopsyLib
 from VirtualBiopsyLib.atomic_io import staged_folder, write_bytes_atomic
 from VirtualBiopsyLib.errors import ModelPackageError, OutputExistsError
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
+from VirtualBiopsyLib.limits import (
+    GENERATOR_MAXIMA,
+    MAX_JSON_DEPTH,
+    MAX_NETWORK_INPUT_SIZE,
+    LimitExceededError,
+    json_depth,
+    limit,
+    read_regular_file,
+)
 from VirtualBiopsyLib.models.names import GENERATOR_HYPERPARAMETERS, POOLINGS
 from VirtualBiopsyLib.models.safetensors_io import (
     read_state_dict,
@@ -216,7 +225,10 @@ class ModelPackage:
         import torch
 
         path = self.directory / file
-        state = read_state_dict(path, expected_sha256=sha256)
+        try:
+            state = read_state_dict(path, expected_sha256=sha256)
+        except ModelPackageError as error:  # say which network the file is
+            raise ModelPackageError(f"{self._role_of(file)}: {error}") from error
         with torch.device("meta"):
             network = build()
         try:
@@ -224,13 +236,26 @@ class ModelPackage:
         except RuntimeError as error:
             summary = " ".join(str(error).split())[:400]
             raise ModelPackageError(
-                f"{path}: weights do not fit the {type(network).__name__} described in "
-                f"{MANIFEST_NAME} ({summary})"
+                f"{self._role_of(file)}: {path}: weights do not fit the "
+                f"{type(network).__name__} described in {MANIFEST_NAME} ({summary})"
             ) from error
+        if not all(parameter.is_floating_point() for parameter in network.parameters()):
+            raise ModelPackageError(f"{self._role_of(file)}: {path}: integer weights")
         if any(t.is_meta for t in (*network.parameters(), *network.buffers())):
             network = build()  # a tensor the file does not hold: initialise it normally
             network.load_state_dict(state, strict=True)
         return network.to(device).eval()
+
+    def _role_of(self, file: str) -> str:
+        """``"fold 2 LE_CC classifier"`` or ``"CC generator"``: what a weight file is."""
+        for index, fold in enumerate(self.folds):
+            for slot, entry in fold.classifiers.items():
+                if entry.file == file:
+                    return f"fold {index} {slot} classifier"
+        for view, entry in self.generators.items():
+            if entry.file == file:
+                return f"{View(view).value} generator"
+        return file
 
 
 def demo_package_path() -> Path:
@@ -450,7 +475,11 @@ def _read_manifest_bytes(directory: Path, manifest_path: Path) -> bytes:
     if not directory.is_dir():
         raise ModelPackageError(f"{directory}: model package folder not found")
     try:
-        return manifest_path.read_bytes()
+        return read_regular_file(
+            manifest_path, limit("VIRTUAL_BIOPSY_MAX_JSON_BYTES"), "VIRTUAL_BIOPSY_MAX_JSON_BYTES"
+        )
+    except LimitExceededError as error:
+        raise ModelPackageError(f"{manifest_path}: refused: it {error}") from error
     except FileNotFoundError as error:
         raise ModelPackageError(f"{manifest_path}: missing; not a model package") from error
     except OSError as error:
@@ -459,7 +488,13 @@ def _read_manifest_bytes(directory: Path, manifest_path: Path) -> bytes:
 
 def _parse_json(raw: bytes, manifest_path: Path) -> dict[str, Any]:
     try:
-        manifest = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        depth = json_depth(text)
+        if depth > MAX_JSON_DEPTH:
+            raise ModelPackageError(
+                f"{manifest_path}: JSON nested {depth} levels deep (at most {MAX_JSON_DEPTH})"
+            )
+        manifest = json.loads(text)
     except UnicodeDecodeError as error:
         raise ModelPackageError(f"{manifest_path}: not UTF-8 text") from error
     except json.JSONDecodeError as error:
@@ -517,6 +552,8 @@ def _build_package(
         generators = {
             View(view): _generator_entry(entry) for view, entry in manifest["generators"].items()
         }
+        if not 8 <= int(manifest["image_size"]) <= MAX_NETWORK_INPUT_SIZE:
+            raise ValueError(f"image_size must be 8 to {MAX_NETWORK_INPUT_SIZE}")
         threshold = float(manifest["threshold"])
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold {threshold} outside (0, 1)")
@@ -568,7 +605,8 @@ def _generator_entry(entry: dict[str, Any]) -> GeneratorEntry:
         sha256=_digest(entry["sha256"]),
         architecture=architecture,
         hyperparameters={
-            name: _positive_int(entry[name], name, minimum=minimum.get(name, 1)) for name in names
+            name: _positive_int(entry[name], name, minimum.get(name, 1), GENERATOR_MAXIMA[name])
+            for name in names
         },
     )
 
@@ -594,9 +632,11 @@ def _digest(value: Any) -> str:
     return digest
 
 
-def _positive_int(value: Any, name: str, minimum: int) -> int:
+def _positive_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} {value} is above the maximum of {maximum}")
     return value
 
 
