@@ -19,8 +19,8 @@ from PIL import Image
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE
 from VirtualBiopsyLib.images.raster_reader import cdd_cesm_study_uid
-from VirtualBiopsyLib.phantom.cohort import PatientPlan, render_patient
 from VirtualBiopsyLib.phantom.files import write_atomically
+from VirtualBiopsyLib.phantom.plan import PatientPlan, render_patient
 from VirtualBiopsyLib.roles import VIEWS, Modality
 from VirtualBiopsyLib.training_manifest import BiopsyLabel, TrainingManifestRow
 
