@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from VirtualBiopsyLib.atomic_io import write_bytes_atomic  # no torch in worker processes
 from VirtualBiopsyLib.errors import ImageError, ImageReadError
 from VirtualBiopsyLib.images.mammogram import MammogramImage
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams, preprocess
-from VirtualBiopsyLib.phantom.files import write_atomically  # no torch in worker processes
 
 CACHE_FORMAT = "virtual-biopsy-preprocessed-v1"
 STORAGE_DTYPE = np.float16  # half the disk of float32; 1e-3 resolution on [0, 1] images
@@ -307,5 +307,4 @@ class PreprocessedCache:
     def _write_entry(self, entry: Path, array: np.ndarray) -> None:
         buffer = io.BytesIO()
         np.save(buffer, array, allow_pickle=False)
-        data = buffer.getvalue()
-        write_atomically(entry, lambda temp: temp.write_bytes(data))
+        write_bytes_atomic(entry, buffer.getvalue())

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
+from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.errors import VirtualBiopsyError
 from VirtualBiopsyLib.roles import Modality, View, slot_name
 
@@ -216,12 +217,8 @@ def format_training_manifest(rows: Iterable[TrainingManifestRow], folder: Path) 
 
 def write_training_manifest(path: Path, rows: Iterable[TrainingManifestRow]) -> Path:
     """Write a training manifest atomically (a reader never sees half a file)."""
-    # the library's atomic writer; imported here because the phantom package imports this module
-    from VirtualBiopsyLib.phantom.files import write_atomically
-
     path = Path(path)
-    text = format_training_manifest(rows, path.parent)
-    return write_atomically(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+    return write_text_atomic(path, format_training_manifest(rows, path.parent))
 
 
 def is_training_manifest(path: Path) -> bool:

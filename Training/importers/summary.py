@@ -23,8 +23,8 @@ from typing import Any
 
 import VirtualBiopsyLib
 from Training.datasets import group_cases, image_pairs
+from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError
-from VirtualBiopsyLib.phantom.files import write_atomically  # the library's atomic writer
 from VirtualBiopsyLib.roles import SLOTS, VIEWS
 from VirtualBiopsyLib.training_manifest import (
     BiopsyLabel,
@@ -217,5 +217,5 @@ def write_import(
     summary = summarize(result, manifest_path)
     summary["manifest_sha256"] = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
     text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
-    write_atomically(summary_path_for(manifest_path), lambda temp: temp.write_text(text, "utf-8"))
+    write_text_atomic(summary_path_for(manifest_path), text)
     return summary
