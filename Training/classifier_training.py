@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from Training.config import ClassifierConfig
-from Training.epochs import EpochLoop, run_epochs
+from Training.epochs import EpochLoop, TrainedNetwork, run_epochs
 from Training.runtime import (
     CheckpointStore,
     Runtime,
@@ -59,17 +58,6 @@ class ImageSet:
         return int(self.images.shape[0])
 
 
-@dataclass
-class ClassifierResult:
-    """The best-validation-loss model and how training went."""
-
-    model: MalignancyClassifier
-    best_val_loss: float
-    best_epoch: int
-    epochs_run: int
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
 def train_classifier(
     train: ImageSet,
     val: ImageSet,
@@ -81,7 +69,7 @@ def train_classifier(
     progress: bool = True,
     description: str = "classifier",
     stop_after_epochs: int | None = None,
-) -> ClassifierResult:
+) -> TrainedNetwork:
     """Train one classifier; ``work_dir`` (if given) receives an every-epoch checkpoint.
 
     ``stop_after_epochs``: see :func:`Training.epochs.run_epochs` (used by resume tests).
@@ -96,7 +84,7 @@ def train_classifier(
     store = CheckpointStore(work_dir) if work_dir is not None else None
     if resume and store is not None and store.exists():
         loop.restore(store)
-    run_epochs(
+    return run_epochs(
         loop,
         train,
         val,
@@ -105,16 +93,8 @@ def train_classifier(
         progress=progress,
         description=description,
         postfix="val_loss",
+        build=lambda: build_config_classifier(config),
         stop_after_epochs=stop_after_epochs,
-    )
-    best = build_config_classifier(config)
-    best.load_state_dict(loop.best_state)
-    return ClassifierResult(
-        model=best.eval(),
-        best_val_loss=loop.stopper.best_loss,
-        best_epoch=loop.stopper.best_epoch,
-        epochs_run=loop.epoch,
-        history=loop.history,
     )
 
 
@@ -306,12 +286,3 @@ def predict_probabilities(
     if not outputs:
         return np.zeros(0, dtype=np.float64)
     return torch.cat(outputs).numpy().astype(np.float64)
-
-
-def history_summary(result: ClassifierResult) -> dict[str, Any]:
-    return {
-        "best_val_loss": result.best_val_loss,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "history": result.history,
-    }

@@ -27,7 +27,6 @@ import logging
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import VirtualBiopsyLib
@@ -65,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiments(commands)
     _add_report(commands)
     _add_demo_model(commands)
+    _add_phantom_check(commands)
     from Training.importers.command import register as add_import
 
     add_import(commands)
@@ -162,6 +162,22 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
     report.set_defaults(func=run_report)
 
 
+def _add_phantom_check(commands: argparse._SubParsersAction) -> None:
+    check = commands.add_parser(
+        "phantom-check",
+        help="score a package on a fresh phantom cohort beside the phantom's bounds",
+        description="Write a fresh phantom cohort, score the package with its fold ensemble "
+        "(F, C, Ĉ, F+C, F+Ĉ on the same cases) and print the bounds the phantom allows "
+        "(hand feature, oracles, lesion contrast). Synthetic data: not evidence of "
+        "clinical performance.",
+    )
+    check.add_argument("package", type=Path, nargs="?", help="model package (default: demo)")
+    check.add_argument("--patients", type=int, default=None, help="fresh phantom patients (60)")
+    check.add_argument("--seed", type=int, default=None, help="phantom seed (2027)")
+    check.add_argument("--out", type=Path, help="also write phantom_check.json and .md here")
+    check.set_defaults(func=run_phantom_check_command)
+
+
 def _add_demo_model(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo-model", help="train the tiny demo package on a synthetic phantom cohort"
@@ -183,31 +199,31 @@ def _add_demo_model(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
+    """The base configuration with the command line's overrides (0 is a value, not "unset")."""
     config = (
         RunConfig.load(args.config)
         if args.config
         else (tiny_config() if args.tiny else RunConfig())
     )
-    classifier = config.classifier
-    if args.architecture:
-        classifier = replace(classifier, architecture=args.architecture)
-    if args.epochs:
-        classifier = replace(classifier, max_epochs=args.epochs)
-    if args.batch_size:
-        classifier = replace(classifier, batch_size=args.batch_size)
-    generator = config.generator
-    if args.generator_epochs:
-        generator = replace(generator, max_epochs=args.generator_epochs)
-    config = replace(config, classifier=classifier, generator=generator)
-    if args.image_size:
-        config = replace(config, image_size=args.image_size)
-    if args.seed is not None:
-        config = replace(config, seed=args.seed)
-    if args.device:
-        config = replace(config, device=args.device)
-    if args.no_generators:
-        config = replace(config, train_generators=False)
-    return RunConfig.from_dict(config.to_dict())  # validates the overrides
+    overrides = {
+        "classifier": {
+            "architecture": args.architecture,
+            "max_epochs": args.epochs,
+            "batch_size": args.batch_size,
+        },
+        "generator": {"max_epochs": args.generator_epochs},
+        "image_size": args.image_size,
+        "seed": args.seed,
+        "device": args.device,
+        "train_generators": False if args.no_generators else None,
+    }
+    data = config.to_dict()
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            data[key].update({k: v for k, v in value.items() if v is not None})
+        elif value is not None:
+            data[key] = value
+    return RunConfig.from_dict(data)  # validates the overrides
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -276,6 +292,27 @@ def run_report(args: argparse.Namespace) -> int:
     )
     print(f"report written to {out / 'report.md'} and {out / 'report.html'}")
     print(VirtualBiopsyLib.RESEARCH_USE_NOTICE)
+    return EXIT_OK
+
+
+def run_phantom_check_command(args: argparse.Namespace) -> int:
+    from Training.phantom_check import (
+        PHANTOM_CHECK_PATIENTS,
+        PHANTOM_CHECK_SEED,
+        format_phantom_check,
+        run_phantom_check,
+        write_phantom_check,
+    )
+    from VirtualBiopsyLib.models.package import demo_package_path, load_package
+
+    package = load_package(args.package or demo_package_path())
+    patients = PHANTOM_CHECK_PATIENTS if args.patients is None else args.patients
+    seed = PHANTOM_CHECK_SEED if args.seed is None else args.seed
+    check = run_phantom_check(package, patients=patients, seed=seed)
+    print(format_phantom_check(check), end="")
+    if args.out is not None:
+        for path in write_phantom_check(check, args.out):
+            print(path)
     return EXIT_OK
 
 

@@ -7,10 +7,13 @@ of the checkpoint that holds those are the same, and live here once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from Training.augment import RandomAffine2d
@@ -82,6 +85,26 @@ class EpochLoop:
         self.augment.rng = rng_from_json(state["augment_rng"])
 
 
+@dataclass
+class TrainedNetwork:
+    """What every training loop returns: the kept network and how training went."""
+
+    network: nn.Module  # the best-validation-loss weights, in eval mode
+    best_val_loss: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The record as a run's ``result.json`` stores it (no weights)."""
+        return {
+            "best_val_loss": self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "history": self.history,
+        }
+
+
 def run_epochs(
     loop: EpochLoop,
     train: Any,
@@ -92,12 +115,14 @@ def run_epochs(
     progress: bool,
     description: str,
     postfix: str,
+    build: Callable[[], nn.Module],
     stop_after_epochs: int | None = None,
-) -> None:
+) -> TrainedNetwork:
     """Run epochs until ``limit`` or early stopping, checkpointing after each one.
 
-    ``stop_after_epochs`` ends the call after that many epochs of this call, as a kill
-    would (used by the resume tests); the checkpoint lets a later call continue.
+    Returns a fresh network from ``build`` holding the loop's best weights, with the
+    record. ``stop_after_epochs`` ends the call after that many epochs of this call, as a
+    kill would (used by the resume tests); the checkpoint lets a later call continue.
     """
     bar = tqdm(
         total=limit,
@@ -117,3 +142,12 @@ def run_epochs(
             bar.set_postfix({postfix: f"{record['val_loss']:.4f}"})
             if store is not None and loop.runtime.is_main:
                 loop.save(store)
+    best = build()
+    best.load_state_dict(loop.best_state)
+    return TrainedNetwork(
+        network=best.eval(),
+        best_val_loss=loop.stopper.best_loss,
+        best_epoch=loop.stopper.best_epoch,
+        epochs_run=loop.epoch,
+        history=loop.history,
+    )

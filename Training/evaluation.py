@@ -8,9 +8,12 @@ MCC[m,v], then modalities by MCC[m], both measured on the fold's validation spli
 - ``F``: view-fused LE;       ``C``: view-fused real DES;  ``Ĉ``: view-fused synthetic DES;
 - ``F+C``: LE and real DES;   ``F+Ĉ``: LE and synthetic DES (the paper's Eq. 7–8).
 
-A case enters a setting only when it has at least one input of every modality the setting
-uses. Metrics per fold are AUC, G-mean and MCC at the package threshold; summaries are
-mean ± standard error over folds.
+Every setting is scored on the same cases: those with at least one real LE and one real
+DES image (:func:`scored_cases`), so that C and Ĉ, F+C and F+Ĉ, and F against either are
+paired comparisons on one population. Metrics per fold are AUC, G-mean and MCC at the
+package threshold; each is NaN on a subset with one class only. Summaries are mean ±
+standard error over folds; with the ``every-patient`` protocol the test predictions of all
+folds also pool into one out-of-fold prediction per case (:func:`pooled_test_auc`).
 
 >>> rows = [Prediction(0, "test", "c1", "p1", 1, "b", "LE_CC", "real", 0.8)]
 >>> slot_mcc = {"LE_CC": 0.5}
@@ -38,9 +41,13 @@ from Training.metrics import (
 )
 from VirtualBiopsyLib.errors import CaseError
 from VirtualBiopsyLib.fusion import fuse_case, fuse_views
-from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, slot_name
+from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, parse_slot, slot_name
 
 SETTINGS: tuple[str, ...] = ("F", "C", "Ĉ", "F+C", "F+Ĉ")
+#: A metric of a subset (a density category within one fold) needs at least this many cases.
+MIN_SUBSET_CASES = 3
+#: The robustness sweep's shares of patients whose real DES is replaced, in percent.
+ROBUSTNESS_PERCENTS: tuple[int, ...] = tuple(range(0, 101, 10))
 SETTING_ASCII: dict[str, str] = {"F": "F", "C": "C", "Ĉ": "C_hat", "F+C": "F+C", "F+Ĉ": "F+C_hat"}
 REAL = "real"
 SYNTHETIC = "synthetic"
@@ -112,6 +119,21 @@ def case_inputs(predictions: Iterable[Prediction]) -> dict[str, CaseInputs]:
     return cases
 
 
+def scored_cases(cases: Mapping[str, CaseInputs]) -> dict[str, CaseInputs]:
+    """The cases every setting is scored on: at least one real LE and one real DES image."""
+    return {
+        key: case
+        for key, case in cases.items()
+        if any(parse_slot(s)[0] is Modality.LE for s in case.real)
+        and any(parse_slot(s)[0] is Modality.DES for s in case.real)
+    }
+
+
+def fold_test_cases(predictions: Sequence[Prediction], fold: int) -> dict[str, CaseInputs]:
+    """The scored test cases of one fold."""
+    return scored_cases(case_inputs(select(predictions, fold, "test")))
+
+
 def select(
     predictions: Iterable[Prediction], fold: int | None = None, split: str | None = None
 ) -> list[Prediction]:
@@ -129,8 +151,13 @@ def slot_mccs(val_predictions: Sequence[Prediction], threshold: float = 0.5) -> 
         rows = [p for p in val_predictions if p.slot == slot and p.source == REAL]
         if rows:
             labels = np.array([p.label for p in rows])
-            result[slot] = mcc(labels, np.array([p.probability for p in rows]), threshold)
+            result[slot] = _weight(mcc(labels, np.array([p.probability for p in rows]), threshold))
     return result
+
+
+def _weight(value: float) -> float:
+    """An MCC as a fusion weight: undefined (one-class validation split) counts as 0."""
+    return 0.0 if math.isnan(value) else value
 
 
 def modality_mccs(
@@ -147,7 +174,7 @@ def modality_mccs(
                 labels.append(case.label)
                 fused.append(probability)
         if labels:
-            result[modality.value] = mcc(np.array(labels), np.array(fused), threshold)
+            result[modality.value] = _weight(mcc(np.array(labels), np.array(fused), threshold))
     return result
 
 
@@ -172,13 +199,13 @@ def fused_probability(
 
     ``des_override`` replaces the DES inputs (used by the robustness sweep).
     """
-    le = {s: p for s, p in case.real.items() if s.startswith("LE_")}
+    le = {s: p for s, p in case.real.items() if parse_slot(s)[0] is Modality.LE}
     if des_override is not None:
         des = dict(des_override)
     elif "Ĉ" in setting:
-        des = {s: p for s, p in case.synthetic.items() if s.startswith("DES_")}
+        des = {s: p for s, p in case.synthetic.items() if parse_slot(s)[0] is Modality.DES}
     else:
-        des = {s: p for s, p in case.real.items() if s.startswith("DES_")}
+        des = {s: p for s, p in case.real.items() if parse_slot(s)[0] is Modality.DES}
     if setting == "F":
         return _view_fused(le, Modality.LE, slot_mcc)
     if setting in ("C", "Ĉ"):
@@ -230,7 +257,7 @@ def per_fold_metrics(
     result: dict[str, list[dict[str, float]]] = {setting: [] for setting in SETTINGS}
     for fold in sorted({p.fold for p in predictions}):
         weights = fold_weights(predictions, fold, threshold)
-        cases = case_inputs(select(predictions, fold, "test"))
+        cases = fold_test_cases(predictions, fold)
         for setting in SETTINGS:
             labels, scores, _ = setting_scores(cases, setting, weights)
             if labels.size:
@@ -254,9 +281,7 @@ def pooled_test_auc(predictions: Sequence[Prediction], setting: str, threshold: 
     labels_all, scores_all = [], []
     for fold in sorted({p.fold for p in predictions}):
         weights = fold_weights(predictions, fold, threshold)
-        labels, scores, _ = setting_scores(
-            case_inputs(select(predictions, fold, "test")), setting, weights
-        )
+        labels, scores, _ = setting_scores(fold_test_cases(predictions, fold), setting, weights)
         labels_all.extend(labels)
         scores_all.extend(scores)
     if not labels_all:  # e.g. Ĉ of a run without generators (--no-generators)
@@ -269,14 +294,16 @@ def robustness_sweep(
     repetitions: int = 10,
     seed: int = 0,
     threshold: float = 0.5,
-    percents: Sequence[int] = tuple(range(10, 101, 10)),
+    percents: Sequence[int] = ROBUSTNESS_PERCENTS,
 ) -> list[dict[str, float | int | str]]:
     """The paper's Figure 5: replace the real DES of n % of test patients by synthetic DES.
 
-    For each fold, n and repetition a seeded random subset of test patients loses its
-    real DES (both views) in favour of the synthetic one; ``C*`` and ``F+C*`` are then
-    scored, ``F`` (no DES) is the flat reference. Per fold the repetitions are averaged;
-    rows give mean ± standard error over folds.
+    The population is fixed: the scored test cases of each fold (:func:`scored_cases`,
+    which all have real DES), whatever n. For each fold, n (0 included: the C and F+C
+    of the same population) and repetition, a seeded random subset of those patients
+    loses its real DES (both views) in favour of the synthetic one; ``C*`` and ``F+C*``
+    are then scored, ``F`` (no DES) is the flat reference. Per fold the repetitions are
+    averaged; rows give mean ± standard error over folds.
     """
     rows = []
     folds = sorted({p.fold for p in predictions})
@@ -284,7 +311,7 @@ def robustness_sweep(
         per_setting: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for fold in folds:
             weights = fold_weights(predictions, fold, threshold)
-            cases = case_inputs(select(predictions, fold, "test"))
+            cases = fold_test_cases(predictions, fold)
             fold_scores = _fold_robustness(
                 cases, weights, percent, repetitions, seed, fold, threshold
             )
@@ -340,31 +367,42 @@ def _fold_robustness(
 
 def _mixed_des(case: CaseInputs, use_synthetic: bool) -> dict[str, float]:
     source = case.synthetic if use_synthetic else case.real
-    return {s: p for s, p in source.items() if s.startswith("DES_")}
+    return {s: p for s, p in source.items() if parse_slot(s)[0] is Modality.DES}
 
 
 def density_metrics(
     predictions: Sequence[Prediction], threshold: float = 0.5
 ) -> dict[str, dict[str, dict[str, list]]]:
-    """Table 4: F, F+C, F+Ĉ per ACR density category, mean ± SE over folds.
+    """Table 4: F, F+C, F+Ĉ per ACR density category, mean ± SE over folds, with n.
 
-    Within a fold a category's metrics are computed on that fold's test cases of the
-    category; undefined values (one class only) are left out of the mean.
+    Within a fold a category's metrics are computed on that fold's scored test cases of
+    the category, and only when there are at least :data:`MIN_SUBSET_CASES` of them:
+    one or two cases make no metric. Undefined values (one class only) are left out of
+    the mean. Each category also reports ``n`` (its scored test cases over all folds) and
+    ``folds`` (how many folds gave a metric).
     """
     result: dict[str, dict[str, dict[str, list]]] = {}
     categories = sorted({p.acr_density for p in predictions if p.acr_density})
     for category in categories:
         per_fold: dict[str, list[dict[str, float]]] = {s: [] for s in ("F", "F+C", "F+Ĉ")}
+        n_cases = 0
         for fold in sorted({p.fold for p in predictions}):
             weights = fold_weights(predictions, fold, threshold)
             cases = {
                 key: case
-                for key, case in case_inputs(select(predictions, fold, "test")).items()
+                for key, case in fold_test_cases(predictions, fold).items()
                 if case.acr_density == category
             }
+            n_cases += len(cases)
+            if len(cases) < MIN_SUBSET_CASES:
+                continue
             for setting in per_fold:
                 labels, scores, _ = setting_scores(cases, setting, weights)
                 if labels.size:
                     per_fold[setting].append(classification_metrics(labels, scores, threshold))
-        result[category] = summarize(per_fold)
+        summary = summarize(per_fold)
+        for setting, folds in per_fold.items():
+            summary[setting]["n"] = [n_cases, math.nan]
+            summary[setting]["folds"] = [len(folds), math.nan]
+        result[category] = summary
     return result

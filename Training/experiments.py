@@ -52,8 +52,12 @@ METRIC_TITLES = {
 
 @dataclass
 class RunTables:
-    """What the tables need from one run."""
+    """What the tables need from one run; rows are keyed by ``name``, the run folder's name.
 
+    Two runs of one architecture (other seeds, other recipes) stay two rows.
+    """
+
+    name: str
     architecture: str
     predictions: list[Prediction]
     config: RunConfig
@@ -69,6 +73,7 @@ def load_run(run_dir: Path) -> RunTables:
     config = RunConfig.load(run_dir / "config.json")
     record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     return RunTables(
+        run_dir.name,
         config.classifier.architecture,
         read_predictions(predictions_file),
         config,
@@ -88,6 +93,9 @@ def write_experiments(
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise OutputExistsError(f"{out_dir}: folder exists and is not empty (use --overwrite)")
     runs = [load_run(path) for path in run_dirs]
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        raise ManifestError(f"two runs share a folder name ({', '.join(names)}); rename one")
     synthetic = any(run.synthetic for run in runs)
     tables = {
         "settings": settings_table(runs),
@@ -118,13 +126,19 @@ def _cell(mean: float, error: float, scale: float = 100.0, digits: int = 2) -> s
 
 def settings_table(runs: Sequence[RunTables]) -> Table:
     """Table A1: one row per architecture and setting."""
-    header = ["architecture", "setting", *[METRIC_TITLES[m] for m in CLASSIFICATION_METRICS]]
+    header = [
+        "run",
+        "architecture",
+        "setting",
+        *[METRIC_TITLES[m] for m in CLASSIFICATION_METRICS],
+    ]
     rows = []
     for run in runs:
         summary = summarize(per_fold_metrics(run.predictions, run.config.threshold))
         for setting in SETTINGS:
             rows.append(
                 [
+                    run.name,
                     run.architecture,
                     setting,
                     *[_cell(*summary[setting][m]) for m in CLASSIFICATION_METRICS],
@@ -136,7 +150,7 @@ def settings_table(runs: Sequence[RunTables]) -> Table:
 def robustness_table(runs: Sequence[RunTables], repetitions: int | None) -> Table:
     """Figure 5 as a table: one row per architecture, n % and curve (F, C*, F+C*)."""
     header = [
-        "architecture",
+        "run",
         "percent_synthetic",
         "setting",
         *[METRIC_TITLES[m] for m in CLASSIFICATION_METRICS],
@@ -156,7 +170,7 @@ def robustness_table(runs: Sequence[RunTables], repetitions: int | None) -> Tabl
         for (percent, setting), metrics in sorted(cells.items()):
             rows.append(
                 [
-                    run.architecture,
+                    run.name,
                     str(percent),
                     setting,
                     *[metrics.get(m, "n/a") for m in CLASSIFICATION_METRICS],
@@ -168,9 +182,10 @@ def robustness_table(runs: Sequence[RunTables], repetitions: int | None) -> Tabl
 def density_table(runs: Sequence[RunTables]) -> Table:
     """Table 4: per ACR category and setting; the last block averages the architectures."""
     header = [
-        "architecture",
+        "run",
         "acr_density",
         "setting",
+        "n",
         *[METRIC_TITLES[m] for m in CLASSIFICATION_METRICS],
     ]
     rows = []
@@ -181,9 +196,10 @@ def density_table(runs: Sequence[RunTables]) -> Table:
             for setting, metrics in settings.items():
                 rows.append(
                     [
-                        run.architecture,
+                        run.name,
                         category,
                         setting,
+                        str(int(metrics["n"][0])),
                         *[_cell(*metrics[m]) for m in CLASSIFICATION_METRICS],
                     ]
                 )
@@ -192,7 +208,7 @@ def density_table(runs: Sequence[RunTables]) -> Table:
     if len(runs) > 1:
         for category, setting in sorted({(c, s) for c, s, _ in means}):
             values = [_mean_of(means[(category, setting, m)]) for m in CLASSIFICATION_METRICS]
-            rows.append(["average", category, setting, *[_cell(v, math.nan) for v in values]])
+            rows.append(["average", category, setting, "", *[_cell(v, math.nan) for v in values]])
     return header, rows
 
 
@@ -203,13 +219,13 @@ def _mean_of(values: list[float]) -> float:
 
 def generation_table(runs: Sequence[RunTables]) -> Table:
     """Table 3: per run and view, MSE / PSNR / SSIM mean ± SE over folds."""
-    header = ["architecture", "view", *[METRIC_TITLES[m] for m in GENERATION_METRICS]]
+    header = ["run", "view", *[METRIC_TITLES[m] for m in GENERATION_METRICS]]
     rows = []
     for run in runs:
         for view, metrics in generation_summary(run.run_dir).items():
             rows.append(
                 [
-                    run.architecture,
+                    run.name,
                     view,
                     _cell(*metrics["mse"], scale=1.0, digits=4),
                     _cell(*metrics["psnr"], scale=1.0, digits=2),
@@ -249,30 +265,24 @@ def _write_markdown(
 
 
 def _plot_robustness(path: Path, rows: list[list[str]], synthetic: bool) -> Path | None:
-    """Figure 5: AUC against the share of synthetic DES, one panel per architecture."""
+    """Figure 5: AUC against the share of synthetic DES, one panel per run."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    architectures = sorted({row[0] for row in rows})
-    if not architectures:
+    runs = sorted({row[0] for row in rows})
+    if not runs:
         return None
-    figure, axes = plt.subplots(
-        1, len(architectures), figsize=(4 * len(architectures), 3.2), squeeze=False
-    )
-    for axis, architecture in zip(axes[0], architectures, strict=True):
+    figure, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 3.2), squeeze=False)
+    for axis, run in zip(axes[0], runs, strict=True):
         for setting in ("F", "C*", "F+C*"):
             points = [
-                (int(r[1]), _mean_cell(r[3]))
-                for r in rows
-                if r[0] == architecture and r[2] == setting
+                (int(r[1]), _mean_cell(r[3])) for r in rows if r[0] == run and r[2] == setting
             ]
             if points:
                 axis.plot(*zip(*points, strict=True), marker="o", label=setting)
-        axis.set(
-            title=architecture, xlabel="% of test patients with synthetic DES", ylabel="AUC (%)"
-        )
+        axis.set(title=run, xlabel="% of test patients with synthetic DES", ylabel="AUC (%)")
         axis.legend()
     if synthetic:
         figure.suptitle("Synthetic phantom data: not evidence of clinical performance", fontsize=8)

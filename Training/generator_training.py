@@ -24,7 +24,7 @@ another manifest (``initial_generator``) is fine-tuned the same way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from torch import nn
 
 from Training.classifier_training import _batches
 from Training.config import GeneratorConfig
-from Training.epochs import EpochLoop, run_epochs
+from Training.epochs import EpochLoop, TrainedNetwork, run_epochs
 from Training.metrics import generation_metrics
 from Training.runtime import (
     CheckpointStore,
@@ -64,17 +64,6 @@ class PairSet:
         return int(self.le.shape[0])
 
 
-@dataclass
-class GeneratorResult:
-    """The best LE → DES generator and its training record."""
-
-    generator: nn.Module
-    best_val_loss: float
-    best_epoch: int
-    epochs_run: int
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
 def train_generator(
     train: PairSet,
     val: PairSet,
@@ -88,7 +77,7 @@ def train_generator(
     initial_generator: dict[str, torch.Tensor] | None = None,
     max_epochs: int | None = None,
     stop_after_epochs: int | None = None,
-) -> GeneratorResult:
+) -> TrainedNetwork:
     """Train one view's CycleGAN; ``work_dir`` (if given) receives an every-epoch checkpoint.
 
     ``initial_generator`` holds LE → DES weights to fine-tune (pre-training);
@@ -105,7 +94,7 @@ def train_generator(
     if resume and store is not None and store.exists():
         loop.restore(store)
     limit = max_epochs if max_epochs is not None else config.max_epochs
-    run_epochs(
+    return run_epochs(
         loop,
         train,
         val,
@@ -114,16 +103,8 @@ def train_generator(
         progress=progress,
         description=description,
         postfix=f"val_{config.selection}",
+        build=lambda: build_config_generator(config),
         stop_after_epochs=stop_after_epochs,
-    )
-    best = build_config_generator(config)
-    best.load_state_dict(loop.best_state)
-    return GeneratorResult(
-        generator=best.eval(),
-        best_val_loss=loop.stopper.best_loss,
-        best_epoch=loop.stopper.best_epoch,
-        epochs_run=loop.epoch,
-        history=loop.history,
     )
 
 

@@ -1,11 +1,15 @@
 """Score a model package on patients it never saw: the fold ensemble, as inference uses it.
 
-Every fold's classifiers predict each held-out case; each fold fuses them with its own
-validation MCCs (Eq. 7–8) and the case's probability is the mean over folds. Settings are
-those of the paper: ``F`` (LE), ``C`` (real DES), ``Ĉ`` (DES synthesised by the package's
-generator G_v from LE), ``F+C`` and ``F+Ĉ``. With tiny cross-validation folds the pooled
-per-fold test predictions mix five differently calibrated models; a separate held-out
-cohort scored by the ensemble is the steadier check that training learned something.
+Every fold's classifiers predict each held-out case; the library's
+:func:`VirtualBiopsyLib.ensemble.fold_ensemble` fuses them fold by fold with that fold's
+validation MCCs (Eq. 7–8) and averages over folds — the same function ``predict`` uses.
+Settings are those of the paper: ``F`` (LE), ``C`` (real DES), ``Ĉ`` (DES synthesised by
+the package's generator G_v from LE), ``F+C`` and ``F+Ĉ``.
+
+All five settings are scored on the same cases: those with at least one LE and one real
+DES image, so that C and Ĉ (and F+C and F+Ĉ) are paired comparisons on one population.
+A separate held-out cohort scored by the ensemble is a steadier check than the pooled
+per-fold test predictions of tiny cross-validation folds.
 
 >>> from VirtualBiopsyLib.models.package import load_package
 >>> scores = evaluate_package(load_package(Path("pkg")), Path("heldout/manifest.csv"),
@@ -16,6 +20,7 @@ True
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +31,63 @@ from Training.cache import PreprocessedCache
 from Training.datasets import TrainingCase, group_cases, read_manifest
 from Training.evaluation import SETTINGS
 from Training.metrics import classification_metrics
-from VirtualBiopsyLib.fusion import fuse_case
-from VirtualBiopsyLib.roles import SLOTS, VIEWS, slot_name
+from VirtualBiopsyLib.ensemble import fold_ensemble
+from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, parse_slot, slot_name
+
+Images = dict[str, dict[str, np.ndarray]]  # {slot: {case key: preprocessed array}}
+
+
+@dataclass
+class PackageScores:
+    """A package's fold-ensemble probabilities on held-out cases, and what it saw."""
+
+    cases: list[TrainingCase]  # the scored population (LE and real DES present)
+    probabilities: dict[str, dict[str, float]]  # {setting: {case key: fused probability}}
+    real: Images
+    synthetic: Images  # G_v(LE) per DES slot
+    threshold: float
+
+    def labels(self, keys: list[str]) -> np.ndarray:
+        by_key = {case.key: case.label for case in self.cases}
+        return np.array([by_key[key] for key in keys], dtype=int)
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """AUC / G-mean / MCC and the case count of every setting."""
+        result = {}
+        for setting in SETTINGS:
+            keys = sorted(self.probabilities[setting])
+            scores = np.array([self.probabilities[setting][k] for k in keys])
+            result[setting] = {
+                **classification_metrics(self.labels(keys), scores, self.threshold),
+                "cases": len(keys),
+            }
+        return result
+
+
+def score_package(
+    package: Any, cases: list[TrainingCase], cache: PreprocessedCache
+) -> PackageScores:
+    """Fold-ensemble probabilities of every setting for the cases with LE and real DES."""
+    cases = [case for case in cases if _has(case, Modality.LE) and _has(case, Modality.DES)]
+    real = {
+        slot: {case.key: cache.load(case.slots[slot]) for case in cases if slot in case.slots}
+        for slot in SLOTS
+    }
+    synthetic = _synthetic_des(package, real)
+    per_fold_real = [_fold_probabilities(package, k, real) for k in range(len(package.folds))]
+    per_fold_fake = [_fold_probabilities(package, k, synthetic) for k in range(len(package.folds))]
+    probabilities: dict[str, dict[str, float]] = {setting: {} for setting in SETTINGS}
+    for case in cases:
+        inputs = [
+            _setting_inputs(real_k.get(case.key, {}), fake_k.get(case.key, {}))
+            for real_k, fake_k in zip(per_fold_real, per_fold_fake, strict=True)
+        ]
+        for setting in SETTINGS:
+            per_fold = [fold_inputs[setting] for fold_inputs in inputs]
+            if all(per_fold):
+                ensemble = fold_ensemble(per_fold, package.folds, package.threshold)
+                probabilities[setting][case.key] = ensemble.mean
+    return PackageScores(cases, probabilities, real, synthetic, package.threshold)
 
 
 def evaluate_package(
@@ -36,43 +96,19 @@ def evaluate_package(
     """AUC / G-mean / MCC (and case count) of each setting on a held-out manifest."""
     cases = group_cases(read_manifest(manifest_path).rows, phase=phase)
     cache = PreprocessedCache(cache_dir, package.preprocessing)
-    images = {slot: _slot_images(cases, slot, cache) for slot in SLOTS}
-    synthetic = _synthetic_des(package, cases, images)
-    per_case: dict[str, dict[str, list[float]]] = {s: {} for s in SETTINGS}
-    for index, fold in enumerate(package.folds):
-        real = _fold_probabilities(package, index, images)
-        fake = _fold_probabilities(package, index, synthetic, slots=("DES_CC", "DES_MLO"))
-        modality_mcc = {getattr(m, "value", m): v for m, v in fold.modality_mcc.items()}
-        for case in cases:
-            inputs = _setting_inputs(real.get(case.key, {}), fake.get(case.key, {}))
-            for setting, probabilities in inputs.items():
-                if probabilities:
-                    fused = fuse_case(probabilities, fold.slot_mcc, modality_mcc).probability
-                    per_case[setting].setdefault(case.key, []).append(fused)
-    labels = {case.key: case.label for case in cases}
-    result = {}
-    for setting, scores in per_case.items():
-        keys = sorted(scores)
-        y = np.array([labels[k] for k in keys])
-        p = np.array([np.mean(scores[k]) for k in keys])
-        result[setting] = {**classification_metrics(y, p, package.threshold), "cases": len(keys)}
-    return result
+    return score_package(package, cases, cache).metrics()
 
 
-def _slot_images(
-    cases: list[TrainingCase], slot: str, cache: PreprocessedCache
-) -> dict[str, np.ndarray]:
-    return {case.key: cache.load(case.slots[slot]) for case in cases if slot in case.slots}
+def _has(case: TrainingCase, modality: Modality) -> bool:
+    return any(slot_name(modality, view) in case.slots for view in VIEWS)
 
 
 @torch.no_grad()
-def _synthetic_des(
-    package: Any, cases: list[TrainingCase], images: dict[str, dict[str, np.ndarray]]
-) -> dict[str, dict[str, np.ndarray]]:
-    synthetic: dict[str, dict[str, np.ndarray]] = {}
+def _synthetic_des(package: Any, real: Images) -> Images:
+    synthetic: Images = {}
     for view in VIEWS:
         generator = package.load_generator(view, "cpu")
-        le = images[slot_name("LE", view)]
+        le = real[slot_name("LE", view)]
         if generator is None or not le:
             continue
         keys = sorted(le)
@@ -82,17 +118,11 @@ def _synthetic_des(
 
 
 @torch.no_grad()
-def _fold_probabilities(
-    package: Any,
-    fold: int,
-    images: dict[str, dict[str, np.ndarray]],
-    slots: tuple[str, ...] = SLOTS,
-) -> dict[str, dict[str, float]]:
-    """{case key: {slot: p}} of one fold's classifiers."""
+def _fold_probabilities(package: Any, fold: int, images: Images) -> dict[str, dict[str, float]]:
+    """{case key: {slot: p}} of one fold's classifiers on the images given per slot."""
     result: dict[str, dict[str, float]] = {}
-    for slot in slots:
-        by_case = images.get(slot, {})
-        if not by_case:
+    for slot, by_case in images.items():
+        if not by_case or slot not in package.folds[fold].classifiers:
             continue
         keys = sorted(by_case)
         model = package.load_classifier(fold, slot, "cpu")
@@ -105,8 +135,8 @@ def _fold_probabilities(
 def _setting_inputs(
     real: dict[str, float], synthetic: dict[str, float]
 ) -> dict[str, dict[str, float]]:
-    le = {s: p for s, p in real.items() if s.startswith("LE_")}
-    des = {s: p for s, p in real.items() if s.startswith("DES_")}
+    le = {s: p for s, p in real.items() if parse_slot(s)[0] is Modality.LE}
+    des = {s: p for s, p in real.items() if parse_slot(s)[0] is Modality.DES}
     return {
         "F": le,
         "C": des,

@@ -27,11 +27,19 @@ GENERATION_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim")
 
 
 def mcc(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> float:
-    """Matthews correlation coefficient of ``probability >= threshold`` (0 when undefined)."""
+    """Matthews correlation coefficient of ``probability >= threshold``.
+
+    NaN when the labels hold one class only, like AUC and G-mean: a metric undefined on a
+    subset is undefined everywhere (scikit-learn would return 0, which reads as chance).
+    When every prediction falls in one class the MCC is 0 (scikit-learn's convention).
+    """
+    labels = np.asarray(labels).astype(int)
+    if len(np.unique(labels)) < 2:
+        return math.nan
     predicted = (np.asarray(probabilities) >= threshold).astype(int)
-    with warnings.catch_warnings():  # one class only: sklearn warns and returns 0
-        warnings.simplefilter("ignore", UserWarning)
-        return float(matthews_corrcoef(np.asarray(labels).astype(int), predicted))
+    with warnings.catch_warnings():  # one predicted class only: sklearn warns and returns 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(matthews_corrcoef(labels, predicted))
 
 
 def g_mean(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> float:
@@ -95,3 +103,34 @@ def format_mean_se(values: Sequence[float], scale: float = 100.0, digits: int = 
     if math.isnan(error):
         return f"{mean * scale:.{digits}f}"
     return f"{mean * scale:.{digits}f} ± {error * scale:.{digits}f}"
+
+
+def masked_generation_metrics(
+    synthetic_des: np.ndarray,
+    real_des: np.ndarray,
+    breast_mask: np.ndarray,
+    lesion_mask: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Errors that see what matters: the paper's whole-image metrics plus masked ones.
+
+    ``breast_*``: MSE and PSNR (data_range 1) over the breast only (the background is
+    easy and inflates whole-image scores); ``lesion_mae``: mean |synthetic − real| inside
+    the lesion (NaN without a lesion mask or an empty one).
+    """
+    result = generation_metrics(synthetic_des, real_des)
+    synthetic_des = np.asarray(synthetic_des, dtype=np.float64)
+    real_des = np.asarray(real_des, dtype=np.float64)
+    breast = np.asarray(breast_mask, dtype=bool)
+    if breast.any():
+        error = float(np.mean((synthetic_des[breast] - real_des[breast]) ** 2))
+        result["breast_mse"] = error
+        result["breast_psnr"] = 100.0 if error == 0 else min(100.0, 10 * math.log10(1.0 / error))
+    else:
+        result["breast_mse"] = result["breast_psnr"] = math.nan
+    lesion = None if lesion_mask is None else np.asarray(lesion_mask, dtype=bool)
+    result["lesion_mae"] = (
+        float(np.mean(np.abs(synthetic_des[lesion] - real_des[lesion])))
+        if lesion is not None and lesion.any()
+        else math.nan
+    )
+    return result

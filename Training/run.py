@@ -81,6 +81,11 @@ from VirtualBiopsyLib.roles import SLOTS, VIEWS, View, parse_slot, slot_name
 logger = logging.getLogger(__name__)
 
 RUN_FORMAT = "virtual-biopsy-training-run-v1"
+VAL_LOSS_DEFINITIONS = {
+    "l1": "mean |G(LE) - DES| over validation pairs, whole image",
+    "emphasis_l1": "mean |G(LE) - DES| over validation pairs, weighted 1 + 20 r per pixel "
+    "(r: the real DES's normalised residual from its local median; lesion emphasis)",
+}
 
 
 @dataclass
@@ -259,7 +264,7 @@ def _pretrain(
             description=f"pretrain G_{view.value}",
             max_epochs=context.config.generator.pretrain_epochs,
         )
-        weights[view] = result.generator.state_dict()
+        weights[view] = result.network.state_dict()
         if context.runtime.is_main:
             write_state_dict(weights[view], file)
     return weights
@@ -306,25 +311,22 @@ def _train_generators(
             initial_generator=pretrained.get(view),
         )
         quality = generation_quality(
-            result.generator, _pair_set(context, by_split["test"]), context.runtime
+            result.network, _pair_set(context, by_split["test"]), context.runtime
         )
         if context.runtime.is_main:
-            write_state_dict(result.generator.state_dict(), file, {"synthetic_output": "true"})
+            write_state_dict(result.network.state_dict(), file, {"synthetic_output": "true"})
             _write_result(
                 folder,
                 {
                     "view": view.value,
                     "fold": fold.fold,
-                    "best_val_loss": result.best_val_loss,
-                    "val_loss_definition": "mean |G(LE) - DES| over validation pairs, whole image",
-                    "best_epoch": result.best_epoch,
-                    "epochs_run": result.epochs_run,
-                    "history": result.history,
+                    **result.summary(),
+                    "val_loss_definition": VAL_LOSS_DEFINITIONS[config.selection],
                     "pairs": {name: len(items) for name, items in by_split.items()},
                     "test_generation": _generation_summary(quality),
                 },
             )
-        generators[view] = result.generator
+        generators[view] = result.network
     return generators
 
 
@@ -402,21 +404,18 @@ def _train_slot(
         description=f"fold {fold.fold} {slot}",
     )
     if context.runtime.is_main:
-        write_state_dict(result.model.state_dict(), file)
+        write_state_dict(result.network.state_dict(), file)
         _write_result(
             folder,
             {
                 "slot": slot,
                 "fold": fold.fold,
                 "architecture": config.architecture,
-                "best_val_loss": result.best_val_loss,
-                "best_epoch": result.best_epoch,
-                "epochs_run": result.epochs_run,
-                "history": result.history,
+                **result.summary(),
                 "images": {"train": len(train), "val": len(val)},
             },
         )
-    return result.model
+    return result.network
 
 
 def _synthetic_des(

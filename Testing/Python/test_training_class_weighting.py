@@ -85,7 +85,7 @@ def test_balanced_weighting_centres_probabilities_on_the_threshold() -> None:
     balanced = train_classifier(
         data, data, replace(CONFIG, class_weighting="balanced"), None, seed=0, progress=False
     )
-    p_plain = predict_probabilities(plain.model, data.images).mean()
-    p_balanced = predict_probabilities(balanced.model, data.images).mean()
+    p_plain = predict_probabilities(plain.network, data.images).mean()
+    p_balanced = predict_probabilities(balanced.network, data.images).mean()
     assert p_plain == pytest.approx(0.75, abs=0.05)
     assert p_balanced == pytest.approx(0.5, abs=0.05)

@@ -60,7 +60,7 @@ def test_classifier_run_is_repeatable_with_fixed_seeds() -> None:
     data = _images()
     first = train_classifier(data, data, CLASSIFIER, None, seed=3, progress=False)
     second = train_classifier(data, data, CLASSIFIER, None, seed=3, progress=False)
-    assert _same_weights(first.model.state_dict(), second.model.state_dict())
+    assert _same_weights(first.network.state_dict(), second.network.state_dict())
     assert first.history == second.history
 
 
@@ -78,7 +78,7 @@ def test_killed_and_resumed_classifier_run_ends_with_identical_weights(tmp_path:
         data, data, CLASSIFIER, tmp_path / "killed", seed=3, progress=False, resume=True
     )
     assert resumed.history == straight.history
-    assert _same_weights(resumed.model.state_dict(), straight.model.state_dict())
+    assert _same_weights(resumed.network.state_dict(), straight.network.state_dict())
     last_straight = read_state_dict(tmp_path / "straight" / "checkpoint" / "weights.safetensors")
     last_resumed = read_state_dict(tmp_path / "killed" / "checkpoint" / "weights.safetensors")
     assert _same_weights(last_straight, last_resumed)
@@ -106,7 +106,7 @@ def test_the_kept_weights_are_those_of_the_best_validation_loss() -> None:
     losses = [record["val_loss"] for record in result.history]
     assert result.best_val_loss == min(losses)
     assert result.best_epoch == losses.index(min(losses))
-    loop = _ClassifierLoop(result.model, config, 0, make_runtime("cpu"))
+    loop = _ClassifierLoop(result.network, config, 0, make_runtime("cpu"))
     assert loop.validation_loss(val) == pytest.approx(result.best_val_loss, rel=1e-5)
 
 
@@ -146,7 +146,7 @@ def test_killed_and_resumed_generator_run_ends_with_identical_weights(tmp_path: 
         train, val, GENERATOR, tmp_path / "b", seed=1, progress=False, resume=True
     )
     assert resumed.epochs_run == straight.epochs_run == 3
-    assert _same_weights(resumed.generator.state_dict(), straight.generator.state_dict())
+    assert _same_weights(resumed.network.state_dict(), straight.network.state_dict())
     assert _same_weights(
         read_state_dict(tmp_path / "a" / "checkpoint" / "weights.safetensors"),
         read_state_dict(tmp_path / "b" / "checkpoint" / "weights.safetensors"),
@@ -161,5 +161,6 @@ def test_generator_learns_and_keeps_its_best_validation_l1() -> None:
     )
     result = train_generator(train, val, config, None, seed=1, progress=False)
     assert result.best_val_loss == min(r["val_loss"] for r in result.history)
-    assert validation_loss(result.generator, val, config) == pytest.approx(result.best_val_loss, rel=1e-5)
+    loss = validation_loss(result.network, val, config)
+    assert loss == pytest.approx(result.best_val_loss, rel=1e-5)
     assert result.best_val_loss < untrained.best_val_loss

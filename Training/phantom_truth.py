@@ -1,0 +1,104 @@
+"""Ground truth of a phantom cohort, on the network's grid: lesion and breast masks, latents.
+
+The phantom is deterministic, so a cohort's breasts can be rendered again from its seed
+and plan (:func:`VirtualBiopsyLib.phantom.cohort.render_patient`) to recover what the
+files do not carry: where the lesion is, its latent aggressiveness (which drives what LE
+shows) and its DES enhancement. Masks are resampled with each image's own preprocessing
+geometry, so they lie on the arrays the networks see.
+
+Lesion contrast — the mean of an image inside the lesion minus the mean of a ring around
+it (inside the breast) — measures whether a DES, real or synthetic, shows the lesion.
+The hand feature is the brightest DES pixel of the eroded breast minus the breast's
+median: no fitting, so it bounds what a DES image shows without any training.
+
+>>> truth = phantom_truth(cases, patients=60, seed=2027,
+...                       params=PreprocessingParams(size=64))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from Training.datasets import TrainingCase
+from VirtualBiopsyLib.images.preprocessing import PreprocessingParams, preprocess
+from VirtualBiopsyLib.images.readers import read_image
+from VirtualBiopsyLib.phantom.plan import plan_cohort, render_patient
+from VirtualBiopsyLib.roles import VIEWS, slot_name
+
+#: Ring around the lesion for its contrast: this many preprocessed pixels wide.
+RING_PIXELS = 3
+#: The hand feature ignores this many pixels next to the skin line (bright skin).
+EROSION_PIXELS = 3
+
+
+@dataclass
+class CaseTruth:
+    """What the phantom put into one breast, on the preprocessed grid of each slot."""
+
+    label: int
+    aggressiveness: float
+    enhancement: float  # DES enhancement strength (0 for non-enhancing lesions)
+    pattern: str
+    diameter_mm: float
+    lesion_masks: dict[str, np.ndarray] = field(default_factory=dict)  # per slot, bool
+    breast_masks: dict[str, np.ndarray] = field(default_factory=dict)  # per slot, bool
+
+
+def phantom_truth(
+    cases: list[TrainingCase],
+    patients: int,
+    seed: int,
+    params: PreprocessingParams,
+    size: str = "small",
+) -> dict[str, CaseTruth]:
+    """``{case key: CaseTruth}`` for the cases of a phantom cohort written with these settings."""
+    by_identity = {(case.patient_id, case.laterality): case for case in cases}
+    truth: dict[str, CaseTruth] = {}
+    for plan in plan_cohort(patients, seed):
+        patient_id = f"PHANTOM-{plan.number:04d}"
+        for breast in render_patient(plan, seed, size):
+            case = by_identity.get((patient_id, breast.laterality.value))
+            if case is None:
+                continue
+            lesion = breast.lesion
+            record = CaseTruth(
+                label=case.label,
+                aggressiveness=lesion.aggressiveness,
+                enhancement=lesion.enhancement if lesion.pattern != "none" else 0.0,
+                pattern=lesion.pattern,
+                diameter_mm=lesion.diameter_mm,
+            )
+            for view in VIEWS:
+                for modality in ("LE", "DES"):
+                    slot = slot_name(modality, view)
+                    path = case.slots.get(slot)
+                    if path is None:
+                        continue
+                    geometry = preprocess(read_image(path), params).geometry
+                    lesion_map = geometry.map_to_preprocessed(breast.lesion_masks[view.value])
+                    breast_map = geometry.map_to_preprocessed(breast.breast_masks[view.value])
+                    record.lesion_masks[slot] = lesion_map >= 0.5
+                    record.breast_masks[slot] = breast_map >= 0.5
+            truth[case.key] = record
+    return truth
+
+
+def lesion_contrast(image: np.ndarray, lesion: np.ndarray, breast: np.ndarray) -> float:
+    """Mean inside the lesion minus the mean of a ring around it (NaN without a lesion)."""
+    if not lesion.any():
+        return float("nan")
+    ring = ndimage.binary_dilation(lesion, iterations=RING_PIXELS) & ~lesion & breast
+    if not ring.any():
+        return float("nan")
+    return float(image[lesion].mean() - image[ring].mean())
+
+
+def hand_feature(des: np.ndarray, breast: np.ndarray) -> float:
+    """Brightest DES pixel of the eroded breast minus the breast median (no fitting)."""
+    inner = ndimage.binary_erosion(breast, iterations=EROSION_PIXELS)
+    if not inner.any():
+        return float("nan")
+    return float(des[inner].max() - np.median(des[breast]))
