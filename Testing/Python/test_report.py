@@ -298,3 +298,23 @@ def test_command_line_writes_the_report(runs, tmp_path: Path, capsys) -> None:
     assert code == 0
     assert "report.md" in capsys.readouterr().out
     assert '"bootstrap_resamples": 150' in (out / "report.json").read_text()
+
+
+def test_a_run_without_generators_reports_what_it_has(tmp_path: Path) -> None:
+    """--no-generators: no synthetic DES, so Ĉ, F+Ĉ and the sweep are absent, not faked."""
+    run_dir = simulate_run(tmp_path / "nogen", patients=40, seed=6)
+    predictions = run_dir / "predictions.csv"
+    lines = predictions.read_text().splitlines()
+    kept = [line for line in lines if ",synthetic," not in line]
+    predictions.write_text("\n".join(kept) + "\n")
+    analysis = analyse_run(load_run(run_dir), n_resamples=RESAMPLES)
+    rows = {row["setting"]: row for row in analysis.settings}
+    assert rows["Ĉ"]["cases"] == 0 and "auc" not in rows["Ĉ"]
+    assert not analysis.robustness
+    paired = {row["comparison"]: row for row in analysis.paired}
+    assert paired["Ĉ − C"]["conclusion"] == "not tested"
+    assert paired["F+C − F"]["conclusion"] != "not tested"
+    out = write_report([run_dir], tmp_path / "report", n_resamples=RESAMPLES, progress=False)
+    markdown = (out / "report.md").read_text()
+    assert "No case has both real and synthetic DES" in markdown
+    assert not (out / "robustness.png").exists()
