@@ -120,17 +120,23 @@ def test_map_drawn_back_on_a_left_breast_lands_on_the_lesion():
     assert 55 <= row <= 85 and 15 <= col <= 45
 
 
-def test_right_breast_saliency_maps_back_unflipped(tmp_path, monkeypatch):
-    """Right breasts are not flipped by preprocessing; their map must not come back flipped."""
+@pytest.fixture
+def bright_spot_package(tmp_path, monkeypatch):
+    """A package whose every classifier is the known-answer :class:`BrightSpotClassifier`."""
     package = load_package(write_untrained_package(tmp_path / "p", n_folds=2, image_size=64))
     monkeypatch.setattr(
         type(package),
         "load_classifier",
         lambda self, fold, slot, device="cpu": BrightSpotClassifier().eval(),
     )
+    return package
+
+
+def test_right_breast_saliency_maps_back_unflipped(bright_spot_package, tmp_path):
+    """Right breasts are not flipped by preprocessing; their map must not come back flipped."""
     folder = write_slot_folder(tmp_path / "right", ["LE_CC"], laterality="R", seed=3)
     [case] = gather_cases([folder]).cases
-    outcome = Pipeline(package, synthesis=False).run(case)
+    outcome = Pipeline(bright_spot_package, synthesis=False).run(case)
     assert outcome.laterality == "R"
     assert Path(outcome.inputs["LE_CC"].path).name == "LE_CC.nrrd"
     assert outcome.modality_probabilities.keys() == {"LE"}
@@ -142,16 +148,10 @@ def test_right_breast_saliency_maps_back_unflipped(tmp_path, monkeypatch):
     assert upright > 0.5 and upright > mirrored + 0.3
 
 
-def test_pipeline_saliency_follows_the_lesion_through_the_geometry(tmp_path, monkeypatch):
-    package = load_package(write_untrained_package(tmp_path / "p", n_folds=2, image_size=64))
-    monkeypatch.setattr(
-        type(package),
-        "load_classifier",
-        lambda self, fold, slot, device="cpu": BrightSpotClassifier().eval(),
-    )
+def test_pipeline_saliency_follows_the_lesion_through_the_geometry(bright_spot_package, tmp_path):
     folder = write_slot_folder(tmp_path / "exam", ["DES_CC"], laterality="L", seed=1)
     [case] = gather_cases([folder]).cases
-    result = Pipeline(package).run(case)
+    result = Pipeline(bright_spot_package).run(case)
     saliency, picture = result.saliency["DES_CC"], result.pictures["DES_CC"]
     assert saliency.pixels.shape == picture.shape
     # The known-answer model's map is the (smoothed) image: bright where the image is,
