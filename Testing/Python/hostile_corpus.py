@@ -259,6 +259,19 @@ def _dicom_entries(root: Path) -> list[HostileEntry]:
     add("dicom-sequence-nested-deep", "", _deep_sequence)
     made.append(_tie_break(root))
     made.append(_excess_pixel_data(root))
+    spacing = root / "dicom" / "dicom-spacing-absurd"
+    made.append(
+        HostileEntry(
+            "dicom-spacing-absurd",
+            spacing,
+            write_dicom(
+                spacing / "IM0001.dcm",
+                patient_id="HOSTILE-spacing",
+                ImagerPixelSpacing=["1e300", "-5"],
+            ),
+            0,
+        )
+    )
     return made
 
 
@@ -535,6 +548,11 @@ def _nrrd_entries(root: Path) -> list[HostileEntry]:
         "nrrd-endless-header",
         "header",
         slot(header=b"NRRD0004\n" + b"# comment line\n" * 80000, data=b""),
+    )
+    add(
+        "nrrd-spacing-overflows",
+        "not finite",
+        slot(header=nrrd_header().replace(b"(0.1,0,0)", b"(1e300,1e300,0)")),
     )
     add("nrrd-nan-pixels", "NaN", slot(pixels=_with_nan()))
     add("nrrd-constant", "constant image", slot(pixels=np.full((ROWS, COLUMNS), 7, np.uint16)))

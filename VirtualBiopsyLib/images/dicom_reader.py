@@ -43,6 +43,7 @@ FOR_PRESENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.2"
 FOR_PROCESSING_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.2.1"
 MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR
 DEFAULT_SPACING_MM = 0.1
+MAX_SPACING_MM = 10.0
 GE_CLINICAL_VIEW_TAG = (0x0045, 0x101B)
 
 # SNOMED CT (and the older SNOMED-RT) codes of DICOM CID 4014 "View for Mammography".
@@ -187,14 +188,18 @@ def laterality_rule(ds: Dataset, path: Path) -> tuple[Laterality | None, str]:
 
 
 def spacing_rule(ds: Dataset) -> tuple[tuple[float, float], str]:
-    """Pixel spacing (row, column) in mm: Imager Pixel Spacing, Pixel Spacing or 0.1 mm."""
+    """Pixel spacing (row, column) in mm: Imager Pixel Spacing, Pixel Spacing or 0.1 mm.
+
+    A value outside (0, 10] mm (no mammography detector has pixels of a centimetre) is
+    ignored like a missing one: it would end up in every NRRD and DICOM output.
+    """
     for keyword in ("ImagerPixelSpacing", "PixelSpacing"):
         value = ds.get(keyword)
         try:
             row_mm, col_mm = (float(v) for v in value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             continue
-        if row_mm > 0 and col_mm > 0:
+        if 0 < row_mm <= MAX_SPACING_MM and 0 < col_mm <= MAX_SPACING_MM:
             return (row_mm, col_mm), keyword
     return (DEFAULT_SPACING_MM, DEFAULT_SPACING_MM), f"default {DEFAULT_SPACING_MM} mm"
 

@@ -212,6 +212,8 @@ def nrrd_grid(header: dict[str, Any], path: Path | str) -> NrrdGrid:
     origin = np.zeros(2)
     if header.get("space origin") is not None:
         origin = np.asarray(header["space origin"], dtype=float)[:2]
+    if not (np.isfinite(spacing).all() and np.isfinite(origin).all()):
+        raise ImageReadError(path, "space directions or space origin are not finite numbers")
     flip = -1.0 if str(header.get("space", "")).lower() in _RAS_SPACES else 1.0  # ITK is LPS
     direction = (units[0][0], units[1][0], units[0][1], units[1][1])
     return NrrdGrid(
