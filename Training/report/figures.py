@@ -42,8 +42,10 @@ def _finish(figure, synthetic: bool) -> bytes:
         fontsize=7,
         color="#b00020" if synthetic else "#555555",
     )
-    bottom = 0.28 / figure.get_figheight()  # room for the mark below the axis labels
-    figure.tight_layout(rect=(0, bottom, 1, 1))
+    height = figure.get_figheight()
+    bottom = 0.28 / height  # room for the mark below the axis labels
+    top = 1 - 0.22 / height if figure.get_suptitle() else 1  # and for the title above
+    figure.tight_layout(rect=(0, bottom, 1, top))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
     plt.close(figure)
