@@ -21,7 +21,7 @@ from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE
 from VirtualBiopsyLib.images.raster_reader import cdd_cesm_study_uid
 from VirtualBiopsyLib.phantom.files import write_atomically
 from VirtualBiopsyLib.phantom.plan import PatientPlan, render_patient
-from VirtualBiopsyLib.roles import VIEWS, Modality
+from VirtualBiopsyLib.roles import VIEWS, Modality, Slot
 from VirtualBiopsyLib.training_manifest import BiopsyLabel, TrainingManifestRow
 
 LOW_ENERGY_FOLDER = "Low energy images of CDD-CESM"
@@ -147,7 +147,7 @@ def write_cdd_cesm_cohort(
                     name = image_name(plan.number, side, code, view.value)
                     stray = {1: 1, 3: 2}.get(plan.number % 6, 0) if modality == "DES" else 0
                     relative = f"{folder}/{file_name(name, stray)}"
-                    _write_jpeg(out_dir / relative, breast.images[f"{modality}_{view.value}"])
+                    _write_jpeg(out_dir / relative, breast.images[Slot.of(modality, view)])
                     manifest.append(
                         TrainingManifestRow(
                             patient_id,

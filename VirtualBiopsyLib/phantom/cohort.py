@@ -30,7 +30,7 @@ from VirtualBiopsyLib.phantom.plan import (  # plan_cohort and the plan type: al
     plan_cohort,
     render_patient,
 )
-from VirtualBiopsyLib.roles import VIEWS, Modality, View
+from VirtualBiopsyLib.roles import VIEWS, Modality, Slot, View
 from VirtualBiopsyLib.training_manifest import (
     TRAINING_MANIFEST_NAME,
     BiopsyLabel,
@@ -151,7 +151,7 @@ def _write_dicom_patient(
 
     for order, (breast, view) in enumerate((b, v) for b in breasts for v in VIEWS):
         minute = 2.0 + order
-        slot_le, slot_des = f"LE_{view.value}", f"DES_{view.value}"
+        slot_le, slot_des = Slot.of(Modality.LE, view), Slot.of(Modality.DES, view)
         add(
             breast,
             view,
@@ -171,8 +171,7 @@ def _write_dicom_patient(
             )
     for breast in breasts:
         for slot, image in breast.late_images.items():
-            modality, view_name = slot.split("_")
-            view = View(view_name)
+            modality, view = Slot(slot).modality.value, Slot(slot).view
             add(
                 breast,
                 view,
