@@ -134,3 +134,22 @@ def test_an_unreadable_subfolder_is_reported(corpus, tmp_path, capsys, caplog):
     finally:
         locked.chmod(0o755)
     assert code == 3 and str(locked) in text and "cannot list folder" in text
+
+
+def test_inspect_decode_refuses_each_hostile_image_with_its_reason(corpus, capsys):
+    folders = [e.folder for e in corpus.entries if e.model is None]
+    assert main(["inspect", "--json", "--decode", *map(str, folders)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    images = json.loads(captured.out)["images"]
+    for entry in corpus.entries:
+        if entry.model is not None or entry.expected_exit != 3:
+            continue
+        refused = [
+            image
+            for image in images
+            if image["status"] == "error"
+            and (image["path"] == str(entry.bad_file) or str(entry.bad_file) in image["reason"])
+        ]
+        assert refused, entry.name
+        assert entry.reason in refused[0]["reason"], (entry.name, refused[0]["reason"])

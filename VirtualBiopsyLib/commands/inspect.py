@@ -1,6 +1,8 @@
-"""``virtual-biopsy inspect PATH... [--json]``: what the readers make of files and folders.
+"""``virtual-biopsy inspect PATH... [--json] [--decode]``: what the readers make of files and folders.
 
-Reads headers only (no pixel decoding), so it is quick over whole exports. It exits 0
+Reads headers only (no pixel decoding), so it is quick over whole exports; ``--decode``
+also decodes each image and refuses, per image and with the reason, those ``predict``
+would refuse (undecodable, too small, blank, no breast visible). It exits 0
 whatever it finds (unreadable files are reported, not fatal) and 2 when a PATH does not
 exist. The ``--json`` output is a stable contract that other tools script against::
 
@@ -38,6 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--decode",
+        action="store_true",
+        help="also decode every image and refuse, with the reason, those predict would "
+        "refuse (undecodable, too small, blank or constant, no breast visible); slower",
+    )
     parser.set_defaults(func=run)
 
 
@@ -85,7 +93,7 @@ def case_record(case: Case) -> dict[str, Any]:
     }
 
 
-def inspect_paths(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
+def inspect_paths(paths: list[Path], decode: bool = False) -> dict[str, list[dict[str, Any]]]:
     """Scan ``paths`` and return the ``inspect --json`` object.
 
     >>> from VirtualBiopsyLib.commands.inspect import inspect_paths
@@ -96,7 +104,7 @@ def inspect_paths(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
     from VirtualBiopsyLib.images.cases import group_cases
     from VirtualBiopsyLib.images.readers import scan
 
-    entries = scan(paths)
+    entries = scan(paths, decode=decode)
     cases = group_cases(entry.info for entry in entries if entry.info is not None)
     return {
         "images": [image_record(entry) for entry in entries],
@@ -155,7 +163,7 @@ def run(args: argparse.Namespace, reporter: CommandReporter) -> int:
         for path in missing:
             reporter.error(f"PATH does not exist: {path}", exit_code=EXIT_USAGE)
         return EXIT_USAGE
-    report = inspect_paths(list(args.paths))
+    report = inspect_paths(list(args.paths), decode=getattr(args, "decode", False))
     if args.json:
         print(json.dumps(report))
     else:

@@ -314,7 +314,8 @@ def read_dicom_info(path: Path | str) -> ImageInfo:
     """
     path = Path(path)
     try:
-        with path.open("rb") as handle:
+        # pydicom's value warnings may quote a Patient Name or ID: kept off the console.
+        with capture_decoder_messages(), path.open("rb") as handle:
             if pydicom.filereader.read_file_meta_info(path).get("TransferSyntaxUID") == DEFLATED:
                 check_deflated_size(path, handle)
             ds = pydicom.dcmread(handle, stop_before_pixels=True)
@@ -469,7 +470,8 @@ def read_dicom_image(path: Path | str, info: ImageInfo | None = None) -> Mammogr
     path = Path(path)
     info = info if info is not None else read_dicom_info(path)
     try:
-        ds = pydicom.dcmread(path)
+        with capture_decoder_messages():  # value warnings may quote identifiers
+            ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, EOFError, ValueError, struct.error) as error:
         raise ImageReadError(path, f"cannot read DICOM file: {error}") from error
     check_pixel_module(ds, path)  # the file may have changed since its header was read

@@ -53,11 +53,13 @@ def uid_problem(value: str) -> str | None:
     >>> uid_problem("1.2.840.10008") is None
     True
     >>> uid_problem("1.2.abc")
-    "study UID '1.2.abc' is not a DICOM UID (digits and dots, at most 64 characters)"
+    'study UID is not a DICOM UID (digits and dots without leading zeros, at most 64 characters)'
     """
-    if len(value) > 64 or _UID.fullmatch(value) is None:
-        shown = value if len(value) <= 70 and not _CONTROL.search(value) else f"{value[:20]!r}…"
-        return f"study UID '{shown}' is not a DICOM UID (digits and dots, at most 64 characters)"
+    if len(value) > 64 or _UID.fullmatch(value) is None:  # the value itself is not shown
+        return (
+            "study UID is not a DICOM UID (digits and dots without leading zeros, "
+            "at most 64 characters)"
+        )
     return None
 
 

@@ -174,10 +174,13 @@ def _is_ignored(path: Path) -> bool:
     return path.name.startswith(".") or path.suffix.lower() in IGNORED_SUFFIXES
 
 
-def scan(paths: Iterable[Path | str]) -> list[ScanEntry]:
+def scan(paths: Iterable[Path | str], decode: bool = False) -> list[ScanEntry]:
     """Read the header of every file under ``paths``; never raises for a bad file.
 
-    A folder that cannot be listed gets an ``error`` entry of its own.
+    A folder that cannot be listed gets an ``error`` entry of its own. With ``decode``
+    every usable image is also decoded and checked as ``predict`` would
+    (:func:`read_image`): one that cannot be decoded or must not be classified becomes an
+    ``error`` entry with the reason (slower: every pixel is read).
 
     >>> from VirtualBiopsyLib.images.readers import scan
     >>> [entry.status for entry in scan(["exam/"])]  # doctest: +SKIP
@@ -189,8 +192,19 @@ def scan(paths: Iterable[Path | str]) -> list[ScanEntry]:
         entries.append(ScanEntry(path=folder, status="error", reason=reason))
 
     for path in iter_files(paths, on_error=folder_error):
-        entries.append(scan_file(path))
+        entry = scan_file(path)
+        if decode and entry.info is not None:
+            entry = _decoded(entry)
+        entries.append(entry)
     return entries
+
+
+def _decoded(entry: ScanEntry) -> ScanEntry:
+    try:
+        read_image(entry.info)  # type: ignore[arg-type]
+    except ImageError as error:
+        return ScanEntry(path=entry.path, status="error", reason=_reason(error, entry.path))
+    return entry
 
 
 def _reason(error: ImageError, path: Path) -> str:
