@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import struct
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -216,6 +217,21 @@ def _dicom_entries(root: Path) -> list[HostileEntry]:
     add("dicom-window-width-zero", "Window Width 0", attrs(WindowWidth=0))
     add("dicom-window-width-1e300", "grey level", attrs(WindowCenter=0, WindowWidth="1e300"))
     add("dicom-voi-function-unknown", "VOI LUT Function", attrs(VOILUTFunction="CUBIC"))
+    add("dicom-rescale-slope-1e300", "", attrs(RescaleSlope="1e300", RescaleIntercept=0))
+    add(
+        "dicom-rescale-slope-1e-300", "grey level", attrs(RescaleSlope="1e-300", RescaleIntercept=0)
+    )
+    add(
+        "dicom-voi-lut-first-value-huge",
+        "",
+        attrs(VOILUTSequence=Sequence([_lut_item(4096, 60000, 12, list(range(4096)))])),
+    )
+    add("dicom-rows-zero", "empty image", attrs(Rows=0))
+    add(
+        "dicom-sigmoid-window-negative",
+        "Window Width",
+        attrs(VOILUTFunction="SIGMOID", WindowWidth=-5),
+    )
     add("dicom-one-pixel", "1 × 1", attrs(pixels=np.array([[1000]], np.uint16)))
     add(
         "dicom-constant",
@@ -580,6 +596,11 @@ def _nrrd_entries(root: Path) -> list[HostileEntry]:
     add("case-json-not-utf8", "invalid JSON", slot(identity=b'{"patient_id": "\xff\xfe"}'))
     add("case-json-nan", "invalid JSON", slot(identity='{"patient_id": NaN}'))
     add("case-json-array", "JSON object", slot(identity="[1, 2]"))
+    add(
+        "case-json-huge-integer",
+        "invalid JSON",
+        slot(identity='{"patient_id": ' + "9" * 100_000 + "}"),
+    )
     add("case-json-laterality", "laterality", slot(identity={"patient_id": "a", "laterality": 7}))
     add(
         "case-json-patient-id-object",
@@ -696,6 +717,12 @@ def _model_entries(root: Path, demo: Path) -> list[HostileEntry]:
     add("model-json-link-to-dev-zero", "not a regular file", _manifest_link)
     add("model-json-threshold-nan", "", _manifest_text(lambda t: _replace_threshold(t, "NaN")))
     add("model-json-not-json", "invalid JSON", _manifest_text(lambda t: t[: len(t) // 2]))
+    add(
+        "model-json-huge-integer",
+        "invalid JSON",
+        _manifest_text(lambda t: t[:-2] + ', "n": ' + "7" * 100_000 + "}\n"),
+    )
+    add("model-json-weights-outside", "", _manifest_edit(_weights_outside))
     return made
 
 
@@ -776,6 +803,10 @@ def _manifest_edit(change: Callable[[dict], None]) -> Callable[[Path], Path]:
     return edit
 
 
+def _weights_outside(manifest: dict) -> None:
+    manifest["folds"][0]["classifiers"]["LE_CC"]["file"] = "../../../etc/passwd.safetensors"
+
+
 def _absurd_width(manifest: dict) -> None:
     for entry in manifest["generators"].values():
         for name in ("ngf", "base_width"):
@@ -827,6 +858,12 @@ def _manifest_link(package: Path) -> Path:
 
 def build_corpus(root: Path, demo_package: Path | None = None) -> HostileCorpus:
     """Write every hostile entry (and one good case folder) under ``root``."""
+    with warnings.catch_warnings():  # pydicom warns about the invalid values written on purpose
+        warnings.simplefilter("ignore")
+        return _build(root, demo_package)
+
+
+def _build(root: Path, demo_package: Path | None) -> HostileCorpus:
     from VirtualBiopsyLib.models.package import demo_package_path
 
     root.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""``virtual-biopsy inspect PATH... [--json] [--decode]``: what the readers make of files and folders.
+"""``virtual-biopsy inspect PATH... [--json] [--decode]``: what the readers make of files.
 
 Reads headers only (no pixel decoding), so it is quick over whole exports; ``--decode``
 also decodes each image and refuses, per image and with the reason, those ``predict``

@@ -502,6 +502,8 @@ def _parse_json(raw: bytes, manifest_path: Path) -> dict[str, Any]:
             f"{manifest_path}: invalid JSON at line {error.lineno} column {error.colno} "
             f"({error.msg})"
         ) from error
+    except ValueError as error:  # e.g. an integer longer than Python converts
+        raise ModelPackageError(f"{manifest_path}: invalid JSON ({error})") from error
     if not isinstance(manifest, dict):
         raise ModelPackageError(f"{manifest_path}: expected a JSON object at the top level")
     return manifest
