@@ -133,12 +133,16 @@ def test_threshold_statistics_equal_sklearn_confusion_matrix() -> None:
         assert stats["mcc"][index] == pytest.approx(matthews_corrcoef(y, predicted))
 
 
-def test_mcc_is_undefined_not_zero_when_everything_is_called_malignant() -> None:
-    stats = threshold_statistics(
-        np.array([0, 1, 1]), np.array([0.9, 0.8, 0.7]), np.ones((1, 3)), 0.5
-    )
-    assert math.isnan(stats["mcc"][0])
+def test_mcc_conventions_match_training_metrics() -> None:
+    """One class of labels: undefined (NaN); one class of predictions: 0 (no skill)."""
+    from Training.metrics import mcc
+
+    labels, probabilities = np.array([0, 1, 1]), np.array([0.9, 0.8, 0.7])
+    stats = threshold_statistics(labels, probabilities, np.ones((1, 3)), 0.5)
+    assert stats["mcc"][0] == 0.0 == mcc(labels, probabilities)
     assert stats["sensitivity"][0] == 1.0 and stats["specificity"][0] == 0.0
+    one_class = threshold_statistics(labels, probabilities, np.array([[0.0, 1.0, 1.0]]), 0.5)
+    assert math.isnan(one_class["mcc"][0]) and math.isnan(mcc(labels[1:], probabilities[1:]))
 
 
 def test_weighted_brier_equals_sklearn_on_resampled_data() -> None:

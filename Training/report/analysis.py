@@ -144,7 +144,9 @@ def point_statistics(labels: np.ndarray, probabilities: np.ndarray, threshold: f
     result = {
         "auc": float(roc_auc_score(labels, probabilities)) if both else math.nan,
         "g_mean": math.sqrt(sensitivity * specificity),
-        "mcc": float(tp * tn - fp * fn) / denominator if denominator else math.nan,
+        "mcc": (float(tp * tn - fp * fn) / denominator if denominator else 0.0)
+        if both
+        else math.nan,
         "sensitivity": sensitivity,
         "specificity": specificity,
         "brier": float(brier_score_loss(labels, probabilities)) if labels.size else math.nan,

@@ -403,7 +403,8 @@ def _methods(runs, n_resamples, seed) -> list[Block]:
                 f"{', '.join(f'{round(100 * s)} %' for s in SPECIFICITIES)} specificity "
                 "(best threshold reaching that specificity on the pooled cases, so "
                 "optimistic).",
-                "Undefined values (one class only, zero denominators) are n/a, never 0.",
+                "A metric undefined on a set of cases (one class only) is n/a, never 0; the MCC "
+                "is 0 when every case is predicted one class (no skill).",
             )
         ),
     ]

@@ -99,7 +99,9 @@ def threshold_statistics(
 ) -> dict[str, np.ndarray]:
     """Sensitivity, specificity, G-mean and MCC of ``score >= threshold`` per weight row.
 
-    Undefined values (a class absent, or MCC's denominator zero) are NaN, never 0.
+    A metric is NaN when a class is absent from the (resampled) labels, never 0; when every
+    case is predicted one class the MCC is 0, as ``Training.metrics.mcc`` and scikit-learn
+    have it (no skill), so fold means and pooled values follow one convention.
     """
     labels = np.asarray(labels).astype(bool)
     predicted = np.asarray(scores, dtype=float) >= threshold
@@ -112,7 +114,8 @@ def threshold_statistics(
         sensitivity = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
         specificity = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
         denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-        mcc = np.where(denominator > 0, (tp * tn - fp * fn) / denominator, np.nan)
+        mcc = np.where(denominator > 0, (tp * tn - fp * fn) / denominator, 0.0)
+        mcc = np.where((tp + fn > 0) & (tn + fp > 0), mcc, np.nan)
     return {
         "sensitivity": sensitivity,
         "specificity": specificity,
