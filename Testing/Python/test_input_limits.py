@@ -293,3 +293,35 @@ def test_weights_in_the_wrong_type_or_with_nan_name_the_fold_and_slot(tmp_path):
         package = load_package(package_dir)
         with pytest.raises(ModelPackageError, match=f"fold 1 DES_MLO classifier: .*{reason}"):
             package.load_classifier(1, "DES_MLO", torch.device("cpu"))
+
+
+def test_exported_dicom_leaves_out_identity_values_that_break_their_vr(tmp_path):
+    """The readers refuse a bad Patient ID; any other copied identity value that would
+    make the Secondary Capture invalid (dciodvfy) is left out rather than written."""
+    import pydicom
+
+    from VirtualBiopsyLib.inference.dicom_export import build_synthetic_dataset
+    from VirtualBiopsyLib.inference.pictures import SlotPicture
+
+    source = pydicom.dcmread(
+        write_dicom(
+            tmp_path / "le.dcm",
+            patient_id="anon-7",
+            PatientName="Doe^" + "J" * 80,
+            StudyID="S" * 20,
+        )
+    )
+    picture = SlotPicture(np.zeros((64, 48), np.float32), (0.1, 0.1), tmp_path / "le.dcm")
+    dataset = build_synthetic_dataset(
+        picture,
+        slot="DES_CC",
+        source=source,
+        patient_id=None,
+        study_uid=None,
+        laterality="L",
+        model_name="demo",
+        generated_from="LE_CC",
+    )
+    assert dataset.PatientID == "anon-7"
+    assert not dataset.get("PatientName") and not dataset.get("StudyID")
+    assert dataset.StudyInstanceUID == source.StudyInstanceUID
