@@ -206,9 +206,9 @@ def test_experiment_tables_are_marked_synthetic(tiny_run, tmp_path) -> None:
             assert VirtualBiopsyLib.SYNTHETIC_NOTICE in path.read_text(), path
     robustness = (tmp_path / "tables" / "robustness.csv").read_text().splitlines()
     percents = {line.split(",")[1] for line in robustness[3:]}
-    assert percents == {str(n) for n in range(10, 101, 10)}
+    assert percents == {str(n) for n in range(0, 101, 10)}
     settings = (tmp_path / "tables" / "settings.md").read_text()
-    assert all(f"| demo | {s} |" in settings for s in ("F", "C", "Ĉ", "F+C", "F+Ĉ"))
+    assert all(f"| run | demo | {s} |" in settings for s in ("F", "C", "Ĉ", "F+C", "F+Ĉ"))
 
 
 def test_command_line_package_and_experiments(tiny_run, tmp_path, capsys) -> None:
