@@ -1,0 +1,93 @@
+"""The phantom check: ground-truth masks on the network's grid, bounds, the command line.
+Phantom figures are synthetic: they test the pipeline, not clinical performance."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from Training.cache import PreprocessedCache
+from Training.cli import main
+from Training.datasets import group_cases, read_manifest
+from Training.phantom_check import run_phantom_check
+from Training.phantom_truth import hand_feature, lesion_contrast, phantom_truth
+from VirtualBiopsyLib import SYNTHETIC_NOTICE
+from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
+from VirtualBiopsyLib.models.package import demo_package_path, load_package
+from VirtualBiopsyLib.phantom import generate_cohort
+
+PATIENTS, SEED = 16, 5
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("check")
+    manifest = generate_cohort(root / "cohort", patients=PATIENTS, seed=SEED)
+    params = PreprocessingParams(size=128)
+    cases = group_cases(read_manifest(manifest).rows, phase="early")
+    truth = phantom_truth(cases, PATIENTS, SEED, params)
+    return cases, truth, PreprocessedCache(root / "cache", params)
+
+
+def test_lesion_masks_land_on_the_lesion_of_every_view(cohort) -> None:
+    """Enhancing lesions are bright inside their mask; the mirrored mask misses them."""
+    cases, truth, cache = cohort
+    inside, mirrored = [], []
+    for case in cases:
+        record = truth[case.key]
+        if record.enhancement < 0.15:
+            continue
+        for slot in ("DES_CC", "DES_MLO"):
+            if slot not in case.slots:
+                continue
+            des = cache.load(case.slots[slot])
+            mask, breast = record.lesion_masks[slot], record.breast_masks[slot]
+            inside.append(lesion_contrast(des, mask, breast))
+            mirrored.append(lesion_contrast(des, np.flipud(mask), breast))
+    assert len(inside) >= 6
+    assert np.nanmean(inside) > 0.05
+    assert np.nanmean(inside) > 3 * abs(np.nanmean(mirrored))
+
+
+def test_every_case_has_truth_and_masks_inside_the_breast(cohort) -> None:
+    cases, truth, _ = cohort
+    assert set(truth) == {case.key for case in cases}
+    for case in cases:
+        record = truth[case.key]
+        assert record.label in (0, 1) and 0.0 <= record.aggressiveness <= 1.0
+        for slot, mask in record.lesion_masks.items():
+            breast = record.breast_masks[slot]
+            assert mask.any() and (mask & breast).sum() >= 0.9 * mask.sum()
+
+
+def test_hand_feature_and_contrast_are_undefined_without_a_region() -> None:
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    empty = np.zeros((32, 32), bool)
+    assert math.isnan(lesion_contrast(image, empty, ~empty))
+    assert math.isnan(hand_feature(image, empty))
+
+
+def test_phantom_check_scores_all_settings_on_one_population_and_reports_bounds() -> None:
+    check = run_phantom_check(load_package(demo_package_path()), patients=24, seed=11)
+    sizes = {setting: m["cases"] for setting, m in check.settings.items()}
+    assert len(set(sizes.values())) == 1 and check.cases == sizes["C"] > 0
+    assert set(check.bounds) >= {"oracle_des_auc", "oracle_le_auc", "hand_feature_real_des_auc"}
+    assert check.bounds["oracle_des_auc"] > 0.6  # the phantom's DES carries its label
+    contrast = check.lesion_contrast
+    assert contrast["real_malignant"] > contrast["real_benign"] > 0.0
+    assert {"psnr", "ssim", "breast_psnr", "lesion_mae"} <= set(check.generation)
+    assert SYNTHETIC_NOTICE in check.notices
+
+
+def test_phantom_check_command_writes_json_and_markdown(tmp_path: Path, capsys) -> None:
+    code = main(["phantom-check", "--patients", "12", "--seed", "3", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "| F+Ĉ |" in printed and SYNTHETIC_NOTICE in printed
+    record = json.loads((tmp_path / "phantom_check.json").read_text())
+    assert record["patients"] == 12 and record["settings"]["C"]["cases"] > 0
+    assert (tmp_path / "phantom_check.md").read_text().startswith("# Phantom check")
