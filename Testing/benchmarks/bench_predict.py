@@ -8,8 +8,8 @@ report.png, 2 synthetic DES and 4 saliency NRRDs. The weights are UNTRAINED (fre
 initialised): timing does not depend on what the weights are, and no figure here says
 anything about classification.
 
-(a) project: ``predict`` as it runs by default: models loaded once per run (the package
-    caches them, batch norms folded), ``torch.inference_mode``, Grad-CAM differentiating
+(a) project: ``predict`` as it runs by default: models loaded once per run (the pipeline
+    keeps them, batch norms folded), ``torch.inference_mode``, Grad-CAM differentiating
     only the classifier head, the case's model passes side by side on worker threads,
     output files written beside the report, float32 block-mean preprocessing, and
     ``--synthesis-precision auto`` (bfloat16 generators where the CPU computes bf16
