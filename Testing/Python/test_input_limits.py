@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -269,7 +270,6 @@ def test_the_phantom_writes_files_with_the_users_umask(tmp_path):
 
 def test_weights_in_the_wrong_type_or_with_nan_name_the_fold_and_slot(tmp_path):
     import hashlib
-    import shutil
 
     import torch
     from safetensors.torch import load_file, save_file
@@ -325,3 +325,24 @@ def test_exported_dicom_leaves_out_identity_values_that_break_their_vr(tmp_path)
     assert dataset.PatientID == "anon-7"
     assert not dataset.get("PatientName") and not dataset.get("StudyID")
     assert dataset.StudyInstanceUID == source.StudyInstanceUID
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy not installed")
+@pytest.mark.parametrize("patient_id", ["A" * 64, "anon é ü 7"])
+def test_exported_dicom_from_case_json_passes_dciodvfy(tmp_path, patient_id, capsys):
+    """The longest Patient ID DICOM allows, and one beyond ASCII (written as UTF-8)."""
+    import subprocess
+
+    from VirtualBiopsyLib.cli import main
+
+    identity = {"patient_id": patient_id, "study_uid": "1.2.3.4", "laterality": "L"}
+    case = write_nrrd_slot(tmp_path / "case", patient_id="", identity=identity).parent
+    out = tmp_path / "out"
+    args = ["predict", str(case), "--out", str(out), "--export-dicom", "--no-saliency"]
+    assert main(args) == 0
+    [exported] = out.rglob("*.dcm")
+    checked = subprocess.run(
+        ["dciodvfy", str(exported)], capture_output=True, text=True, errors="replace"
+    )
+    errors = [line for line in (checked.stdout + checked.stderr).splitlines() if "Error" in line]
+    assert not errors

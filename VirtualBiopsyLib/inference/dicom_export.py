@@ -129,6 +129,8 @@ def build_synthetic_dataset(
     image.BodyPartExamined = "BREAST"
     image.Laterality = laterality if laterality in ("L", "R") else ""  # Type 2C: paired organ
     _mark_synthetic(image, slot, model_name, generated_from, source)
+    if not all(str(value).isascii() for value in identity.values() if value):
+        image.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: a name or ID beyond ASCII
     _set_window(image)
     return image
 
