@@ -2,7 +2,8 @@
 
 The format is chosen by file name: ``.nrrd``/``.nhdr`` → NRRD, ``.jpg``/``.jpeg``/``.png``
 → raster (CDD-CESM names), anything else → DICOM (real exports often have no extension).
-Side files (``.csv``, ``.json``, ``.xlsx``, ``.txt``, ``.md``) and hidden files are ignored.
+Side files (``.csv``, ``.json``, ``.xlsx``, ``.txt``, ``.md``) and hidden files and folders
+(e.g. the ``.partial`` folders of an interrupted run) are ignored.
 
 This is the boundary every file crosses: whatever goes wrong while reading or decoding one
 file (a decoder's ``struct.error``, a ``MemoryError``, a LUT that crashes pydicom) leaves
