@@ -156,7 +156,10 @@ class _GeneratorLoop(EpochLoop):
         )
         self.best_state = copy_state(self.networks["le_to_des"])
 
-    def _step(self, le: torch.Tensor, des: torch.Tensor) -> tuple[float, float]:
+    def _step(
+        self, le: torch.Tensor, des: torch.Tensor, weights: torch.Tensor | None
+    ) -> tuple[float, float]:
+        """One optimisation step on a batch; ``weights`` are the L1 emphasis (or None)."""
         raise NotImplementedError
 
     def run_epoch(self, train: PairSet, val: PairSet) -> dict[str, float]:
@@ -178,12 +181,60 @@ class _GeneratorLoop(EpochLoop):
             len(train), self.config.batch_size, self.shuffle, self.runtime, self.seed, self.epoch
         ):
             le, des = self.augment(train.le[indices], train.des[indices])
+            weights = emphasis_weights(des, self.config) if self.config.lesion_emphasis else None
+            if self.config.crop_size:
+                le, des, weights = self._crop(le, des, weights)
             le, des = self.runtime.prepare_batch(le), self.runtime.prepare_batch(des)
-            loss_g, loss_d = self._step(le, des)
+            if weights is not None:
+                weights = weights.to(des.device)
+            loss_g, loss_d = self._step(le, des, weights)
             totals["loss_g"] += loss_g * len(indices)
             totals["loss_d"] += loss_d * len(indices)
             count += len(indices)
         return {name: value / max(count, 1) for name, value in totals.items()}
+
+    def _crop(
+        self, le: torch.Tensor, des: torch.Tensor, weights: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One ``crop_size`` square per pair, half of them centred where the DES enhances.
+
+        The generator is fully convolutional, so it trains on crops and synthesises whole
+        images. Half of the centres are drawn uniformly, half in proportion to the squared
+        emphasis ``(w − 1)²``, which concentrates on lesions rather than on noise (all
+        uniform without emphasis). The draws come from the loop's checkpointed generator,
+        so a resumed run draws the same crops.
+        """
+        size, (height, width) = self.config.crop_size, le.shape[-2:]
+        if size >= min(height, width):
+            return le, des, weights
+        crops: list[list[torch.Tensor]] = [[], [], []]
+        for index in range(le.shape[0]):
+            centre = int(
+                torch.multinomial(
+                    self._centre_chance(weights, index, height, width), 1, generator=self.shuffle
+                )
+            )
+            row = min(max(centre // width - size // 2, 0), height - size)
+            col = min(max(centre % width - size // 2, 0), width - size)
+            window = (..., slice(row, row + size), slice(col, col + size))
+            crops[0].append(le[index][window])
+            crops[1].append(des[index][window])
+            if weights is not None:
+                crops[2].append(weights[index][window])
+        return (
+            torch.stack(crops[0]),
+            torch.stack(crops[1]),
+            torch.stack(crops[2]) if weights is not None else None,
+        )
+
+    def _centre_chance(
+        self, weights: torch.Tensor | None, index: int, height: int, width: int
+    ) -> torch.Tensor:
+        uniform = torch.ones(height * width)
+        if weights is None or float(torch.rand((), generator=self.shuffle)) < 0.5:
+            return uniform
+        emphasis = (weights[index, 0].flatten() - 1.0).clamp(min=0.0) ** 2
+        return emphasis if float(emphasis.sum()) > 0 else uniform
 
     def save(self, store: CheckpointStore) -> None:
         weights = {
@@ -226,11 +277,12 @@ class _CycleGanLoop(_GeneratorLoop):
         }
         super().__init__(config, seed, runtime, networks)
 
-    def _step(self, le: torch.Tensor, des: torch.Tensor) -> tuple[float, float]:
+    def _step(
+        self, le: torch.Tensor, des: torch.Tensor, weights: torch.Tensor | None
+    ) -> tuple[float, float]:
         """One CycleGAN iteration: generators first, then discriminators on detached fakes."""
         n = self.networks
         c = self.config
-        weights = emphasis_weights(des, c) if c.lesion_emphasis > 0 else None
         _set_requires_grad((n["d_des"], n["d_le"]), False)
         self.optimizer_g.zero_grad(set_to_none=True)
         with self.runtime.autocast():
@@ -274,10 +326,11 @@ class _Pix2PixLoop(_GeneratorLoop):
             self.DISCRIMINATORS = ("d_pair",)
         super().__init__(config, seed, runtime, networks)
 
-    def _step(self, le: torch.Tensor, des: torch.Tensor) -> tuple[float, float]:
+    def _step(
+        self, le: torch.Tensor, des: torch.Tensor, weights: torch.Tensor | None
+    ) -> tuple[float, float]:
         """Generator step (L1 + adversarial), then the discriminator on a detached fake."""
         n, c = self.networks, self.config
-        weights = emphasis_weights(des, c) if c.lesion_emphasis > 0 else None
         discriminator = n.get("d_pair")
         if discriminator is not None:
             _set_requires_grad((discriminator,), False)

@@ -110,3 +110,24 @@ def test_unknown_recipe_selection_or_architecture_is_a_config_error() -> None:
         data = {**base, "generator": {**base["generator"], key: value}}
         with pytest.raises(ConfigError, match=f"unknown {key}"):
             RunConfig.from_dict(data)
+
+
+def test_crops_are_drawn_towards_the_lesion_and_training_on_crops_runs() -> None:
+    from Training.generator_training import _Pix2PixLoop
+    from Training.runtime import make_runtime
+
+    config = replace(PIX2PIX, crop_size=16, lambda_adversarial=0.0)
+    loop = _Pix2PixLoop(config, 0, make_runtime("cpu"))
+    des = _des_with_lesion(n=4)
+    weights = emphasis_weights(des, config)
+    hits = 0
+    for _ in range(10):
+        _, crops, crop_weights = loop._crop(des, des, weights)
+        assert crops.shape == (4, 1, 16, 16) and crop_weights.shape == (4, 1, 16, 16)
+        hits += int((crops.amax(dim=(1, 2, 3)) > 0.5).sum())  # the lesion is in the crop
+    assert hits >= 14  # of 40 crops; uniform draws of 16² in 64² would hit about 4
+    le = torch.rand(8, 1, 32, 32)
+    result = train_generator(
+        PairSet(le, le.clone()), PairSet(le, le.clone()), config, None, progress=False
+    )
+    assert result.network(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
