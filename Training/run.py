@@ -274,8 +274,9 @@ def _train_generators(
     context: RunContext, fold: FoldSplit, pretrained: dict[View, dict[str, torch.Tensor]]
 ) -> dict[View, torch.nn.Module]:
     generators: dict[View, torch.nn.Module] = {}
-    if not context.config.train_generators:
-        return generators
+    limit = context.config.generator.folds
+    if not context.config.train_generators or (limit is not None and fold.fold >= limit):
+        return generators  # no G_v in this fold: its Ĉ / F+Ĉ rows are absent, not faked
     for index, view in enumerate(VIEWS):
         folder = context.out_dir / f"fold_{fold.fold}" / "generators" / view.value
         file = folder / f"generator_LE_to_DES_{view.value}.safetensors"

@@ -83,8 +83,15 @@ def test_config_saved_before_class_weighting_existed_still_loads(tmp_path: Path)
     assert RunConfig.load(path).classifier.class_weighting == "none"
 
 
-def test_demo_config_trains_its_generators_longer_than_ci() -> None:
+def test_demo_config_is_the_recipe_that_sees_the_lesion() -> None:
     demo, tiny = demo_config(), tiny_config()
     assert demo.generator.max_epochs > tiny.generator.max_epochs
-    assert demo.image_size == tiny.image_size
-    assert demo.classifier == tiny.classifier
+    assert demo.image_size == 128 > tiny.image_size
+    assert demo.classifier.pooling == "max" and tiny.classifier.pooling == "avg"
+    g = demo.generator
+    assert (g.recipe, g.architecture, g.selection) == ("pix2pix", "unet", "emphasis_l1")
+    assert g.lesion_emphasis > 0 and g.crop_size == 64 and g.folds == 1
+    assert demo.splits.protocol == "every-patient"
+    paper = RunConfig()
+    assert (paper.generator.recipe, paper.generator.lesion_emphasis) == ("cyclegan", 0.0)
+    assert (paper.classifier.pooling, paper.splits.protocol) == ("avg", "paper")

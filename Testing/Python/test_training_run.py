@@ -126,3 +126,48 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert read_predictions(interrupted / "predictions.csv") == read_predictions(
         straight / "predictions.csv"
     )
+
+
+def test_the_method_recipe_runs_end_to_end_with_generators_in_fold_zero_only(
+    tmp_path: Path,
+) -> None:
+    """U-Net pix2pix with emphasis on crops, max-pool classifiers, every-patient folds."""
+    from Training.config import SplitConfig
+    from Training.export import export_package
+    from Training.splits import load_splits
+    from VirtualBiopsyLib.models.package import load_package
+
+    manifest = _write_cohort(tmp_path / "cohort", 20, "P")
+    base = _config()
+    config = replace(
+        base,
+        classifier=replace(base.classifier, pooling="max"),
+        generator=replace(
+            base.generator,
+            recipe="pix2pix",
+            architecture="unet",
+            base_width=4,
+            levels=3,
+            lesion_emphasis=20.0,
+            selection="emphasis_l1",
+            crop_size=8,
+            lambda_adversarial=0.0,  # a PatchGAN needs more than 8² pixels
+            folds=1,
+        ),
+        splits=SplitConfig(protocol="every-patient"),
+    )
+    run = train_run(manifest, tmp_path / "run", config, progress=False, loader=_loader)
+    folds = load_splits(run / "splits.json")
+    assert sorted(p for f in folds for p in f.test) == sorted({p for f in folds for p in f.test})
+    assert len({p for f in folds for p in f.test}) == 20  # every patient tested once
+    assert (run / "fold_0" / "generators" / "CC" / "result.json").exists()
+    assert not (run / "fold_1" / "generators").exists()
+    synthetic_folds = {
+        p.fold for p in read_predictions(run / "predictions.csv") if p.source == "synthetic"
+    }
+    assert synthetic_folds == {0}
+    result = json.loads((run / "fold_0" / "generators" / "CC" / "result.json").read_text())
+    assert "weighted" in result["val_loss_definition"]
+    assert "breast_psnr" in result["test_generation"]
+    package = load_package(export_package(run, tmp_path / "package"))
+    assert package.pooling == "max" and package.generators["CC"].architecture == "unet"

@@ -61,10 +61,9 @@ def generation_material(
     from Training.cache import PreprocessedCache
     from Training.config import RunConfig
     from Training.datasets import image_pairs, patient_key, read_manifest
-    from Training.generator_training import synthesize_des
+    from Training.generator_training import build_config_generator, synthesize_des
     from Training.metrics import generation_metrics
     from Training.run import preprocessing_params
-    from VirtualBiopsyLib.models.cyclegan import build_generator
     from VirtualBiopsyLib.models.safetensors_io import read_state_dict
     from VirtualBiopsyLib.roles import VIEWS
 
@@ -103,7 +102,7 @@ def generation_material(
         if not pairs:
             continue
         try:
-            generator = build_generator(config.generator.ngf, config.generator.n_blocks)
+            generator = build_config_generator(config.generator)
             generator.load_state_dict(read_state_dict(file))
         except (RuntimeError, ValueError, OSError) as error:
             material.skipped.append(f"fold {fold} {view.value}: generator unusable ({error})")
