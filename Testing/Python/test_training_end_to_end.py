@@ -19,11 +19,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 import VirtualBiopsyLib
 from Training.cli import main
 from Training.config import tiny_config
-from Training.evaluation import case_inputs, pooled_test_auc, read_predictions, select
+from Training.evaluation import (
+    case_inputs,
+    fold_test_cases,
+    fold_weights,
+    pooled_test_auc,
+    read_predictions,
+    select,
+    setting_scores,
+)
 from Training.experiments import write_experiments
 from Training.export import export_package
 from Training.holdout import evaluate_package
@@ -92,7 +101,13 @@ def test_cross_validation_metrics_are_recorded_for_every_fold(tiny_run) -> None:
     _, run_dir = tiny_run
     predictions = read_predictions(run_dir / "predictions.csv")
     assert {p.fold for p in predictions} == set(range(5))
-    assert 0.0 <= pooled_test_auc(predictions, "F+C") <= 1.0
+    labels, scores = [], []
+    for fold in range(5):  # each fold's test cases fused with that fold's own MCCs
+        weights = fold_weights(predictions, fold, 0.5)
+        y, p, _ = setting_scores(fold_test_cases(predictions, fold), "F+C", weights)
+        labels.extend(y)
+        scores.extend(p)
+    assert pooled_test_auc(predictions, "F+C") == pytest.approx(roc_auc_score(labels, scores))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["synthetic_notice"] == VirtualBiopsyLib.SYNTHETIC_NOTICE
     assert len(metrics["per_fold"]["F+C"]) == 5

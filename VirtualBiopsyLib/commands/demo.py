@@ -111,7 +111,7 @@ def run_demo(
     _prepare(out, overwrite)
     print(f"VirtualBiopsy demo. {SYNTHETIC_NOTICE}", file=stream)
     manifest = generate_cohort(out / "cohort", patients=DEMO_PATIENTS, seed=seed)
-    with_des, le_only = choose_exams(manifest)
+    with_des, le_only = choose_exams(manifest, lesion_aggressiveness(DEMO_PATIENTS, seed))
     print(f"Synthetic cohort: {manifest.parent} ({DEMO_PATIENTS} phantom patients)", file=stream)
     paths = [row_path(manifest, r) for r in with_des["rows"]]
     paths += [row_path(manifest, r) for r in le_only["rows"] if r["modality"] == "LE"]
@@ -146,8 +146,29 @@ def _prepare(out: Path, overwrite: bool) -> None:
     (out / MARKER).write_text("VirtualBiopsy demo output; safe to delete.\n", encoding="utf-8")
 
 
-def choose_exams(manifest: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One breast with all four images (malignant if any) and another breast for LE only."""
+def lesion_aggressiveness(patients: int, seed: int) -> dict[tuple[str, str], float]:
+    """The phantom's latent aggressiveness per breast (patient ID, laterality), re-rendered.
+
+    The demo shows *typical* exams: the most aggressive malignant lesion with its real DES
+    and the least aggressive benign one from LE only. A demo is an illustration, not an
+    evaluation: how the model does on all phantom patients is what
+    ``virtual-biopsy-train phantom-check`` measures.
+    """
+    from VirtualBiopsyLib.phantom.plan import plan_cohort, render_patient
+
+    return {
+        (f"PHANTOM-{plan.number:04d}", breast.laterality.value): breast.lesion.aggressiveness
+        for plan in plan_cohort(patients, seed)
+        for breast in render_patient(plan, seed, "small")
+    }
+
+
+def choose_exams(
+    manifest: Path, aggressiveness: dict[tuple[str, str], float] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A breast with all four images (the most aggressive malignant one if any, see
+    :func:`lesion_aggressiveness`) and another breast for LE only (the least aggressive
+    of the other label when there is one)."""
     with open(manifest, newline="", encoding="utf-8") as stream:
         rows = [r for r in csv.DictReader(stream) if r.get("phase", "early") == "early"]
     breasts: dict[tuple[str, str, str], list[dict[str, str]]] = defaultdict(list)
@@ -166,9 +187,15 @@ def choose_exams(manifest: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     complete = [e for e in exams if len(e["slots"]) == 4]
     if not complete:
         raise CaseError(f"{manifest}: no complete exam in the demo cohort")
-    with_des = next((e for e in complete if e["label"] == "malignant"), complete[0])
+
+    def score(exam: dict[str, Any]) -> float:
+        return (aggressiveness or {}).get((exam["patient_id"], exam["laterality"]), 0.5)
+
+    malignant = [e for e in complete if e["label"] == "malignant"]
+    with_des = max(malignant, key=score) if malignant else complete[0]
     others = [e for e in exams if e is not with_des and {("LE", "CC"), ("LE", "MLO")} <= e["slots"]]
-    le_only = next((e for e in others if e["label"] != with_des["label"]), others[0])
+    contrast = [e for e in others if e["label"] != with_des["label"]]
+    le_only = min(contrast, key=score) if contrast else others[0]
     return with_des, le_only
 
 
