@@ -5,8 +5,8 @@ For a case of up to four images (LE and DES, CC and MLO):
 1. read and preprocess every image that is present (one preprocessing per image);
 2. per view, use the real DES, or synthesize it from the preprocessed LE with that view's
    generator G_v (CycleGAN ResNet or U-Net) when the package has one (unless synthesis is
-   off); a synthetic DES is classified in preprocessed space directly and mapped back onto the LE's original
-   grid only for the outputs;
+   off); a synthetic DES is classified in preprocessed space directly and mapped back
+   onto the LE's original grid only for the outputs;
 3. classify every available image with every fold's classifier of its modality-view pair;
    with saliency on, the same forward pass also yields the Grad-CAM map;
 4. fuse per fold (:func:`VirtualBiopsyLib.fusion.fuse_case`: views, then modalities,
