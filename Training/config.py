@@ -15,12 +15,11 @@ True
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.errors import VirtualBiopsyError
 from VirtualBiopsyLib.models.cyclegan import DEMO_GENERATOR
 from VirtualBiopsyLib.models.names import GENERATOR_ARCHITECTURES, POOLINGS
@@ -175,7 +174,7 @@ class RunConfig:
         return _build(cls, data, "config")
 
     def save(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
@@ -346,22 +345,3 @@ def demo_config(seed: int = 0) -> RunConfig:
         generator=generator,
         splits=SplitConfig(protocol="every-patient"),
     )
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file through a temporary file and ``os.replace`` (no half-written file)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes atomically: a temp file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

@@ -32,13 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from Training.config import atomic_write_text
 from Training.metrics import (
     CLASSIFICATION_METRICS,
     classification_metrics,
     mcc,
     mean_and_standard_error,
 )
+from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.errors import CaseError
 from VirtualBiopsyLib.fusion import fuse_case, fuse_views
 from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, parse_slot, slot_name
@@ -85,7 +85,7 @@ def write_predictions(predictions: Iterable[Prediction], path: Path) -> None:
     for prediction in predictions:
         values = asdict(prediction)
         lines.append(",".join(_csv_value(values[name]) for name in names))
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _csv_value(value: object) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import VirtualBiopsyLib
-from Training.config import RunConfig, atomic_write_bytes, atomic_write_text
+from Training.config import RunConfig
 from Training.datasets import ManifestError
 from Training.evaluation import (
     SETTINGS,
@@ -38,6 +38,7 @@ from Training.evaluation import (
 )
 from Training.metrics import CLASSIFICATION_METRICS, GENERATION_METRICS
 from Training.run import generation_summary
+from VirtualBiopsyLib.atomic_io import write_bytes_atomic, write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError
 
 METRIC_TITLES = {
@@ -249,7 +250,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]], synthetic: 
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
     return path
 
 
@@ -260,7 +261,7 @@ def _write_markdown(
     lines += [f"> {line}" for line in _notice_lines(synthetic)]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -290,7 +291,7 @@ def _plot_robustness(path: Path, rows: list[list[str]], synthetic: bool) -> Path
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 

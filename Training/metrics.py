@@ -22,6 +22,8 @@ import numpy as np
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 from sklearn.metrics import confusion_matrix, matthews_corrcoef, roc_auc_score
 
+from VirtualBiopsyLib.ensemble import mean_and_standard_error  # one mean ± SE: the library's
+
 CLASSIFICATION_METRICS: tuple[str, ...] = ("auc", "g_mean", "mcc")
 GENERATION_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim")
 
@@ -83,16 +85,6 @@ def generation_metrics(synthetic_des: np.ndarray, real_des: np.ndarray) -> dict[
     psnr = 100.0 if error == 0 else peak_signal_noise_ratio(real_des, synthetic_des, data_range=1.0)
     ssim = structural_similarity(real_des, synthetic_des, data_range=1.0)
     return {"mse": float(error), "psnr": float(min(psnr, 100.0)), "ssim": float(ssim)}
-
-
-def mean_and_standard_error(values: Sequence[float]) -> tuple[float, float]:
-    """Mean ± standard error over folds, ignoring NaN (undefined) folds."""
-    finite = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-    if finite.size == 0:
-        return math.nan, math.nan
-    if finite.size == 1:
-        return float(finite[0]), math.nan
-    return float(finite.mean()), float(finite.std(ddof=1) / math.sqrt(finite.size))
 
 
 def format_mean_se(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:

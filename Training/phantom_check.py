@@ -41,12 +41,12 @@ from sklearn.preprocessing import StandardScaler
 
 import VirtualBiopsyLib
 from Training.cache import PreprocessedCache
-from Training.config import atomic_write_text
 from Training.datasets import group_cases, read_manifest
 from Training.evaluation import SETTINGS
 from Training.holdout import PackageScores, score_package
 from Training.metrics import auc, masked_generation_metrics
 from Training.phantom_truth import CaseTruth, hand_feature, lesion_contrast, phantom_truth
+from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.phantom import generate_cohort
 from VirtualBiopsyLib.roles import VIEWS, slot_name
 
@@ -149,24 +149,29 @@ def _cross_validated(features: list[list[float]], labels: np.ndarray) -> list[fl
     return list(cross_val_predict(model, x, labels, cv=folds, method="predict_proba")[:, 1])
 
 
-def _contrast_pairs(
-    scores: PackageScores, truth: dict[str, CaseTruth]
-) -> list[tuple[int, float, float, float]]:
-    """(label, real contrast, synthetic contrast, aggressiveness) per case and DES view."""
-    pairs = []
+def _des_images(scores: PackageScores, truth: dict[str, CaseTruth]):
+    """(case, truth, slot, real DES, synthetic DES) for every DES view with both images."""
     for case in scores.cases:
         record = truth[case.key]
         for view in VIEWS:
             slot = slot_name("DES", view)
             real = scores.real.get(slot, {}).get(case.key)
             fake = scores.synthetic.get(slot, {}).get(case.key)
-            if real is None or fake is None or slot not in record.lesion_masks:
-                continue
-            mask, breast = record.lesion_masks[slot], record.breast_masks[slot]
-            real_contrast = lesion_contrast(real, mask, breast)
-            fake_contrast = lesion_contrast(fake, mask, breast)
-            if not (math.isnan(real_contrast) or math.isnan(fake_contrast)):
-                pairs.append((case.label, real_contrast, fake_contrast, record.aggressiveness))
+            if real is not None and fake is not None and slot in record.lesion_masks:
+                yield case, record, slot, real, fake
+
+
+def _contrast_pairs(
+    scores: PackageScores, truth: dict[str, CaseTruth]
+) -> list[tuple[int, float, float, float]]:
+    """(label, real contrast, synthetic contrast, aggressiveness) per case and DES view."""
+    pairs = []
+    for case, record, slot, real, fake in _des_images(scores, truth):
+        mask, breast = record.lesion_masks[slot], record.breast_masks[slot]
+        real_contrast = lesion_contrast(real, mask, breast)
+        fake_contrast = lesion_contrast(fake, mask, breast)
+        if not (math.isnan(real_contrast) or math.isnan(fake_contrast)):
+            pairs.append((case.label, real_contrast, fake_contrast, record.aggressiveness))
     return pairs
 
 
@@ -189,19 +194,12 @@ def _contrast_summary(scores: PackageScores, truth: dict[str, CaseTruth]) -> dic
 def _generation_summary(scores: PackageScores, truth: dict[str, CaseTruth]) -> dict[str, float]:
     """Mean over DES images of whole-image, in-breast and in-lesion errors (data_range 1)."""
     collected: dict[str, list[float]] = {}
-    for case in scores.cases:
-        record = truth[case.key]
-        for view in VIEWS:
-            slot = slot_name("DES", view)
-            real = scores.real.get(slot, {}).get(case.key)
-            fake = scores.synthetic.get(slot, {}).get(case.key)
-            if real is None or fake is None or slot not in record.breast_masks:
-                continue
-            metrics = masked_generation_metrics(
-                fake, real, record.breast_masks[slot], record.lesion_masks[slot]
-            )
-            for name, value in metrics.items():
-                collected.setdefault(name, []).append(value)
+    for _, record, slot, real, fake in _des_images(scores, truth):
+        metrics = masked_generation_metrics(
+            fake, real, record.breast_masks[slot], record.lesion_masks[slot]
+        )
+        for name, value in metrics.items():
+            collected.setdefault(name, []).append(value)
     return {
         name: float(np.nanmean(values)) if not all(map(math.isnan, values)) else math.nan
         for name, values in collected.items()
@@ -285,6 +283,6 @@ def write_phantom_check(check: PhantomCheck, out_dir: Path) -> list[Path]:
     """``phantom_check.json`` and ``phantom_check.md`` in ``out_dir`` (atomic)."""
     out_dir = Path(out_dir)
     json_path, markdown_path = out_dir / "phantom_check.json", out_dir / "phantom_check.md"
-    atomic_write_text(json_path, json.dumps(check.to_dict(), indent=2) + "\n")
-    atomic_write_text(markdown_path, format_phantom_check(check))
+    write_text_atomic(json_path, json.dumps(check.to_dict(), indent=2) + "\n")
+    write_text_atomic(markdown_path, format_phantom_check(check))
     return [json_path, markdown_path]

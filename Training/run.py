@@ -42,7 +42,7 @@ from Training.classifier_training import (
     predict_probabilities,
     train_classifier,
 )
-from Training.config import RunConfig, atomic_write_text
+from Training.config import RunConfig
 from Training.datasets import (
     Manifest,
     ManifestError,
@@ -73,6 +73,7 @@ from Training.generator_training import (
 from Training.metrics import GENERATION_METRICS, mean_and_standard_error
 from Training.runtime import Runtime, make_runtime, seed_everything
 from Training.splits import FoldSplit, make_splits, patient_labels, save_splits
+from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict, write_state_dict
@@ -203,7 +204,7 @@ def _write_run_record(context: RunContext, status: str, pretrain: Path | None) -
     record.setdefault("started", now)
     if context.synthetic_data:
         record["synthetic_notice"] = VirtualBiopsyLib.SYNTHETIC_NOTICE
-    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def _model_seed(config: RunConfig, fold: int, index: int) -> int:
@@ -377,7 +378,7 @@ def _train_fold(
     }
     if context.runtime.is_main:
         write_predictions(predictions, fold_dir / "predictions.csv")
-        atomic_write_text(fold_dir / "fold.json", json.dumps(fold_record, indent=2) + "\n")
+        write_text_atomic(fold_dir / "fold.json", json.dumps(fold_record, indent=2) + "\n")
     return predictions
 
 
@@ -482,7 +483,7 @@ def _rows(
 
 
 def _write_result(folder: Path, record: dict[str, Any]) -> None:
-    atomic_write_text(folder / "result.json", json.dumps(record, indent=2) + "\n")
+    write_text_atomic(folder / "result.json", json.dumps(record, indent=2) + "\n")
 
 
 def _write_summary(context: RunContext, predictions: list[Prediction]) -> None:
@@ -504,7 +505,7 @@ def _write_summary(context: RunContext, predictions: list[Prediction]) -> None:
     }
     if context.synthetic_data:
         metrics["synthetic_notice"] = VirtualBiopsyLib.SYNTHETIC_NOTICE
-    atomic_write_text(
+    write_text_atomic(
         context.out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True) + "\n"
     )
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from Training.config import atomic_write_text
+from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict, write_state_dict
 
 
@@ -154,7 +154,7 @@ class CheckpointStore:
         write_state_dict(weights, temporary / "weights.safetensors")
         write_state_dict(best_weights, temporary / "best.safetensors")
         torch.save(torch_state, temporary / "optimizer.pt")
-        atomic_write_text(temporary / "state.json", json.dumps(state, indent=1) + "\n")
+        write_text_atomic(temporary / "state.json", json.dumps(state, indent=1) + "\n")
         shutil.rmtree(self._old, ignore_errors=True)
         if self.folder.exists():
             os.replace(self.folder, self._old)

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from Training.config import atomic_write_text
 from Training.datasets import ManifestError, ManifestRow, patient_key
+from VirtualBiopsyLib.atomic_io import write_text_atomic
 
 SPLIT_SCHEME = (
     "StratifiedGroupKFold(n_splits=2*n_folds, shuffle=True) over patients grouped by patient "
@@ -122,7 +122,7 @@ def save_splits(folds: list[FoldSplit], path: Path, protocol: str = "paper") -> 
         "protocol": protocol,
         "folds": [fold.to_dict() for fold in folds],
     }
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
 def load_splits(path: Path) -> list[FoldSplit]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import VirtualBiopsyLib
-from Training.config import RunConfig, SplitConfig, atomic_write_text
+from Training.config import RunConfig, SplitConfig
 from Training.evaluation import (
     REAL,
     SYNTHETIC,
@@ -29,6 +29,7 @@ from Training.evaluation import (
     write_predictions,
 )
 from Training.report.data import EVERY_PATIENT_PROTOCOL, PAPER_PROTOCOL
+from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.roles import SLOTS
 
 DENSITIES = ("A", "B", "C", "D")
@@ -129,7 +130,7 @@ def _write(out_dir, architecture, protocol, n_folds, folds, predictions, rng) ->
     if protocol != PAPER_PROTOCOL or "protocol" in {f.name for f in fields(SplitConfig)}:
         config["splits"]["protocol"] = protocol
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
+    write_text_atomic(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
     record = {
         "format": "virtual-biopsy-training-run-v1",
         "status": "complete",
@@ -142,9 +143,9 @@ def _write(out_dir, architecture, protocol, n_folds, folds, predictions, rng) ->
         "started": "2026-01-01T00:00:00+00:00",
         "updated": "2026-01-01T00:00:00+00:00",
     }
-    atomic_write_text(out_dir / "run.json", json.dumps(record, indent=2) + "\n")
+    write_text_atomic(out_dir / "run.json", json.dumps(record, indent=2) + "\n")
     scheme = {"scheme": f"simulated ({protocol} protocol)", "folds": folds}
-    atomic_write_text(out_dir / "splits.json", json.dumps(scheme, indent=2) + "\n")
+    write_text_atomic(out_dir / "splits.json", json.dumps(scheme, indent=2) + "\n")
     write_predictions(predictions, out_dir / "predictions.csv")
     for item in folds:
         fold = item["fold"]
@@ -154,7 +155,7 @@ def _write(out_dir, architecture, protocol, n_folds, folds, predictions, rng) ->
         val = [p for p in rows if p.split == "val"]
         slot_mcc = slot_mccs(val)
         record = {"fold": fold, "val_mcc": slot_mcc, "modality_mcc": modality_mccs(val, slot_mcc)}
-        atomic_write_text(fold_dir / "fold.json", json.dumps(record, indent=2) + "\n")
+        write_text_atomic(fold_dir / "fold.json", json.dumps(record, indent=2) + "\n")
         for view in ("CC", "MLO"):
             quality = {
                 "n_pairs": len(item["test"]),
@@ -166,7 +167,7 @@ def _write(out_dir, architecture, protocol, n_folds, folds, predictions, rng) ->
             }
             result = {"view": view, "fold": fold, "test_generation": quality}
             folder = fold_dir / "generators" / view
-            atomic_write_text(folder / "result.json", json.dumps(result, indent=2) + "\n")
+            write_text_atomic(folder / "result.json", json.dumps(result, indent=2) + "\n")
 
 
 __all__ = ["EVERY_PATIENT_PROTOCOL", "PAPER_PROTOCOL", "simulate_run"]

@@ -10,7 +10,6 @@ sit in another study. ``Case.key`` is pseudonymous: it never contains the patien
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,20 +39,6 @@ class Case:
 
     def has_modality(self, modality: Modality) -> bool:
         return any(info is not None and info.modality == modality for info in self.slots.values())
-
-
-_UID_NAMESPACE = uuid.UUID("6f1c1d5e-6a39-4e0a-9a53-3c1f43b0b1a7")  # VirtualBiopsy's own
-
-
-def derived_uid(*parts: str) -> str:
-    """A deterministic ``2.25.<UUID>`` UID (PS3.5 B.2) from name-based UUID v5 of ``parts``.
-
-    Used where a source has no study UID (CDD-CESM, NRRD without ``case.json``).
-
-    >>> derived_uid("CDD-CESM", "P2") == derived_uid("CDD-CESM", "P2")
-    True
-    """
-    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, chr(31).join(parts)).int}"
 
 
 def case_key(patient_id: str | None, study_uid: str | None, laterality: Laterality | None) -> str:

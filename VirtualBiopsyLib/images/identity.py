@@ -10,6 +10,7 @@ copied value through :func:`dicom_value_problem` as a second line of defence.
 from __future__ import annotations
 
 import re
+import uuid
 
 from pydicom import config
 from pydicom.valuerep import validate_value
@@ -75,3 +76,17 @@ def dicom_value_problem(keyword: str, value: str) -> str | None:
     except (ValueError, TypeError) as error:
         return f"{keyword}: {error}"
     return None
+
+
+_UID_NAMESPACE = uuid.UUID("6f1c1d5e-6a39-4e0a-9a53-3c1f43b0b1a7")  # VirtualBiopsy's own
+
+
+def derived_uid(*parts: str) -> str:
+    """A deterministic ``2.25.<UUID>`` UID (PS3.5 B.2) from name-based UUID v5 of ``parts``.
+
+    Used where a source has no study UID (CDD-CESM, NRRD without ``case.json``).
+
+    >>> derived_uid("CDD-CESM", "P2") == derived_uid("CDD-CESM", "P2")
+    True
+    """
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, chr(31).join(parts)).int}"

@@ -36,8 +36,7 @@ import nrrd
 import numpy as np
 
 from VirtualBiopsyLib.errors import ImageReadError, UnsupportedImageError
-from VirtualBiopsyLib.images.cases import derived_uid
-from VirtualBiopsyLib.images.identity import patient_id_problem, uid_problem
+from VirtualBiopsyLib.images.identity import derived_uid, patient_id_problem, uid_problem
 from VirtualBiopsyLib.images.mammogram import ImageInfo, MammogramImage
 from VirtualBiopsyLib.limits import (
     LimitExceededError,

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from VirtualBiopsyLib.errors import ImageReadError, UnsupportedImageError
-from VirtualBiopsyLib.images.cases import derived_uid
+from VirtualBiopsyLib.images.identity import derived_uid
 from VirtualBiopsyLib.images.mammogram import ImageInfo, MammogramImage, capture_decoder_messages
 from VirtualBiopsyLib.limits import LimitExceededError, check_image_size
 from VirtualBiopsyLib.roles import Laterality, Modality, View

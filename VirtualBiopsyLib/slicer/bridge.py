@@ -34,7 +34,7 @@ from VirtualBiopsyLib.errors import (
     ResultFileError,
     VirtualBiopsyError,
 )
-from VirtualBiopsyLib.images.cases import derived_uid
+from VirtualBiopsyLib.images.identity import derived_uid
 from VirtualBiopsyLib.inference.result import DEMO_MODEL_WARNING, read_result_json
 from VirtualBiopsyLib.roles import SLOTS, Laterality, parse_slot
 from VirtualBiopsyLib.slicer.geometry import (
