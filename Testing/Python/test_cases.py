@@ -6,7 +6,8 @@ import hashlib
 import re
 from pathlib import Path
 
-from VirtualBiopsyLib.images.cases import Case, derived_uid, group_cases
+from VirtualBiopsyLib.images.cases import Case, group_cases
+from VirtualBiopsyLib.images.identity import derived_uid
 from VirtualBiopsyLib.images.mammogram import ImageInfo
 from VirtualBiopsyLib.images.readers import read_info
 from VirtualBiopsyLib.roles import SLOTS, Laterality, Modality, View
