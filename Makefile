@@ -33,6 +33,8 @@ benchmarks: $(STAMP)
 	$(BIN)/python Testing/benchmarks/bench_read_preprocess.py
 	$(BIN)/python Testing/benchmarks/bench_predict.py
 	$(BIN)/python Testing/benchmarks/bench_training.py
+	$(BIN)/python Testing/benchmarks/bench_cache_fill.py
+	$(BIN)/python Testing/benchmarks/bench_report.py
 
 # Slicer 5.12's bundled packages: pip dry-run of the module's set + inference tests (CI runs it)
 slicer-env: $(STAMP)

@@ -79,7 +79,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "generators (CC, MLO) on a manifest CSV; writes RUN_DIR (config.json, splits.json, "
         "fold_*/, predictions.csv, metrics.json). Defaults are the paper's numbers.",
     )
-    train.add_argument("manifest", type=Path, help="manifest CSV (phantom format)")
+    train.add_argument("manifest", type=Path, help="training manifest CSV (phantom or import)")
     train.add_argument("--out", type=Path, required=True, help="run folder (must be new)")
     train.add_argument("--config", type=Path, help="a config.json to start from")
     train.add_argument(
