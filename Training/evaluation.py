@@ -119,13 +119,17 @@ def case_inputs(predictions: Iterable[Prediction]) -> dict[str, CaseInputs]:
     return cases
 
 
+def inputs_of(probabilities: Mapping[str, float], modality: Modality) -> dict[str, float]:
+    """The slot probabilities of one modality (``{"LE_CC": p, …}`` → its LE or DES part)."""
+    return {s: p for s, p in probabilities.items() if parse_slot(s)[0] is modality}
+
+
 def scored_cases(cases: Mapping[str, CaseInputs]) -> dict[str, CaseInputs]:
     """The cases every setting is scored on: at least one real LE and one real DES image."""
     return {
         key: case
         for key, case in cases.items()
-        if any(parse_slot(s)[0] is Modality.LE for s in case.real)
-        and any(parse_slot(s)[0] is Modality.DES for s in case.real)
+        if inputs_of(case.real, Modality.LE) and inputs_of(case.real, Modality.DES)
     }
 
 
@@ -199,13 +203,13 @@ def fused_probability(
 
     ``des_override`` replaces the DES inputs (used by the robustness sweep).
     """
-    le = {s: p for s, p in case.real.items() if parse_slot(s)[0] is Modality.LE}
+    le = inputs_of(case.real, Modality.LE)
     if des_override is not None:
         des = dict(des_override)
     elif "Ĉ" in setting:
-        des = {s: p for s, p in case.synthetic.items() if parse_slot(s)[0] is Modality.DES}
+        des = inputs_of(case.synthetic, Modality.DES)
     else:
-        des = {s: p for s, p in case.real.items() if parse_slot(s)[0] is Modality.DES}
+        des = inputs_of(case.real, Modality.DES)
     if setting == "F":
         return _view_fused(le, Modality.LE, slot_mcc)
     if setting in ("C", "Ĉ"):
@@ -366,8 +370,7 @@ def _fold_robustness(
 
 
 def _mixed_des(case: CaseInputs, use_synthetic: bool) -> dict[str, float]:
-    source = case.synthetic if use_synthetic else case.real
-    return {s: p for s, p in source.items() if parse_slot(s)[0] is Modality.DES}
+    return inputs_of(case.synthetic if use_synthetic else case.real, Modality.DES)
 
 
 def density_metrics(

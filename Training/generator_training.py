@@ -123,12 +123,12 @@ def build_config_generator(config: GeneratorConfig) -> nn.Module:
 class _GeneratorLoop(EpochLoop):
     """What both recipes share: networks by name, two Adam optimisers, epochs, checkpoints.
 
-    Subclasses fill ``networks`` (``le_to_des`` is G_v) and say which networks each
-    optimiser updates, and implement ``_step``.
+    Subclasses pass their ``networks`` (``le_to_des`` is G_v), name the ``GENERATORS``
+    (the generator optimiser's networks; every other network is a discriminator, updated
+    by the second optimiser) and implement ``_step``.
     """
 
     GENERATORS: tuple[str, ...] = ()
-    DISCRIMINATORS: tuple[str, ...] = ()
 
     def __init__(
         self, config: GeneratorConfig, seed: int, runtime: Runtime, networks: dict[str, nn.Module]
@@ -149,7 +149,10 @@ class _GeneratorLoop(EpochLoop):
             [p for name in self.GENERATORS for p in self.networks[name].parameters()], **adam
         )
         discriminator_parameters = [
-            p for name in self.DISCRIMINATORS for p in self.networks[name].parameters()
+            p
+            for name, network in self.networks.items()
+            if name not in self.GENERATORS
+            for p in network.parameters()
         ]
         self.optimizer_d = (
             torch.optim.Adam(discriminator_parameters, **adam) if discriminator_parameters else None
@@ -266,7 +269,6 @@ class _CycleGanLoop(_GeneratorLoop):
     """The paper's CycleGAN: two generators, two PatchGANs, unpaired losses."""
 
     GENERATORS = ("le_to_des", "des_to_le")
-    DISCRIMINATORS = ("d_des", "d_le")
 
     def __init__(self, config: GeneratorConfig, seed: int, runtime: Runtime) -> None:
         networks = {
@@ -323,7 +325,6 @@ class _Pix2PixLoop(_GeneratorLoop):
         networks = {"le_to_des": build_config_generator(config)}
         if config.lambda_adversarial > 0:
             networks["d_pair"] = build_discriminator(config.ndf, config.n_layers, in_channels=2)
-            self.DISCRIMINATORS = ("d_pair",)
         super().__init__(config, seed, runtime, networks)
 
     def _step(

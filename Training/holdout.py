@@ -29,10 +29,10 @@ import torch
 
 from Training.cache import PreprocessedCache
 from Training.datasets import TrainingCase, group_cases, read_manifest
-from Training.evaluation import SETTINGS
+from Training.evaluation import SETTINGS, inputs_of
 from Training.metrics import classification_metrics
 from VirtualBiopsyLib.ensemble import fold_ensemble
-from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, parse_slot, slot_name
+from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, slot_name
 
 Images = dict[str, dict[str, np.ndarray]]  # {slot: {case key: preprocessed array}}
 
@@ -135,8 +135,7 @@ def _fold_probabilities(package: Any, fold: int, images: Images) -> dict[str, di
 def _setting_inputs(
     real: dict[str, float], synthetic: dict[str, float]
 ) -> dict[str, dict[str, float]]:
-    le = {s: p for s, p in real.items() if parse_slot(s)[0] is Modality.LE}
-    des = {s: p for s, p in real.items() if parse_slot(s)[0] is Modality.DES}
+    le, des = inputs_of(real, Modality.LE), inputs_of(real, Modality.DES)
     return {
         "F": le,
         "C": des,

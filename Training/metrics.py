@@ -81,10 +81,16 @@ def generation_metrics(synthetic_des: np.ndarray, real_des: np.ndarray) -> dict[
     """
     synthetic_des = np.asarray(synthetic_des, dtype=np.float64)
     real_des = np.asarray(real_des, dtype=np.float64)
-    error = mean_squared_error(real_des, synthetic_des)
-    psnr = 100.0 if error == 0 else peak_signal_noise_ratio(real_des, synthetic_des, data_range=1.0)
+    error, psnr = _mse_and_psnr(real_des, synthetic_des)
     ssim = structural_similarity(real_des, synthetic_des, data_range=1.0)
-    return {"mse": float(error), "psnr": float(min(psnr, 100.0)), "ssim": float(ssim)}
+    return {"mse": error, "psnr": psnr, "ssim": float(ssim)}
+
+
+def _mse_and_psnr(real: np.ndarray, synthetic: np.ndarray) -> tuple[float, float]:
+    """MSE and PSNR (data_range 1, capped at 100 dB: a perfect match is infinite)."""
+    error = float(mean_squared_error(real, synthetic))
+    psnr = 100.0 if error == 0 else peak_signal_noise_ratio(real, synthetic, data_range=1.0)
+    return error, float(min(psnr, 100.0))
 
 
 def format_mean_se(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
@@ -114,9 +120,9 @@ def masked_generation_metrics(
     real_des = np.asarray(real_des, dtype=np.float64)
     breast = np.asarray(breast_mask, dtype=bool)
     if breast.any():
-        error = float(np.mean((synthetic_des[breast] - real_des[breast]) ** 2))
-        result["breast_mse"] = error
-        result["breast_psnr"] = 100.0 if error == 0 else min(100.0, 10 * math.log10(1.0 / error))
+        result["breast_mse"], result["breast_psnr"] = _mse_and_psnr(
+            real_des[breast], synthetic_des[breast]
+        )
     else:
         result["breast_mse"] = result["breast_psnr"] = math.nan
     lesion = None if lesion_mask is None else np.asarray(lesion_mask, dtype=bool)

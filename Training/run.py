@@ -64,6 +64,7 @@ from Training.evaluation import (
     write_predictions,
 )
 from Training.generator_training import (
+    SELECTION_EMPHASIS,
     PairSet,
     build_config_generator,
     generation_quality,
@@ -84,7 +85,8 @@ logger = logging.getLogger(__name__)
 RUN_FORMAT = "virtual-biopsy-training-run-v1"
 VAL_LOSS_DEFINITIONS = {
     "l1": "mean |G(LE) - DES| over validation pairs, whole image",
-    "emphasis_l1": "mean |G(LE) - DES| over validation pairs, weighted 1 + 20 r per pixel "
+    "emphasis_l1": "mean |G(LE) - DES| over validation pairs, weighted "
+    f"1 + {SELECTION_EMPHASIS:g} r per pixel "
     "(r: the real DES's normalised residual from its local median; lesion emphasis)",
 }
 
