@@ -5,4 +5,4 @@ Each module defines ``register(subparsers)`` that adds its parser and sets
 light things at file scope; torch and friends are imported inside ``run``.
 """
 
-COMMAND_MODULES: tuple[str, ...] = ("inspect", "phantom", "predict", "demo")
+COMMAND_MODULES: tuple[str, ...] = ("inspect", "phantom", "predict", "demo", "worker")

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace, reporter: CommandReporter) -> int:
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
-    _check_device(args.device)
+    check_device(args.device)
     run = predict_paths(
         args.paths,
         args.out,
@@ -128,7 +128,13 @@ def run(args: argparse.Namespace, reporter: CommandReporter) -> int:
         progress=reporter,
         synthesis_precision=args.synthesis_precision,
     )
-    message = f"{len(run.folders)} case(s) written to {args.out}"
+    return finish_run(run, args.out, reporter, summary=args.progress != "json")
+
+
+def finish_run(run: Any, out: Path, reporter: CommandReporter, summary: bool = False) -> int:
+    """Report a finished run (case errors, then ``done``, then warnings) and return its
+    exit code; shared with the persistent worker so a request ends as ``predict`` does."""
+    message = f"{len(run.folders)} case(s) written to {out}"
     if run.kept:
         message += f"; {len(run.kept)} finished case(s) kept"
     if run.failures:
@@ -140,7 +146,7 @@ def run(args: argparse.Namespace, reporter: CommandReporter) -> int:
     for conflict in run.conflicts:
         reporter.error(conflict, context="case not written")
     reporter.done(message, run.result_files)
-    if args.progress != "json":
+    if summary:
         print_summary(run, sys.stdout)
     gathered = run.gathered
     for line in gathered.errors if gathered is not None else []:
@@ -154,7 +160,7 @@ def run(args: argparse.Namespace, reporter: CommandReporter) -> int:
     return EXIT_OUTPUT_EXISTS if run.conflicts else EXIT_OK
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
     if device == "cuda":
         import torch
 

@@ -177,8 +177,14 @@ def predict_paths(
     progress: ProgressReporter | None = None,
     package: ModelPackage | None = None,
     synthesis_precision: str = "auto",
+    pipeline: CasePredictor | None = None,
 ) -> PredictRun:
-    """Everything ``virtual-biopsy predict`` does, as one call (see the module docstring)."""
+    """Everything ``virtual-biopsy predict`` does, as one call (see the module docstring).
+
+    ``pipeline``: an open pipeline to run the cases with (the persistent worker's, whose
+    models stay loaded between requests); the model options are then the pipeline's own
+    and it stays open. Without it a pipeline is made for this call and closed after it.
+    """
     from VirtualBiopsyLib.inference.pipeline import Pipeline
 
     progress = progress or NullProgress()
@@ -187,15 +193,20 @@ def predict_paths(
     gathered = gather_cases(paths)
     with OutputFolder(out_dir, overwrite=overwrite) as output:
         todo, kept = cases_to_write(gathered.cases, output)
-        progress.report("load", 0.02, "loading the model package")
-        package = package if package is not None else resolve_package(model_dir)
-        with Pipeline(
-            package,
-            device=device,
-            synthesis=synthesis,
-            saliency=saliency,
-            synthesis_precision=synthesis_precision,
-        ) as pipeline:
+        if pipeline is None:
+            progress.report("load", 0.02, "loading the model package")
+            package = package if package is not None else resolve_package(model_dir)
+            pipeline = Pipeline(
+                package,
+                device=device,
+                synthesis=synthesis,
+                saliency=saliency,
+                synthesis_precision=synthesis_precision,
+            )
+            owned: contextlib.AbstractContextManager = pipeline  # closed after this call
+        else:
+            owned = contextlib.nullcontext()
+        with owned:
             run = predict_cases(
                 pipeline,
                 todo,

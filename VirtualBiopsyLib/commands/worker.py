@@ -1,0 +1,369 @@
+"""``virtual-biopsy worker``: ``predict`` requests one JSON line at a time, models loaded once.
+
+A Slicer session (or a script) starts one worker and sends it every case; the package is
+loaded and verified once and the networks stay in memory, so only the first request
+pays for them. Each request runs exactly what ``predict`` runs
+(:func:`~VirtualBiopsyLib.inference.runner.predict_paths` with the worker's open
+pipeline, then :func:`VirtualBiopsyLib.commands.predict.finish_run`), so it writes the same
+files with the same probabilities.
+
+Requests, one JSON object per line on stdin::
+
+    {"id": "r1", "paths": ["exam/"], "out": "results/", "overwrite": false,
+     "export_dicom": false}
+
+``paths`` and ``out`` are ``predict``'s PATHs and ``--out`` (a slot folder
+``LE_CC.nrrd`` … is how a slot → file mapping is handed over). The model options
+(``--model``, ``--no-synthesis``, ``--no-saliency``, ``--device``,
+``--synthesis-precision``) belong to the worker's command line; a request may repeat them
+(``synthesis``, ``saliency``, ``device``, ``synthesis_precision``) but a different value
+fails that request with exit code 2: start another worker for other model options.
+
+Answers on stdout: first ``{"step": "ready", …}`` once the package is loaded; per request
+the JSON lines ``predict --progress json`` writes, each with ``"request": id``, then one
+terminal line::
+
+    {"step": "end", "fraction": 1.0, "request": "r1", "status": "done", "exit_code": 0,
+     "message": "…", "results": ["results/case-…/result.json"], "worker": {…}}
+
+``exit_code`` is what ``predict`` would have exited with (:mod:`VirtualBiopsyLib.errors`);
+``status`` is ``failed`` when it is not 0 (a request with some cases written has
+``results`` too). A bad request (not JSON, a missing path, a bad option) fails alone; the
+worker stays up. ``worker`` says how many requests it served, how many times the
+package was loaded (1) and how many networks it has built, so a caller can see that
+models were not loaded again.
+
+The worker ends with exit code 0 on end of input (after the requests already read: a
+script may pipe a file of requests) and at once when its parent process ends
+(``--parent-pid``, else the parent it started with). A bad model package ends it at start
+with exit code 4, after an error line.
+
+Example::
+
+    printf '%s\\n' '{"id": 1, "paths": ["exam/"], "out": "results/"}' \\
+        | virtual-biopsy worker --model MyModel
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from VirtualBiopsyLib.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+    error_message,
+    exit_code_for,
+)
+from VirtualBiopsyLib.inference.progress import JsonLinesProgress
+
+log = logging.getLogger(__name__)
+
+END_STEP = "end"
+READY_STEP = "ready"
+REQUEST_KEYS = frozenset({"id", "paths", "out", "overwrite", "export_dicom"})
+PIPELINE_KEYS = ("synthesis", "saliency", "device", "synthesis_precision")
+PARENT_POLL_S = 1.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``worker`` sub-command."""
+    from VirtualBiopsyLib.commands.predict import add_predict_arguments
+
+    parser = subparsers.add_parser(
+        "worker",
+        help="a persistent predict process: one JSON request per line on stdin",
+        description="Load the model package once, then run one predict request per JSON "
+        "line on stdin (paths, out, overwrite, export_dicom) and answer with predict's JSON "
+        "progress lines and a terminal 'end' line per request. Ends at end of input or "
+        "when its parent process ends.",
+    )
+    add_predict_arguments(parser)
+    parser.set_defaults(progress="json")
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        default=None,
+        metavar="PID",
+        help="end when this process ends (default: the process that started the worker)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, reporter: JsonLinesProgress) -> int:
+    """Serve requests from stdin until end of input; returns the exit code."""
+    if args.progress != "json":
+        raise UsageError("the worker answers in JSON lines only (--progress json)")
+    watch_parent(args.parent_pid)
+    worker = Worker.start(args, sys.stdout)
+    return worker.serve(sys.stdin)
+
+
+class _CountingPackage:
+    """The model package, counting the networks built from it (the worker reports it)."""
+
+    def __init__(self, package: Any) -> None:
+        self._package = package
+        self.networks_built = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._package, name)
+
+    def load_classifier(self, *args: Any, **kwargs: Any) -> Any:
+        self.networks_built += 1
+        return self._package.load_classifier(*args, **kwargs)
+
+    def load_generator(self, *args: Any, **kwargs: Any) -> Any:
+        self.networks_built += 1
+        return self._package.load_generator(*args, **kwargs)
+
+
+class RequestReporter(JsonLinesProgress):
+    """``predict``'s JSON lines, each tagged with the request it belongs to."""
+
+    def __init__(self, stream: IO[str], request: Any, lock: threading.Lock) -> None:
+        super().__init__(stream, "virtual-biopsy worker")
+        self.request = request
+        self._lock = lock
+
+    def _write(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            super()._write({**record, "request": self.request})
+
+
+class Worker:
+    """One open pipeline answering requests (see the module docstring)."""
+
+    def __init__(
+        self,
+        pipeline: Any,
+        package: _CountingPackage,
+        stream: IO[str],
+        *,
+        export_dicom: bool = False,
+        overwrite: bool = False,
+    ) -> None:
+        self.pipeline = pipeline
+        self.package = package
+        self.stream = stream
+        self.export_dicom = export_dicom  # defaults of requests that do not say
+        self.overwrite = overwrite
+        self.requests = 0
+        self.package_loads = 1
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls, args: argparse.Namespace, stream: IO[str]) -> Worker:
+        """Load and verify the package once and open the pipeline; then say ``ready``."""
+        from VirtualBiopsyLib.commands.predict import check_device
+        from VirtualBiopsyLib.inference.pipeline import Pipeline
+        from VirtualBiopsyLib.inference.runner import resolve_package
+
+        check_device(args.device)
+        package = _CountingPackage(resolve_package(args.model))
+        pipeline = Pipeline(
+            package,  # type: ignore[arg-type]  (the package, with a counter)
+            device=args.device,
+            synthesis=args.synthesis,
+            saliency=args.saliency,
+            synthesis_precision=args.synthesis_precision,
+        )
+        worker = cls(
+            pipeline, package, stream, export_dicom=args.export_dicom, overwrite=args.overwrite
+        )
+        worker._line(
+            {
+                "step": READY_STEP,
+                "fraction": 0.0,
+                "message": f"worker ready: model {package.name} {package.version}",
+                "worker": worker.info(),
+            }
+        )
+        return worker
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "requests": self.requests,
+            "package_loads": self.package_loads,
+            "networks_built": self.package.networks_built,
+            **self.pipeline.settings,
+        }
+
+    def _line(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self.stream.write(json.dumps(record) + "\n")
+            self.stream.flush()
+
+    def serve(self, requests: IO[str]) -> int:
+        """Answer each request line until end of input."""
+        try:
+            while True:
+                line = requests.readline()
+                if not line:
+                    return EXIT_OK
+                if line.strip():
+                    self.handle(line)
+        finally:
+            self.pipeline.close()
+
+    def handle(self, line: str) -> int:
+        """Run one request; any error is this request's failure. Returns its exit code."""
+        from VirtualBiopsyLib.commands.predict import finish_run
+        from VirtualBiopsyLib.inference.runner import predict_paths
+
+        self.requests += 1
+        request_id = _request_id(line)
+        reporter = RequestReporter(self.stream, request_id, self._lock)
+        results: list[str] = []
+        try:
+            request = self._parse(line)
+            paths = [Path(p) for p in request["paths"]]
+            out = Path(request["out"])
+            missing = [str(p) for p in paths if not p.exists()]
+            if missing:
+                raise UsageError(f"no such file or folder: {', '.join(missing)}")
+            run = predict_paths(
+                paths,
+                out,
+                pipeline=self.pipeline,
+                export_dicom=bool(request.get("export_dicom", self.export_dicom)),
+                overwrite=bool(request.get("overwrite", self.overwrite)),
+                progress=reporter,
+            )
+            results = run.result_files
+            code = finish_run(run, out, reporter)
+            message = f"{len(run.folders)} case(s) written to {out}"
+        except Exception as error:  # this request's failure; the worker goes on
+            code = exit_code_for(error)
+            message = error_message(error)
+            log.debug("request %s failed", request_id, exc_info=True)
+            reporter.error(message, exit_code=code)
+        self._line(
+            {
+                "step": END_STEP,
+                "fraction": 1.0,
+                "request": request_id,
+                "status": "done" if code == EXIT_OK else "failed",
+                "exit_code": code,
+                "message": message,
+                "results": results,
+                "worker": self.info(),
+            }
+        )
+        return code
+
+    def _parse(self, line: str) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"request is not JSON: {error}") from None
+        if not isinstance(request, dict):
+            raise UsageError("a request is a JSON object with 'paths' and 'out'")
+        unknown = sorted(set(request) - REQUEST_KEYS - set(PIPELINE_KEYS))
+        if unknown:
+            raise UsageError(f"unknown request key(s): {', '.join(unknown)}")
+        paths = request.get("paths")
+        if (
+            not isinstance(paths, list)
+            or not paths
+            or not all(isinstance(p, str) and p for p in paths)
+        ):
+            raise UsageError("request 'paths' must be a non-empty list of file or folder paths")
+        if not isinstance(request.get("out"), str) or not request["out"]:
+            raise UsageError("request 'out' must be the output folder's path")
+        settings = self.pipeline.settings
+        for key in PIPELINE_KEYS:
+            if key in request and key != "synthesis_precision" and request[key] != settings[key]:
+                raise UsageError(
+                    f"request {key}={request[key]!r}, but this worker runs with "
+                    f"{key}={settings[key]!r}; start a worker with that option"
+                )
+        precision = request.get("synthesis_precision")
+        if precision is not None and precision not in ("auto", settings["synthesis_precision"]):
+            raise UsageError(
+                f"request synthesis_precision={precision!r}, but this worker runs with "
+                f"{settings['synthesis_precision']!r}; start a worker with that option"
+            )
+        return request
+
+
+def _request_id(line: str) -> Any:
+    """The request's ``id`` when the line is a JSON object that has one, else None."""
+    try:
+        request = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    value = request.get("id") if isinstance(request, dict) else None
+    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (POSIX: signal 0; Windows: its exit code).
+
+    On Windows ``os.kill(pid, 0)`` would terminate the process, so the Win32 API is asked.
+    """
+    if os.name == "nt":
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        try:
+            code = ctypes.c_ulong()
+            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+                return False
+            return code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def watch_parent(
+    parent_pid: int | None,
+    interval: float = PARENT_POLL_S,
+    on_gone: Callable[[], None] | None = None,
+) -> threading.Thread:
+    """Watch the parent from a daemon thread and end this process when it is gone.
+
+    With ``parent_pid`` that process is watched; without, the parent this process
+    started with (on POSIX an orphan is re-parented, so ``os.getppid()`` changes).
+    """
+    first_parent = os.getppid()
+
+    def gone() -> bool:
+        if parent_pid is not None:
+            return not process_alive(parent_pid)
+        return os.name != "nt" and os.getppid() != first_parent
+
+    def end() -> None:
+        logging.getLogger(__name__).warning("parent process ended; the worker stops")
+        os._exit(EXIT_INTERRUPTED)
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(interval)
+        (on_gone or end)()
+
+    thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
+    thread.start()
+    return thread
