@@ -199,10 +199,17 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
         self.ui.reviewTableView.connect("clicked(QModelIndex)", self.onReviewRowClicked)
         self.initializeParameterNode()
+        # end the session's worker when Slicer quits (QCoreApplication::aboutToQuit); it
+        # also ends on its own when Slicer is gone: end of its input, parent process gone
+        slicer.app.connect("aboutToQuit()", self.logic.close)
 
     def cleanup(self) -> None:
+        # Slicer calls cleanup on qSlicerModuleManager::moduleAboutToBeUnloaded (a reload,
+        # for one): Base/Python/slicer/ScriptedLoadableModule.py, ScriptedLoadableModuleWidget
         self.onCancel()
         self.onCancelReview()
+        if self.logic is not None:
+            self.logic.close()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -246,13 +253,13 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         hasInput = bool(self._parameterNode) and any(
             getattr(self._parameterNode, name) for name in SLOT_PARAMETERS.values()
         )
-        self.ui.runButton.enabled = hasInput and not running
+        reviewRunning = self.reviewRunning()
+        self.ui.runButton.enabled = hasInput and not running and not reviewRunning
         self.ui.cancelButton.enabled = running
         if self._parameterNode:
             text = model_folder_text(self._parameterNode.modelFolder)
             if self.ui.modelPathLineEdit.currentPath != text:
                 self.ui.modelPathLineEdit.currentPath = text
-        reviewRunning = self.reviewRunning()
         hasCases = self.review is not None and bool(self.review.cases)
         self.ui.runReviewButton.enabled = hasCases and not reviewRunning and not running
         self.ui.cancelReviewButton.enabled = reviewRunning
@@ -297,7 +304,7 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Timer tick: read the worker's output; import the results when it has finished."""
         from VirtualBiopsyLib.slicer.process import JobState
 
-        if self.reviewRunning() and self.review.job.step() is not JobState.RUNNING:
+        if self.reviewRunning() and self.review.step() is not JobState.RUNNING:
             with slicer.util.tryWithErrorDisplay(_("Case review failed."), waitCursor=True):
                 self.review.finish()
             self.ui.reviewStatusLabel.text = _("Review finished.")
@@ -366,6 +373,7 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.review = CaseReview(
             slicer.mrmlScene,
             runner_factory=self.logic.runner_factory,
+            workers=self.logic.workers,  # one worker process for Runs and the review
             work_root=slicer.app.temporaryPath,
             dicom_database=self.logic.dicom_database,
             fit_view=fitView,

@@ -99,7 +99,7 @@ def test_a_failed_case_says_why_and_the_others_are_kept(scene, study, tmp_path):
     process = PartlyFailingPredict(keys)
     review = CaseReview(scene, runner_factory=lambda: process, work_root=tmp_path)
     review.find_in_folder(study)
-    job = review.start()
+    job = review.start(RunOptions(worker=False))  # one predict process over every case
     assert len([a for a in process.args if a.endswith(".dcm")]) == 12  # all cases, one process
     job.wait(timeout=10)
     cases = review.finish()

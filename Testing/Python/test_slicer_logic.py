@@ -1,4 +1,5 @@
-"""The module logic end to end over a real slicer-core scene, with a stand-in process."""
+"""The module logic end to end over a real slicer-core scene: with a stand-in one-shot
+predict process (``RunOptions(worker=False)``), and with the real session worker."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ from VirtualBiopsyLib.slicer.process import (
     ProcessFailedError,
     Progress,
 )
+
+ONE_SHOT = {"worker": False}  # the stand-in below is a one-shot predict process
 
 
 class FakePredictProcess:
@@ -108,7 +111,9 @@ def test_run_exports_runs_and_imports(scene, tmp_path):
         scene, runner_factory=lambda: process, sleep=lambda s: None, work_root=tmp_path
     )
 
-    runs = logic.run(options=RunOptions(synthesis=True, device="cpu"), on_progress=seen.append)
+    runs = logic.run(
+        options=RunOptions(synthesis=True, device="cpu", **ONE_SHOT), on_progress=seen.append
+    )
 
     assert [p.step for p in seen] == ["read", "synthesize", "classify", "done"]
     assert sorted(process.exported) == ["LE_CC", "LE_MLO"]
@@ -136,7 +141,7 @@ def test_failure_carries_the_process_message(scene, tmp_path):
         scene, runner_factory=lambda: process, sleep=lambda s: None, work_root=tmp_path
     )
     with pytest.raises(ProcessFailedError, match="LE_CC.nrrd: image is empty"):
-        logic.run()
+        logic.run(options=RunOptions(**ONE_SHOT))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -145,7 +150,7 @@ def test_unknown_laterality_is_a_case_error(scene, tmp_path):
     logic = VirtualBiopsyLogic(scene, runner_factory=FakePredictProcess, work_root=tmp_path)
     with pytest.raises(CaseError, match="laterality unknown"):
         logic.run()
-    runs = logic.run(options=RunOptions(laterality=Laterality.R), timeout=30)
+    runs = logic.run(options=RunOptions(laterality=Laterality.R, **ONE_SHOT), timeout=30)
     assert runs[0].nodes.table is not None
 
 
@@ -155,7 +160,7 @@ def test_panel_style_start_poll_finish_and_cancel(scene, tmp_path):
     process = FakePredictProcess()
     logic = VirtualBiopsyLogic(scene, runner_factory=lambda: process, work_root=tmp_path)
     volumes = logic.assign_slots().slots
-    handle = logic.start(volumes, RunOptions(saliency=False))
+    handle = logic.start(volumes, RunOptions(saliency=False, **ONE_SHOT))
     assert "--no-saliency" in process.args
     polls = 1
     while handle.job.step() is JobState.RUNNING:
@@ -165,7 +170,7 @@ def test_panel_style_start_poll_finish_and_cancel(scene, tmp_path):
 
     second = FakePredictProcess()
     logic.runner_factory = lambda: second
-    handle = logic.start(volumes, RunOptions())
+    handle = logic.start(volumes, RunOptions(**ONE_SHOT))
     handle.job.step()
     logic.cancel(handle)
     assert second.cancelled and handle.job.state is JobState.CANCELLED

@@ -1,8 +1,10 @@
 """GUI-based case review: every case of the loaded studies (or a folder) in one run.
 
 The review finds the cases with the library's own readers and grouping (the same cases
-``predict`` will find), runs ``predict`` once over all their files in one background
-process (so the models load once), and keeps each case's result until the review is
+``predict`` will find), sends one request per case to the session's persistent worker
+(the one the Runs use, so the models load once per session and each case's row is
+filled as soon as it is done; with ``RunOptions(worker=False)``, one ``predict``
+process over all their files), and keeps each case's result until the review is
 cleared. The panel shows :meth:`CaseReview.table` (label, fused probability and the
 spread over folds per case), loads a case's images, synthetic DES and saliency maps into
 the 2×2 view when its row is clicked (:meth:`CaseReview.show`) and exports the table as
@@ -13,6 +15,7 @@ Console example::
     >>> review = CaseReview(slicer.mrmlScene, dicom_database=slicer.dicomDatabase)  # doctest: +SKIP
     >>> review.find_in_scene()                                      # doctest: +SKIP
     >>> review.start(RunOptions(python=shutil.which("PythonSlicer"))).wait()  # doctest: +SKIP
+    >>> review.workers.close()  # or share the logic's: CaseReview(…, workers=logic.workers)
     >>> review.finish(); review.export_csv("review.csv")            # doctest: +SKIP
 """
 
@@ -35,13 +38,17 @@ from VirtualBiopsyLib.errors import CaseError
 from VirtualBiopsyLib.images.cases import Case, group_cases
 from VirtualBiopsyLib.roles import SLOTS
 from VirtualBiopsyLib.slicer import bridge
-from VirtualBiopsyLib.slicer.logic import RunOptions, library_path_entry
+from VirtualBiopsyLib.slicer.logic import RunOptions, child_python_path
 from VirtualBiopsyLib.slicer.process import (
+    JobState,
     PredictJob,
     ProcessRunner,
     Progress,
+    SessionWorker,
     SubprocessRunner,
+    WorkerJob,
     predict_command,
+    wait_for,
 )
 from VirtualBiopsyLib.slicer.slots import ROLE_ATTRIBUTE, DicomDatabase, dicom_files
 
@@ -59,6 +66,7 @@ class ReviewCase:
     result: dict[str, Any] | None = None
     result_json: Path | None = None
     status: str = "not run"
+    job: WorkerJob | None = None  # this case's request to the worker
 
     @property
     def fused(self) -> float:
@@ -86,18 +94,27 @@ def _review_case(case: Case) -> ReviewCase:
 
 @dataclass
 class CaseReview:
-    """Find cases, run them all in one process, keep and show their results."""
+    """Find cases, run them (one worker request each), keep and show their results.
+
+    ``workers``: the session's worker (the logic's, so Runs and the review share one
+    process); by default the review makes its own from ``runner_factory``.
+    """
 
     scene: Any
     runner_factory: Callable[[], ProcessRunner] = SubprocessRunner
     work_root: Path | str | None = None
     dicom_database: DicomDatabase | None = None
     fit_view: Callable[[str], None] | None = None
+    workers: SessionWorker | None = None
     cases: list[ReviewCase] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    job: PredictJob | None = None
+    job: PredictJob | ReviewJobs | None = None
     work_dir: Path | None = None
     _table: Any = None
+
+    def __post_init__(self) -> None:
+        if self.workers is None:
+            self.workers = SessionWorker(lambda: self.runner_factory())
 
     # ------------------------------------------------------------------ finding cases
 
@@ -139,8 +156,10 @@ class CaseReview:
         self,
         options: RunOptions | None = None,
         on_progress: Callable[[Progress], None] | None = None,
-    ) -> PredictJob:
-        """One ``predict`` process over every case's files; returns at once."""
+    ) -> PredictJob | ReviewJobs:
+        """Start the review: one request per case to the session's worker (or, with
+        ``options.worker`` False, one ``predict`` process over every case's files);
+        returns at once. Poll :meth:`step` (or the returned job's ``step``)."""
         if not self.cases:
             raise CaseError("no cases to review: find cases in the scene or a folder first")
         options = options or RunOptions()
@@ -148,28 +167,76 @@ class CaseReview:
         root = Path(self.work_root) if self.work_root is not None else Path(tempfile.gettempdir())
         root.mkdir(parents=True, exist_ok=True)
         self.work_dir = Path(tempfile.mkdtemp(prefix="VirtualBiopsy-review-", dir=root))
-        paths = [path for case in self.cases for path in case.files.values()]
-        args = predict_command(
-            paths,
-            self.work_dir / "results",
-            model_dir=options.model_dir,
-            synthesis=options.synthesis,
-            saliency=options.saliency,
-            device=options.device,
-            python=options.python,
-        )
-        path = os.pathsep.join(filter(None, [library_path_entry(), os.environ.get("PYTHONPATH")]))
-        self.job = PredictJob(self.runner_factory(), args, on_progress, {"PYTHONPATH": path})
-        self.job.start()
+        out = self.work_dir / "results"
+        env = {"PYTHONPATH": child_python_path()}
+        if options.worker:
+            assert self.workers is not None
+            worker = self.workers.get(options.worker_command(), env)
+            for case in self.cases:
+                case.job = worker.submit(list(case.files.values()), out, on_progress=on_progress)
+            self.job = ReviewJobs([case.job for case in self.cases if case.job is not None])
+        else:
+            paths = [path for case in self.cases for path in case.files.values()]
+            args = predict_command(
+                paths,
+                out,
+                model_dir=options.model_dir,
+                synthesis=options.synthesis,
+                saliency=options.saliency,
+                device=options.device,
+                python=options.python,
+            )
+            self.job = PredictJob(self.runner_factory(), args, on_progress, env)
+            self.job.start()
         for case in self.cases:
             case.status = "running"
         self._update_table()
         return self.job
 
+    def step(self) -> JobState:
+        """Poll the review (from the panel's timer): a case's row is filled as soon as
+        its request is done. Returns the review job's state."""
+        if self.job is None:
+            return JobState.NOT_STARTED
+        state = self.job.step()
+        changed = False
+        for case in self.cases:
+            running = case.job is not None and case.status == "running"
+            if running and case.job.state is not JobState.RUNNING:
+                self._settle(case)
+                changed = True
+        if changed:
+            self._update_table()
+        return state
+
+    def _settle(self, case: ReviewCase) -> None:
+        """A finished request's case: its result, or why it has none."""
+        job = case.job
+        assert job is not None
+        if job.state is JobState.CANCELLED:
+            case.status = "cancelled"
+            return
+        path = next((Path(p) for p in job.results if Path(p).parent.name == case.key), None)
+        if job.state is JobState.DONE and path is not None:
+            case.result = bridge.read_result(path)
+            case.result_json = path
+            case.status = "done"
+        elif job.errors:
+            case.status = f"not classified: {job.errors[-1]}"
+        else:
+            reason = str(job.error).splitlines()[0] if job.error is not None else "no result"
+            case.status = f"no result: {reason}"
+
     def finish(self) -> list[ReviewCase]:
         """Read every case's result; cases without one say why (from the process output)."""
         if self.job is None or self.work_dir is None:
             raise CaseError("the review has not been started")
+        if isinstance(self.job, ReviewJobs):
+            for case in self.cases:
+                if case.job is not None and case.job.state is not JobState.RUNNING:
+                    self._settle(case)
+            self._update_table()
+            return self.cases
         results: dict[str, Path] = {}
         for path in sorted((self.work_dir / "results").glob("*/result.json")):
             results[path.parent.name] = path
@@ -308,7 +375,49 @@ class CaseReview:
         self.work_dir = None
         for case in self.cases:
             case.result, case.result_json, case.status = None, None, "not run"
+            case.job = None
         self._update_table()
+
+
+@dataclass
+class ReviewJobs:
+    """The review's requests as one job: running while any runs; cancel stops them all
+    (it kills the worker they share)."""
+
+    jobs: list[WorkerJob]
+    error: Exception | None = None  # a cancel or a timeout: the whole review's
+
+    @property
+    def state(self) -> JobState:
+        states = {job.state for job in self.jobs}
+        if JobState.RUNNING in states:
+            return JobState.RUNNING
+        if JobState.CANCELLED in states:
+            return JobState.CANCELLED
+        return JobState.DONE  # each case says whether it was classified
+
+    @property
+    def results(self) -> tuple[Path, ...]:
+        return tuple(path for job in self.jobs for path in job.results)
+
+    @property
+    def log_tail(self) -> list[str]:
+        return [line for job in self.jobs for line in job.log_tail]
+
+    def step(self) -> JobState:
+        for job in self.jobs:
+            job.step()
+        return self.state
+
+    def cancel(self) -> None:
+        for job in self.jobs:
+            job.cancel()
+        cancelled = (job.error for job in self.jobs if job.state is JobState.CANCELLED)
+        self.error = next(cancelled, None)
+
+    def wait(self, timeout: float | None = None, poll_interval: float = 0.05) -> tuple[Path, ...]:
+        """Block until every case's request has ended (console use)."""
+        return wait_for(self, timeout, poll_interval)
 
 
 def _number(value: float) -> str:

@@ -3,7 +3,11 @@
 It joins the bridge (nodes ↔ files) and the process runner (the predict command in the
 background): hand the case's original DICOM files (or NRRD exports of other volumes) to
 ``predict``, import the results as nodes, fill the results table, set up and fit the 2×2
-view, and remove the run's temporary folder. The collaborators are passed in: the runner
+view, and remove the run's temporary folder. By default every Run is a request to the
+session's persistent worker (:class:`~VirtualBiopsyLib.slicer.process.SessionWorker`,
+shared with the case review), so the models load once per session; Cancel kills it and
+the next Run starts a fresh one; :meth:`VirtualBiopsyLogic.close` ends it.
+The collaborators are passed in: the runner
 (a :class:`~VirtualBiopsyLib.slicer.process.ProcessRunner` factory), the clock, the DICOM
 database (a :class:`~VirtualBiopsyLib.slicer.slots.DicomDatabase`) and the view fitter,
 so tests use slicer-core and stand-ins, and the module the application's own.
@@ -21,6 +25,7 @@ Console example (in Slicer's Python console, with an exam loaded)::
     ...                  on_progress=lambda p: print(p.fraction, p.message))  # doctest: +SKIP
     >>> runs[0].nodes.result["probabilities"]["fused"]["mean"]        # doctest: +SKIP
     0.71
+    >>> logic.close()  # ends the session's worker process                # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -45,8 +50,11 @@ from VirtualBiopsyLib.slicer.process import (
     PredictJob,
     ProcessRunner,
     Progress,
+    SessionWorker,
     SubprocessRunner,
+    WorkerJob,
     predict_command,
+    worker_command,
 )
 from VirtualBiopsyLib.slicer.slots import DicomDatabase, SlotAssignment, assign_slots
 
@@ -67,13 +75,24 @@ class RunOptions:
     laterality: Laterality | str | None = None  # None: from names / attributes
     python: str | None = None  # PythonSlicer inside the app; this interpreter otherwise
     keep_inputs: bool = False  # keep the run's folder (exports and result files)
+    worker: bool = True  # a request to the session's worker; False: a predict process
+
+    def worker_command(self) -> list[str]:
+        """The session worker's command for these options (a change restarts it)."""
+        return worker_command(
+            model_dir=self.model_dir,
+            synthesis=self.synthesis,
+            saliency=self.saliency,
+            device=self.device,
+            python=self.python,
+        )
 
 
 @dataclass
 class RunHandle:
     """A started run: its job (poll ``job.step()``), its inputs and its folders."""
 
-    job: PredictJob
+    job: PredictJob | WorkerJob
     inputs: dict[str, Any]
     work_dir: Path
     input_dir: Path
@@ -112,6 +131,11 @@ def library_path_entry() -> str:
     return str(Path(VirtualBiopsyLib.__file__).resolve().parent.parent)
 
 
+def child_python_path() -> str:
+    """PYTHONPATH of a predict or worker process: the library first."""
+    return os.pathsep.join(filter(None, [library_path_entry(), os.environ.get("PYTHONPATH")]))
+
+
 class VirtualBiopsyLogic:
     """Export → predict in a separate process → import, over one MRML scene.
 
@@ -138,6 +162,14 @@ class VirtualBiopsyLogic:
         self.work_root = Path(work_root) if work_root is not None else None
         self.dicom_database = dicom_database
         self.fit_view = fit_view
+        # the session's worker, shared with the case review; runner_factory read late,
+        # so a caller may replace it
+        self.workers = SessionWorker(lambda: self.runner_factory())
+
+    def close(self) -> None:
+        """End the session's worker process (the module calls it from its widget's
+        ``cleanup``, which Slicer runs when the module is unloaded, at exit too)."""
+        self.workers.close()
 
     def parameter_node(self) -> Any:
         """The module's singleton ``vtkMRMLScriptedModuleNode`` (created when missing).
@@ -173,7 +205,8 @@ class VirtualBiopsyLogic:
         options: RunOptions | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> RunHandle:
-        """Hand the volumes over and start predict; returns at once (poll ``handle.job``)."""
+        """Hand the volumes over and start predict (a request to the session's worker
+        unless ``options.worker`` is False); returns at once (poll ``handle.job``)."""
         options = options or RunOptions()
         inputs = {slot: volumes.get(slot) for slot in SLOTS}
         laterality = options.laterality or self._laterality_of(inputs)
@@ -188,8 +221,31 @@ class VirtualBiopsyLogic:
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
             raise
+        try:
+            job = self._start_job(prepared.paths, out_dir, options, on_progress)
+        except BaseException:
+            shutil.rmtree(work_dir, ignore_errors=True)
+            raise
+        log.info(
+            "VirtualBiopsy: predict started for slots %s (DICOM files: %s)",
+            ", ".join(slot for slot, node in inputs.items() if node is not None),
+            ", ".join(prepared.dicom) or "none",
+        )
+        return RunHandle(job, inputs, work_dir, input_dir, out_dir, prepared)
+
+    def _start_job(
+        self,
+        paths: list[Path],
+        out_dir: Path,
+        options: RunOptions,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> PredictJob | WorkerJob:
+        env = {"PYTHONPATH": child_python_path()}
+        if options.worker:
+            worker = self.workers.get(options.worker_command(), env)
+            return worker.submit(paths, out_dir, on_progress=on_progress)
         args = predict_command(
-            prepared.paths,
+            paths,
             out_dir,
             model_dir=options.model_dir,
             synthesis=options.synthesis,
@@ -197,15 +253,9 @@ class VirtualBiopsyLogic:
             device=options.device,
             python=options.python,
         )
-        path = os.pathsep.join(filter(None, [library_path_entry(), os.environ.get("PYTHONPATH")]))
-        job = PredictJob(self.runner_factory(), args, on_progress, {"PYTHONPATH": path})
+        job = PredictJob(self.runner_factory(), args, on_progress, env)
         job.start()
-        log.info(
-            "VirtualBiopsy: predict started for slots %s (DICOM files: %s)",
-            ", ".join(slot for slot, node in inputs.items() if node is not None),
-            ", ".join(prepared.dicom) or "none",
-        )
-        return RunHandle(job, inputs, work_dir, input_dir, out_dir, prepared)
+        return job
 
     def _laterality_of(self, inputs: Mapping[str, Any]) -> Laterality | None:
         nodes = [node for node in inputs.values() if node is not None]
@@ -231,7 +281,8 @@ class VirtualBiopsyLogic:
                 shutil.rmtree(handle.work_dir, ignore_errors=True)
 
     def cancel(self, handle: RunHandle) -> None:
-        """Stop a running job (its whole process tree) and remove the run's folder."""
+        """Stop a running job (its whole process tree: the session's worker, which the
+        next run starts afresh) and remove the run's folder."""
         handle.job.cancel()
         shutil.rmtree(handle.work_dir, ignore_errors=True)
 

@@ -7,6 +7,12 @@ its output through reader threads and a queue, polls it from a timer, and can ca
 console can pass their own; :class:`SubprocessRunner` is the real one (it works outside
 Slicer too); :class:`PredictJob` turns the lines into progress and results.
 
+A session keeps one ``worker`` process instead (:class:`PredictWorker`, held by a
+:class:`SessionWorker`): started on the first Run, sent one request per Run or review
+case (:class:`WorkerJob`, the same interface as a :class:`PredictJob`), so the models
+load once per session. Cancel kills its process tree and the next request starts a fresh
+one; closing the session (or Slicer) closes its input, which ends it.
+
 >>> import sys
 >>> job = PredictJob(SubprocessRunner(), [sys.executable, "-c",
 ...     "print('{\\"step\\": \\"done\\", \\"fraction\\": 1.0, \\"message\\": \\"ok\\", "
@@ -18,7 +24,9 @@ Slicer too); :class:`PredictJob` turns the lines into progress and results.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import logging
 import os
 import queue
 import signal
@@ -35,7 +43,10 @@ from typing import IO, Any, Protocol
 
 from VirtualBiopsyLib.errors import VirtualBiopsyError
 
+log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
+END_STEP = "end"  # VirtualBiopsyLib.commands.worker's terminal line of a request
+READY_STEP = "ready"
 
 
 class ProcessFailedError(VirtualBiopsyError):
@@ -60,17 +71,25 @@ class Progress:
     fraction: float
     message: str
     results: tuple[Path, ...] = ()
+    request: str | None = None  # the worker request a line belongs to
+    exit_code: int | None = None
 
     @property
     def done(self) -> bool:
         return self.step == "done"
+
+    @property
+    def end(self) -> bool:
+        """A worker's terminal line of a request."""
+        return self.step == END_STEP
 
 
 def parse_progress_line(line: str) -> Progress | None:
     """A ``{"step", "fraction", "message"}`` line → :class:`Progress`; other lines → None.
 
     >>> parse_progress_line('{"step": "classify", "fraction": 0.5, "message": "LE_CC"}')
-    Progress(step='classify', fraction=0.5, message='LE_CC', results=())
+    Progress(step='classify', fraction=0.5, message='LE_CC', results=(), request=None, \
+exit_code=None)
     >>> parse_progress_line("WARNING something") is None
     True
     """
@@ -88,7 +107,16 @@ def parse_progress_line(line: str) -> Progress | None:
     except (TypeError, ValueError):
         return None
     results = tuple(Path(str(p)) for p in record.get("results") or ())
-    return Progress(str(record["step"]), fraction, str(record.get("message", "")), results)
+    request = record.get("request")
+    code = record.get("exit_code")
+    return Progress(
+        str(record["step"]),
+        fraction,
+        str(record.get("message", "")),
+        results,
+        None if request is None else str(request),
+        code if isinstance(code, int) and not isinstance(code, bool) else None,
+    )
 
 
 class ProcessRunner(Protocol):
@@ -107,6 +135,19 @@ class ProcessRunner(Protocol):
         """Kill the process and everything it started."""
 
 
+class WorkerRunner(ProcessRunner, Protocol):
+    """A :class:`ProcessRunner` whose standard input takes request lines."""
+
+    def send(self, line: str) -> None:
+        """Write one line to the process's standard input."""
+
+    def close_input(self) -> None:
+        """Close the process's standard input (a worker ends at end of input)."""
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the process to end; True when it has."""
+
+
 Launcher = Callable[[Sequence[str], Mapping[str, str]], subprocess.Popen]
 
 
@@ -116,6 +157,9 @@ def default_launcher(
     base_environment: Mapping[str, str] | None = None,
 ) -> subprocess.Popen:
     """Popen in its own session / process group, so cancel can kill the whole tree.
+
+    Standard input is a pipe only this process writes to: a worker reads its requests
+    there, and sees end of input when this process closes it or ends (Slicer quits).
 
     ``PythonSlicer`` is a launcher that starts the real interpreter as its child; killing
     the launcher alone would leave that child running. Slicer's own
@@ -133,7 +177,7 @@ def default_launcher(
         list(args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE,
         text=True,
         encoding="utf-8",
         errors="replace",
@@ -280,6 +324,31 @@ class SubprocessRunner:
         if self._process is not None:
             kill_process_tree(self._process)
 
+    def send(self, line: str) -> None:
+        """One line to the process's stdin; a process that has gone is noticed by polling."""
+        stdin = self._process.stdin if self._process is not None else None
+        if stdin is None:
+            raise RuntimeError("this process has no standard input to write to")
+        try:
+            stdin.write(line.rstrip("\n") + "\n")
+            stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            log.warning("the worker process's input is closed; it has ended")
+
+    def close_input(self) -> None:
+        if self._process is not None and self._process.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._process.stdin.close()
+
+    def wait(self, timeout: float) -> bool:
+        if self._process is None:
+            return True
+        try:
+            self._process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
@@ -346,11 +415,12 @@ class PredictJob:
 
     def _finish(self, code: int) -> None:
         tail = "\n".join(self.log_tail)
-        if code != 0 and self.results:  # some cases failed, others were written
-            self.state = JobState.DONE
-        elif code != 0:
-            self.error = ProcessFailedError(code, tail)
+        failure = _failure(code, tail, self.results, "the predict process")
+        if failure is not None:
+            self.error = failure
             self.state = JobState.FAILED
+        elif code != 0:  # some cases failed, others were written
+            self.state = JobState.DONE
         elif self.last_progress is None or not self.last_progress.done:
             self.error = ProcessFailedError(code, tail, "the predict process ended without results")
             self.state = JobState.FAILED
@@ -371,17 +441,320 @@ class PredictJob:
         sleep: Callable[[float], None] = time.sleep,
     ) -> tuple[Path, ...]:
         """Block until the run ends (console use); raise its error, or cancel on timeout."""
-        started = clock()
-        while self.step() is JobState.RUNNING:
-            if timeout is not None and clock() - started > timeout:
-                self.cancel()
-                tail = "\n".join(self.log_tail)
-                self.error = ProcessFailedError(None, tail, f"timed out after {timeout} s")
-                break
-            sleep(poll_interval)
-        if self.error is not None:
-            raise self.error
-        return self.results
+        return wait_for(self, timeout, poll_interval, clock, sleep)
+
+
+def wait_for(
+    job: PredictJob | WorkerJob,
+    timeout: float | None = None,
+    poll_interval: float = 0.1,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[Path, ...]:
+    """Step ``job`` until it ends; raise its error (cancelling it on timeout)."""
+    started = clock()
+    while job.step() is JobState.RUNNING:
+        if timeout is not None and clock() - started > timeout:
+            job.cancel()
+            tail = "\n".join(job.log_tail)
+            job.error = ProcessFailedError(None, tail, f"timed out after {timeout} s")
+            break
+        sleep(poll_interval)
+    if job.error is not None:
+        raise job.error
+    return job.results
+
+
+def _failure(
+    code: int, tail: str, results: tuple[Path, ...], what: str
+) -> ProcessFailedError | None:
+    """The error of a run that ended with ``code`` (None: it counts as done).
+
+    A non-zero code with results is a run where some cases failed and others were
+    written: done, with the failures in its output.
+    """
+    if code != 0 and results:
+        return None
+    if code != 0:
+        return ProcessFailedError(code, tail, f"{what} failed with exit code {code}")
+    return None
+
+
+@dataclass
+class WorkerJob:
+    """One request to a :class:`PredictWorker`: the interface of a :class:`PredictJob`.
+
+    :meth:`step` reads the worker's new output (for every request in flight) and returns
+    this request's state; :meth:`cancel` kills the worker (it cannot stop half a case),
+    and so every request in flight on it.
+    """
+
+    worker: PredictWorker
+    request: str
+    on_progress: Callable[[Progress], None] | None = None
+    state: JobState = JobState.RUNNING
+    results: tuple[Path, ...] = ()
+    error: VirtualBiopsyError | None = None
+    last_progress: Progress | None = None
+    exit_code: int | None = None
+    errors: list[str] = field(default_factory=list)  # the request's error messages
+    log_tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
+
+    def step(self) -> JobState:
+        """Handle new output; return the state. Call it every few hundred milliseconds."""
+        if self.state is JobState.RUNNING:
+            self.worker.poll()
+        return self.state
+
+    def _handle(self, progress: Progress) -> None:
+        self.last_progress = progress
+        if progress.step == "error":
+            self.errors.append(progress.message)
+            self.log_tail.append(progress.message)
+        if progress.done or progress.end:
+            self.results = progress.results or self.results
+        if progress.end:
+            self._finish(progress.exit_code if progress.exit_code is not None else 1)
+        if self.on_progress is not None and not progress.end:
+            self.on_progress(progress)
+
+    def _finish(self, code: int) -> None:
+        self.exit_code = code
+        self.error = _failure(code, "\n".join(self.log_tail), self.results, "the request")
+        self.state = JobState.FAILED if self.error is not None else JobState.DONE
+
+    def _worker_ended(self, code: int | None, tail: str) -> None:
+        self.exit_code = code
+        lines = "\n".join([*self.log_tail, tail]).strip()
+        self.error = ProcessFailedError(
+            code, lines, f"the worker process ended (exit code {code}) before the request did"
+        )
+        self.state = JobState.FAILED
+
+    def _cancelled(self) -> None:
+        self.state = JobState.CANCELLED
+        self.error = JobCancelledError("cancelled by the user; the worker process was stopped")
+
+    def cancel(self) -> None:
+        if self.state is JobState.RUNNING:
+            self.worker.kill()
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        poll_interval: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> tuple[Path, ...]:
+        """Block until the request ends (console use); raise its error, or cancel on timeout."""
+        return wait_for(self, timeout, poll_interval, clock, sleep)
+
+
+class PredictWorker:
+    """The ``virtual-biopsy worker`` process of a session: started on the first request,
+    kept for the next ones, started afresh after it ended (cancel, crash).
+
+    Requests are answered in the order they were sent; each answer line names its
+    request, so several may be in flight.
+
+    >>> import sys
+    >>> worker = PredictWorker(SubprocessRunner, worker_command(python=sys.executable))
+    >>> job = worker.submit(["exam/"], "results/")  # doctest: +SKIP
+    >>> job.wait()                                  # doctest: +SKIP
+    (PosixPath('results/case-3f2a9c01b7-L/result.json'),)
+    >>> worker.close()
+    """
+
+    def __init__(
+        self,
+        runner_factory: Callable[[], ProcessRunner],
+        args: Sequence[str],
+        env_updates: Mapping[str, str] | None = None,
+    ) -> None:
+        self.runner_factory = runner_factory
+        self.args = list(args)
+        self.env_updates = dict(env_updates or {})
+        self.starts = 0  # processes started: more than 1 after a cancel or a crash
+        self.info: dict[str, Any] = {}  # the worker's own account (pid, networks_built, …)
+        self.log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._runner: WorkerRunner | None = None
+        self._pending: dict[str, WorkerJob] = {}
+        self._ids = itertools.count(1)
+
+    @property
+    def running(self) -> bool:
+        """Whether a worker process is started (and not known to have ended)."""
+        return self._runner is not None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending)
+
+    def _start(self) -> WorkerRunner:
+        runner = self.runner_factory()
+        if not all(hasattr(runner, name) for name in ("send", "close_input", "wait")):
+            raise TypeError(f"{type(runner).__name__} cannot take requests (no send())")
+        runner.start(self.args, self.env_updates)
+        self.log_tail.clear()
+        self.info = {}
+        self.starts += 1
+        self._runner = runner  # type: ignore[assignment]
+        return self._runner
+
+    def submit(
+        self,
+        paths: Sequence[Path | str],
+        out: Path | str,
+        *,
+        overwrite: bool = False,
+        export_dicom: bool = False,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> WorkerJob:
+        """Send one predict request (starting the worker if needed); returns at once."""
+        if not paths:
+            raise ValueError("a request needs at least one input file or folder")
+        runner = self._runner or self._start()
+        request_id = f"r{next(self._ids)}"
+        job = WorkerJob(self, request_id, on_progress)
+        self._pending[request_id] = job
+        request = {
+            "id": request_id,
+            "paths": [str(p) for p in paths],
+            "out": str(out),
+            "overwrite": overwrite,
+            "export_dicom": export_dicom,
+        }
+        runner.send(json.dumps(request))
+        return job
+
+    def poll(self) -> None:
+        """Hand the worker's new output to the requests it belongs to."""
+        runner = self._runner
+        if runner is None:
+            return
+        for line in runner.read_lines():
+            self._handle(line)
+        code = runner.returncode()
+        if code is not None:
+            for line in runner.read_lines():
+                self._handle(line)
+            self._ended(code)
+
+    def _handle(self, line: str) -> None:
+        progress = parse_progress_line(line)
+        if progress is not None and progress.step == READY_STEP:
+            self.info = _worker_info(line)
+            return
+        job = self._job_for(progress.request if progress is not None else None)
+        if progress is None or job is None:
+            if line.strip():
+                (job.log_tail if job is not None else self.log_tail).append(line)
+            return
+        job._handle(progress)
+        if progress.end:
+            self.info = _worker_info(line) or self.info
+            self._pending.pop(job.request, None)
+
+    def _job_for(self, request: str | None) -> WorkerJob | None:
+        """The request a line belongs to; untagged lines go to the oldest in flight."""
+        if request is not None and request in self._pending:
+            return self._pending[request]
+        if request is None and self._pending:
+            return next(iter(self._pending.values()))
+        return None
+
+    def _ended(self, code: int) -> None:
+        tail = "\n".join(self.log_tail)
+        for job in self._pending.values():
+            job._worker_ended(code, tail)
+        self._pending.clear()
+        self._runner = None
+
+    def kill(self) -> None:
+        """Kill the worker's process tree; requests in flight are cancelled."""
+        if self._runner is not None:
+            self._runner.cancel()
+        for job in self._pending.values():
+            job._cancelled()
+        self._pending.clear()
+        self._runner = None
+
+    def close(self, grace: float = 2.0) -> None:
+        """End the worker: close its input (it ends there); kill it if it has not ended
+        within ``grace`` s, or at once while requests are in flight."""
+        runner = self._runner
+        if runner is None:
+            return
+        runner.close_input()
+        if self._pending or not runner.wait(grace):
+            self.kill()
+        self._runner = None
+
+
+def _worker_info(line: str) -> dict[str, Any]:
+    try:
+        info = json.loads(line).get("worker")
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+class SessionWorker:
+    """The one worker a session keeps (for Runs and the case review alike), reused while
+    its command stays the same and replaced when it changes (another model package or
+    model option).
+    """
+
+    def __init__(self, runner_factory: Callable[[], ProcessRunner]) -> None:
+        self.runner_factory = runner_factory
+        self.worker: PredictWorker | None = None
+
+    def get(self, args: Sequence[str], env_updates: Mapping[str, str]) -> PredictWorker:
+        """The worker for ``args``: the current one, or a new one (the old one closed)."""
+        current = self.worker
+        if current is not None and (
+            current.args != list(args) or current.env_updates != dict(env_updates)
+        ):
+            current.close()
+            current = None
+        if current is None:
+            current = PredictWorker(self.runner_factory, args, env_updates)
+            self.worker = current
+        return current
+
+    def close(self) -> None:
+        """End the worker (the session, or Slicer, ends)."""
+        if self.worker is not None:
+            self.worker.close()
+
+
+def worker_command(
+    *,
+    model_dir: Path | str | None = None,
+    synthesis: bool = True,
+    saliency: bool = True,
+    device: str = "cpu",
+    python: str | None = None,
+    parent_pid: int | None = None,
+) -> list[str]:
+    """The argument list of ``python -m VirtualBiopsyLib worker``; the worker ends when
+    ``parent_pid`` (default: this process) does.
+
+    >>> worker_command(python="PythonSlicer", parent_pid=42)[:6]
+    ['PythonSlicer', '-m', 'VirtualBiopsyLib', 'worker', '--parent-pid', '42']
+    """
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', not {device!r}")
+    args = [python or sys.executable, "-m", "VirtualBiopsyLib", "worker"]
+    args += ["--parent-pid", str(parent_pid if parent_pid is not None else os.getpid())]
+    args += ["--progress", "json", "--device", device]
+    if model_dir is not None:
+        args += ["--model", str(model_dir)]
+    if not synthesis:
+        args.append("--no-synthesis")
+    if not saliency:
+        args.append("--no-saliency")
+    return args
 
 
 def predict_command(
