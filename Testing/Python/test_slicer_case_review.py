@@ -151,3 +151,43 @@ def test_review_runs_every_case_in_one_process_and_shows_one(scene, study, tmp_p
     work_dir = review.work_dir
     review.clear_results()
     assert not work_dir.exists()
+
+
+def test_review_sends_each_case_to_the_sessions_worker(scene, study, tmp_path):
+    """Real worker, tiny untrained package: one request per case, all answered by the
+    logic's worker process (the Runs' too); a case whose files went away fails alone."""
+    import shutil
+
+    from VirtualBiopsyLib.inference.fixtures import write_untrained_package
+    from VirtualBiopsyLib.slicer.logic import VirtualBiopsyLogic
+    from VirtualBiopsyLib.slicer.process import JobState
+
+    package = write_untrained_package(tmp_path / "package", n_folds=2, image_size=64)
+    copied = shutil.copytree(study, tmp_path / "study")
+    logic = VirtualBiopsyLogic(scene, work_root=tmp_path / "work")
+    review = CaseReview(scene, workers=logic.workers, work_root=tmp_path / "work")
+    cases = review.find_in_folder(copied)
+    for path in cases[2].files.values():
+        path.unlink()
+    options = RunOptions(model_dir=package, python=sys.executable)
+    try:
+        review.start(options).wait(timeout=180)
+        assert review.step() is JobState.DONE
+        review.finish()
+        worker = logic.workers.worker
+        assert [case.status for case in cases[:2]] == ["done", "done"]
+        assert cases[2].status.startswith("not classified: no such file or folder")
+        assert worker.starts == 1 and worker.info["requests"] == 3
+        built = worker.info["networks_built"]
+        rows = bridge.table_rows(review.table())
+        assert [row["Status"] for row in rows][:2] == ["done", "done"]
+        assert all(0.0 <= row["Fused probability"] <= 1.0 for row in rows[:2])
+
+        review.start(options).wait(timeout=180)  # again: the same process, nothing rebuilt
+        review.finish()
+        assert worker.starts == 1 and worker.info["requests"] == 6
+        assert worker.info["networks_built"] == built
+        assert cases[0].status == "done"
+    finally:
+        logic.close()
+    assert not worker.running

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -237,3 +238,43 @@ def test_model_folder_field_never_shows_a_dot():
     assert model_folder_text(".") == model_folder_text("") == model_folder_text(None) == ""
     assert model_folder_text(" /models/v2 ") == "/models/v2"
     assert model_dir_option(".") is None and model_dir_option("/m") == "/m"
+
+
+def test_runs_reuse_the_session_worker_and_cancel_starts_a_fresh_one(scene, tmp_path):
+    """Real worker process, tiny untrained package: two Runs in one process (no network
+    built again), Cancel kills it, the next Run starts a new one, close ends it."""
+    from VirtualBiopsyLib.commands.worker import process_alive
+    from VirtualBiopsyLib.inference.fixtures import write_slot_folder, write_untrained_package
+
+    package = write_untrained_package(tmp_path / "package", n_folds=2)
+    phantom = write_slot_folder(tmp_path / "phantom", ["LE_CC", "LE_MLO"], laterality="L")
+    for slot, name in (("LE_CC", "P7_L_DM_CC"), ("LE_MLO", "P7_L_DM_MLO")):
+        picture, spacing = bridge.read_picture_nrrd(phantom / f"{slot}.nrrd")
+        node = bridge.add_picture_volume(scene, picture, spacing, name, None)
+        node.RemoveAttribute("VirtualBiopsy.Result")  # a user's volume, not ours
+    logic = VirtualBiopsyLogic(scene, work_root=tmp_path / "work")
+    options = RunOptions(model_dir=package, python=sys.executable)
+
+    (first,) = logic.run(options=options, timeout=120)
+    worker = logic.workers.worker
+    built, pid = worker.info["networks_built"], worker.info["pid"]
+    (second,) = logic.run(options=options, timeout=120)
+    assert worker.starts == 1 and worker.info["pid"] == pid and worker.info["requests"] == 2
+    assert worker.info["networks_built"] == built
+    fused = [run.nodes.result["probabilities"]["fused"]["mean"] for run in (first, second)]
+    assert fused[0] == pytest.approx(fused[1], abs=1e-6)
+    assert second.nodes.synthetic["DES_CC"].GetName() == "SYNTHETIC DES CC (VirtualBiopsy)"
+
+    handle = logic.start(logic.assign_slots().slots, options)
+    while handle.job.step() is JobState.RUNNING and handle.job.last_progress is None:
+        time.sleep(0.02)
+    logic.cancel(handle)
+    assert handle.job.state is JobState.CANCELLED and not process_alive(pid)
+    assert not handle.work_dir.exists()
+
+    (third,) = logic.run(options=options, timeout=120)
+    assert worker.starts == 2 and third.nodes.table is not None
+    new_pid = worker.info["pid"]
+    logic.close()
+    assert not process_alive(new_pid)
+    assert list((tmp_path / "work").iterdir()) == []

@@ -17,12 +17,15 @@ from VirtualBiopsyLib.slicer.process import (
     JobCancelledError,
     JobState,
     PredictJob,
+    PredictWorker,
     ProcessFailedError,
     Progress,
+    SessionWorker,
     SubprocessRunner,
     parse_progress_line,
     predict_command,
     session_launcher,
+    worker_command,
 )
 
 
@@ -279,3 +282,83 @@ def test_predict_command_arguments():
         predict_command("in", "out", device="tpu")
     several = predict_command(["a.dcm", "b.dcm", "folder"], "out")
     assert several[4:8] == ["a.dcm", "b.dcm", "folder", "--out"]
+
+
+# --------------------------------------------------------------------------- the worker
+
+# Speaks the worker protocol (VirtualBiopsyLib.commands.worker) without loading a model:
+# ready, then per request a progress line and the terminal "end" line; "crash" kills it.
+PROTOCOL_WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    def say(**record):
+        print(json.dumps(record), flush=True)
+    say(step="ready", fraction=0.0, message="ready", worker={"pid": os.getpid()})
+    served = 0
+    for line in sys.stdin:
+        served += 1
+        request = json.loads(line)
+        if request["paths"] == ["crash"]:
+            print("the worker died here", file=sys.stderr, flush=True)
+            os._exit(7)
+        say(step="read", fraction=0.5, message="reading", request=request["id"])
+        say(step="end", fraction=1.0, request=request["id"], exit_code=0, message="ok",
+            results=[request["out"] + "/case/result.json"],
+            worker={"pid": os.getpid(), "requests": served})
+    """
+)
+
+
+def protocol_worker(*extra: str) -> list[str]:
+    return [sys.executable, "-c", PROTOCOL_WORKER, *extra]
+
+
+def test_worker_answers_requests_in_flight_by_their_ids():
+    worker = PredictWorker(SubprocessRunner, protocol_worker())
+    try:
+        seen_a, seen_b = [], []
+        a = worker.submit(["exam-a"], "out-a", on_progress=seen_a.append)
+        b = worker.submit(["exam-b"], "out-b", on_progress=seen_b.append)
+        assert b.wait(timeout=20) == (Path("out-b/case/result.json"),)
+        assert a.step() is JobState.DONE and a.results == (Path("out-a/case/result.json"),)
+        assert [p.request for p in seen_a] == [a.request] and [p.step for p in seen_b] == ["read"]
+        assert worker.info["requests"] == 2 and worker.starts == 1 and not worker.busy
+    finally:
+        worker.close()
+
+
+def test_a_worker_that_dies_fails_its_request_and_the_next_starts_afresh():
+    worker = PredictWorker(SubprocessRunner, protocol_worker())
+    try:
+        dead = worker.submit(["crash"], "out")
+        with pytest.raises(ProcessFailedError, match="the worker died here") as failure:
+            dead.wait(timeout=20)
+        assert failure.value.returncode == 7 and not worker.running
+        assert worker.submit(["exam"], "out").wait(timeout=20)
+        assert worker.starts == 2
+    finally:
+        worker.close()
+
+
+def test_session_worker_is_replaced_when_its_command_changes():
+    session = SessionWorker(SubprocessRunner)
+    first = session.get(protocol_worker("model-1"), {})
+    first.submit(["exam"], "out").wait(timeout=20)
+    pid = first.info["pid"]
+    assert session.get(protocol_worker("model-1"), {}) is first  # same options: reused
+    second = session.get(protocol_worker("model-2"), {})  # another model: a new worker
+    assert second is not first and not first.running and not _alive(pid)
+    second.submit(["exam"], "out").wait(timeout=20)
+    other_pid = second.info["pid"]
+    session.close()  # end of input: the worker ends by itself
+    assert not second.running and not _alive(other_pid)
+
+
+def test_worker_command_arguments():
+    args = worker_command(model_dir="m", saliency=False, python="PythonSlicer", parent_pid=7)
+    assert args[:4] == ["PythonSlicer", "-m", "VirtualBiopsyLib", "worker"]
+    assert args[args.index("--parent-pid") + 1] == "7" and "--no-saliency" in args
+    assert args[args.index("--model") + 1] == "m"
+    assert worker_command()[worker_command().index("--parent-pid") + 1] == str(os.getpid())
+    with pytest.raises(ValueError, match="device"):
+        worker_command(device="tpu")
