@@ -324,6 +324,10 @@ def test_import_creates_marked_nodes_and_table(scene, tmp_path):
     # the synthetic image lies on the LE CC grid: same geometry, same picture
     np.testing.assert_allclose(picture_from_node(synthetic)[0][2:8, 3:9], 0.9)
     assert synthetic.GetSpacing() == le_cc.GetSpacing()
+    # shown on the generator's [0, 1] scale, not stretched by Slicer's automatic window
+    display = synthetic.GetDisplayNode()
+    assert not display.GetAutoWindowLevel()
+    assert (display.GetWindow(), display.GetLevel()) == (1.0, 0.5)
 
     saliency = loaded.saliency["DES_CC"]
     assert saliency.GetName() == "Saliency SYNTHETIC DES CC (VirtualBiopsy)"

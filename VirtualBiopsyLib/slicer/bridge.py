@@ -337,6 +337,18 @@ def inferno_color_node(scene: Any) -> Any:
     return node
 
 
+def _style_synthetic(node: Any) -> None:
+    """Grey over the generator's whole output range [0, 1] (it is clamped to it).
+
+    Slicer's automatic window fits the histogram of each image, so a synthetic DES whose
+    values stay below 0.4 was stretched until its brightest tissue turned white; a fixed
+    window shows it on the scale it was made on, as the preprocessed inputs are.
+    """
+    display = node.GetDisplayNode()
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, 1.0)
+
+
 def _style_saliency(node: Any, color_node: Any) -> None:
     """Inferno over [0, 1], low values transparent so the mammogram shows through."""
     display = node.GetDisplayNode()
@@ -375,6 +387,7 @@ def load_result(
             node = add_picture_volume(scene, picture, spacing, synthetic_name(slot), reference)
             generated_from = (input_info.get(slot) or {}).get("generated_from")
             _mark_synthetic(node, slot, generated_from or f"LE_{_view_of(slot)}")
+            _style_synthetic(node)
             loaded.synthetic[slot] = node
     for file in _output_files(folder, result):
         if match := _SALIENCY_FILE.fullmatch(file.name):
