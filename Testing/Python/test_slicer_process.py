@@ -305,6 +305,8 @@ PROTOCOL_WORKER = textwrap.dedent(
         say(step="end", fraction=1.0, request=request["id"], exit_code=0, message="ok",
             results=[request["out"] + "/case/result.json"],
             worker={"pid": os.getpid(), "requests": served})
+        if request["paths"] == ["then-exit"]:  # as if killed while idle
+            os._exit(9)
     """
 )
 
@@ -336,6 +338,21 @@ def test_a_worker_that_dies_fails_its_request_and_the_next_starts_afresh():
         assert failure.value.returncode == 7 and not worker.running
         assert worker.submit(["exam"], "out").wait(timeout=20)
         assert worker.starts == 2
+    finally:
+        worker.close()
+
+
+def test_a_worker_that_ended_while_idle_is_replaced_before_the_next_request():
+    worker = PredictWorker(SubprocessRunner, protocol_worker())
+    try:
+        worker.submit(["then-exit"], "out").wait(timeout=20)
+        pid = worker.info["pid"]
+        deadline = time.monotonic() + 20
+        while _alive(pid):  # it ends after its answer; nobody polls it meanwhile
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert worker.submit(["exam"], "out").wait(timeout=20)
+        assert worker.starts == 2 and worker.info["pid"] != pid
     finally:
         worker.close()
 

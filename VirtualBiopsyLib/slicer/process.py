@@ -613,6 +613,8 @@ class PredictWorker:
         """Send one predict request (starting the worker if needed); returns at once."""
         if not paths:
             raise ValueError("a request needs at least one input file or folder")
+        if self._runner is not None and not self._pending:
+            self._notice_an_idle_end(self._runner)
         runner = self._runner or self._start()
         request_id = f"r{next(self._ids)}"
         job = WorkerJob(self, request_id, on_progress)
@@ -626,6 +628,17 @@ class PredictWorker:
         }
         runner.send(json.dumps(request))
         return job
+
+    def _notice_an_idle_end(self, runner: WorkerRunner, settle: float = 1.0) -> None:
+        """Forget a worker that ended while idle (killed, out of memory), so the request
+        goes to a fresh one rather than to a closed pipe."""
+        if not runner.wait(0):
+            return
+        deadline = time.monotonic() + settle  # its last output lines, then its exit code
+        while runner.returncode() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.poll()
+        self._runner = None
 
     def poll(self) -> None:
         """Hand the worker's new output to the requests it belongs to."""
