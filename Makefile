@@ -32,6 +32,7 @@ demo-model: $(STAMP)
 benchmarks: $(STAMP)
 	$(BIN)/python Testing/benchmarks/bench_read_preprocess.py
 	$(BIN)/python Testing/benchmarks/bench_predict.py
+	$(BIN)/python Testing/benchmarks/bench_worker.py
 	$(BIN)/python Testing/benchmarks/bench_training.py
 	$(BIN)/python Testing/benchmarks/bench_cache_fill.py
 	$(BIN)/python Testing/benchmarks/bench_report.py
