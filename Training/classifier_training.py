@@ -198,18 +198,23 @@ class _ClassifierLoop(EpochLoop):
         for indices in _batches(
             len(train), self.config.batch_size, self.shuffle, self.runtime, self.seed, self.epoch
         ):
-            images = self.augment(train.images[indices])
+            # the whole batch is augmented on every rank (same draws), then sharded
+            labels = train.labels[indices]
+            weights = None if self.class_weights is None else self.class_weights.cpu()[labels]
+            (images, labels), factor = self.runtime.shard(
+                self.augment(train.images[indices]), labels, weights=weights
+            )
             images = self.runtime.prepare_batch(images)
-            labels = train.labels[indices].to(self.runtime.device)
+            labels = labels.to(self.runtime.device)
             self.optimizer.zero_grad(set_to_none=True)
             with self.runtime.autocast():
-                loss = self.loss_function(self.network(images), labels)
+                loss = self.loss_function(self.network(images), labels) * factor
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             total += float(loss.detach()) * len(indices)
             count += len(indices)
-        return total / max(count, 1)
+        return self.runtime.mean_over_ranks(total) / max(count, 1)
 
     def validation_loss(self, val: ImageSet) -> float:
         """Mean cross-entropy over the validation images (no augmentation).
@@ -257,17 +262,12 @@ class _ClassifierLoop(EpochLoop):
 def _batches(
     n: int, batch_size: int, shuffle: torch.Generator, runtime: Runtime, seed: int, epoch: int
 ) -> list[torch.Tensor]:
-    """Shuffled index batches; under torchrun each process gets its DistributedSampler share."""
-    if runtime.distributed:
-        from torch.utils.data import DistributedSampler
+    """Shuffled index batches of the whole set (global batches).
 
-        sampler = DistributedSampler(
-            range(n), num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=seed
-        )
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler))
-    else:
-        order = torch.randperm(n, generator=shuffle)
+    Under torchrun every rank draws the same batches (the ``shuffle`` generators are
+    seeded alike) and trains on its part of each (:meth:`Runtime.shard`).
+    """
+    order = torch.randperm(n, generator=shuffle)
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 

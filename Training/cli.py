@@ -4,6 +4,8 @@ Sub-commands::
 
     virtual-biopsy-train train MANIFEST --out RUN_DIR [--tiny] [--architecture resnet18]
                                [--config config.json] [--pretrain-manifest CDD.csv] [--resume]
+                               [--fold F] [--slot S] [--job ID]
+    virtual-biopsy-train jobs [--tiny | --config config.json | --run RUN_DIR] [--ids KIND]
     virtual-biopsy-train package RUN_DIR --out PACKAGE_DIR
     virtual-biopsy-train experiments RUN_DIR [RUN_DIR ...] --out TABLES_DIR
     virtual-biopsy-train report RUN_DIR [RUN_DIR ...] --out REPORT_DIR [--resamples 2000]
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(commands)
+    _add_jobs(commands)
     _add_package(commands)
     _add_experiments(commands)
     _add_report(commands)
@@ -80,25 +83,29 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "fold_*/, predictions.csv, metrics.json). Defaults are the paper's numbers.",
     )
     train.add_argument("manifest", type=Path, help="training manifest CSV (phantom or import)")
-    train.add_argument("--out", type=Path, required=True, help="run folder (must be new)")
-    train.add_argument("--config", type=Path, help="a config.json to start from")
     train.add_argument(
-        "--tiny",
-        action="store_true",
-        help="the CI/demo setting: 64² images, demo networks, few epochs",
+        "--out",
+        type=Path,
+        required=True,
+        help="run folder (must be new, unless --resume or a job of a run being filled)",
     )
-    train.add_argument("--architecture", choices=CLASSIFIER_ARCHITECTURES)
-    train.add_argument("--epochs", type=int, help="classifier max epochs (paper: 300)")
-    train.add_argument("--generator-epochs", type=int, help="generator max epochs (paper: 200)")
-    train.add_argument("--batch-size", type=int, help="classifier batch size")
-    train.add_argument("--image-size", type=int, help="preprocessed side in pixels (paper: 256)")
-    train.add_argument("--no-generators", action="store_true", help="skip the CycleGANs")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
+    _add_config_options(train)
     train.add_argument(
         "--pretrain-manifest",
         type=Path,
         help="pre-train the generators on this manifest, then fine-tune",
+    )
+    jobs = train.add_argument_group(
+        "one part of a run (a scheduler runs the others side by side into the same --out; "
+        "`virtual-biopsy-train jobs` lists them, `package` gathers them)"
+    )
+    jobs.add_argument("--fold", type=int, help="only this fold's jobs")
+    jobs.add_argument("--slot", help="only this model: LE_CC, LE_MLO, DES_CC, DES_MLO, G_CC, G_MLO")
+    jobs.add_argument(
+        "--job",
+        action="append",
+        help="only this job: an ID (e.g. $SLURM_ARRAY_TASK_ID) or a name such as "
+        "fold_0/DES_CC; repeatable",
     )
     train.add_argument(
         "--cache", type=Path, help="preprocessed-image cache (default RUN_DIR/cache)"
@@ -107,6 +114,50 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--threads", type=int, help="CPU threads for torch")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(func=run_train)
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """The configuration options ``train`` and ``jobs`` share (same options, same jobs)."""
+    parser.add_argument("--config", type=Path, help="a config.json to start from")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the CI/demo setting: 64² images, demo networks, few epochs",
+    )
+    parser.add_argument("--architecture", choices=CLASSIFIER_ARCHITECTURES)
+    parser.add_argument("--epochs", type=int, help="classifier max epochs (paper: 300)")
+    parser.add_argument("--generator-epochs", type=int, help="generator max epochs (paper: 200)")
+    parser.add_argument("--batch-size", type=int, help="classifier batch size")
+    parser.add_argument("--image-size", type=int, help="preprocessed side in pixels (paper: 256)")
+    parser.add_argument("--no-generators", action="store_true", help="skip the CycleGANs")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
+
+
+def _add_jobs(commands: argparse._SubParsersAction) -> None:
+    jobs = commands.add_parser(
+        "jobs",
+        help="list a run's independent jobs (IDs for --job, e.g. a Slurm array)",
+        description="The jobs `train` runs for a configuration: ID, name, kind and what "
+        "each needs first (a DES classifier needs its fold's generator of that view). "
+        "Give the same configuration options as to `train`, or --run RUN_DIR.",
+    )
+    _add_config_options(jobs)
+    jobs.add_argument("--run", type=Path, help="a run folder: its config.json and jobs.json")
+    jobs.add_argument(
+        "--pretrain-manifest",
+        type=Path,
+        help="the run pre-trains generators (adds the pretrain jobs; the file is not read)",
+    )
+    jobs.add_argument(
+        "--ids",
+        choices=("all", "pretrain", "generator", "classifier"),
+        help="print only the IDs of this kind as a Slurm --array range (e.g. 0-9)",
+    )
+    jobs.add_argument(
+        "--status", action="store_true", help="with --run: each job's state in that folder"
+    )
+    jobs.set_defaults(func=run_jobs)
 
 
 def _add_package(commands: argparse._SubParsersAction) -> None:
@@ -241,9 +292,52 @@ def run_train(args: argparse.Namespace) -> int:
         pretrain_manifest=args.pretrain_manifest,
         cache_dir=args.cache,
         progress=not args.no_progress,
+        fold=args.fold,
+        slot=args.slot,
+        job=args.job,
     )
-    print(f"run written to {out} (metrics.json, predictions.csv)")
-    _print_metrics(out)
+    if args.fold is None and args.slot is None and args.job is None:
+        print(f"run written to {out} (metrics.json, predictions.csv)")
+        _print_metrics(out)
+    else:
+        _print_job_progress(out)
+    return EXIT_OK
+
+
+def _print_job_progress(run_dir: Path) -> None:
+    import os
+
+    from Training.jobs import missing_jobs, read_plan
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    jobs = read_plan(run_dir) or []
+    missing = missing_jobs(run_dir, jobs)
+    print(f"{run_dir}: {len(jobs) - len(missing)} of {len(jobs)} jobs finished")
+    if not missing:
+        print(f"all finished: `virtual-biopsy-train package {run_dir} --out PACKAGE_DIR`")
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    from Training.jobs import format_jobs, id_ranges, job_status, plan_jobs, read_plan
+
+    if args.run is not None:
+        _check_exists(args.run)
+        jobs = read_plan(args.run)
+        if jobs is None:
+            jobs = plan_jobs(RunConfig.load(args.run / "config.json"), False)
+    else:
+        jobs = plan_jobs(_run_config(args), args.pretrain_manifest is not None)
+    if args.ids:
+        chosen = [j.id for j in jobs if args.ids in ("all", j.kind)]
+        print(id_ranges(chosen) if chosen else "")
+        return EXIT_OK
+    if args.status and args.run is not None:
+        print(f"{'ID':>3}  {'JOB':16} STATUS")
+        for job in jobs:
+            print(f"{job.id:>3}  {job.name:16} {job_status(args.run, job)['status']}")
+        return EXIT_OK
+    print(format_jobs(jobs), end="")
     return EXIT_OK
 
 

@@ -1,11 +1,13 @@
 """Export a finished training run as a model package (``virtual-biopsy-train package``).
 
-The package holds, per fold, the four classifiers with their validation MCCs and the
-view-fused modality MCCs (the fusion weights), and one generator per view: the fold
-whose generator reached the lowest validation loss (mean |G(LE) − DES|). Provenance
-carries the manifest hash, the training configuration and the test metrics of the
-settings F, C, Ĉ, F+C, F+Ĉ (mean ± SE over folds), with the synthetic-data notice when
-the run was trained on phantom data.
+A run whose jobs ran separately (``train --job``, say a Slurm array) is gathered first
+(:func:`gather_run`); if any job is not finished the error names each one and no
+package is written. The package holds, per fold, the four classifiers with their
+validation MCCs and the view-fused modality MCCs (the fusion weights), and one
+generator per view: the fold whose generator reached the lowest validation loss (mean
+|G(LE) − DES|). Provenance carries the manifest hash, the training configuration and
+the test metrics of the settings F, C, Ĉ, F+C, F+Ĉ (mean ± SE over folds), with the
+synthetic-data notice when the run was trained on phantom data.
 
 >>> export_package(Path("runs/tiny"), Path("packages/tiny"))  # doctest: +SKIP
 PosixPath('packages/tiny')
@@ -23,7 +25,8 @@ from Training.classifier_training import build_config_classifier
 from Training.config import RunConfig
 from Training.datasets import ManifestError
 from Training.generator_training import build_config_generator
-from Training.run import fold_dirs, preprocessing_params
+from Training.jobs import JobError, describe_missing, missing_jobs, read_plan
+from Training.run import finalize_run, fold_dirs, preprocessing_params
 from VirtualBiopsyLib.models.package import FoldModels, write_package
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
 from VirtualBiopsyLib.roles import SLOTS, VIEWS, View
@@ -43,6 +46,7 @@ def export_package(
 ) -> Path:
     """Write the model package of a complete run to ``out_dir`` (via ``write_package``)."""
     run_dir = Path(run_dir)
+    gather_run(run_dir)
     record = _read_json(run_dir / "run.json")
     if record.get("status") != "complete":
         raise ManifestError(f"{run_dir}: the run is not complete (status {record.get('status')})")
@@ -83,6 +87,24 @@ def export_package(
         intended_use=intended_use,
         overwrite=overwrite,
     )
+
+
+def gather_run(run_dir: Path) -> None:
+    """Summarise a run whose jobs ran separately (``train --job``), or say what is missing.
+
+    Raises :class:`Training.jobs.JobError` listing every unfinished job (ID, name, what
+    it is, its state) before anything is written; a run gathered already is left as is.
+    A run folder from before job plans (no ``jobs.json``) must be complete already.
+    """
+    jobs = read_plan(run_dir)
+    if jobs is None:
+        return
+    missing = missing_jobs(run_dir, jobs)
+    if missing:
+        raise JobError(describe_missing(run_dir, missing))
+    record = run_dir / "run.json"
+    if not record.exists() or json.loads(record.read_text("utf-8")).get("status") != "complete":
+        finalize_run(run_dir)
 
 
 def _fold_models(folder: Path, config: RunConfig) -> FoldModels:

@@ -158,6 +158,7 @@ class _GeneratorLoop(EpochLoop):
             torch.optim.Adam(discriminator_parameters, **adam) if discriminator_parameters else None
         )
         self.best_state = copy_state(self.networks["le_to_des"])
+        self.loss_factor = 1.0  # this rank's share of the batch loss (Runtime.shard)
 
     def _step(
         self, le: torch.Tensor, des: torch.Tensor, weights: torch.Tensor | None
@@ -187,14 +188,21 @@ class _GeneratorLoop(EpochLoop):
             weights = emphasis_weights(des, self.config) if self.config.lesion_emphasis else None
             if self.config.crop_size:
                 le, des, weights = self._crop(le, des, weights)
-            le, des = self.runtime.prepare_batch(le), self.runtime.prepare_batch(des)
-            if weights is not None:
-                weights = weights.to(des.device)
+            # the whole batch is augmented and cropped on every rank (same draws), then
+            # sharded; with lesion emphasis the weighted L1 is normalised per rank
+            parts, self.loss_factor = self.runtime.shard(
+                le, des, *(() if weights is None else (weights,))
+            )
+            le, des = self.runtime.prepare_batch(parts[0]), self.runtime.prepare_batch(parts[1])
+            weights = parts[2].to(des.device) if weights is not None else None
             loss_g, loss_d = self._step(le, des, weights)
-            totals["loss_g"] += loss_g * len(indices)
-            totals["loss_d"] += loss_d * len(indices)
+            totals["loss_g"] += loss_g * self.loss_factor * len(indices)
+            totals["loss_d"] += loss_d * self.loss_factor * len(indices)
             count += len(indices)
-        return {name: value / max(count, 1) for name, value in totals.items()}
+        return {
+            name: self.runtime.mean_over_ranks(value) / max(count, 1)
+            for name, value in totals.items()
+        }
 
     def _crop(
         self, le: torch.Tensor, des: torch.Tensor, weights: torch.Tensor | None
@@ -300,7 +308,7 @@ class _CycleGanLoop(_GeneratorLoop):
                 nn.functional.l1_loss(n["des_to_le"](le), le)
             )
             loss_g = adversarial + c.lambda_cycle * cycle + c.lambda_identity * identity
-        self.scaler.scale(loss_g).backward()
+        self.scaler.scale(loss_g * self.loss_factor).backward()
         self.scaler.step(self.optimizer_g)
         _set_requires_grad((n["d_des"], n["d_le"]), True)
         self.optimizer_d.zero_grad(set_to_none=True)
@@ -310,7 +318,7 @@ class _CycleGanLoop(_GeneratorLoop):
             ) + 0.5 * (
                 _lsgan(n["d_le"](le), True) + _lsgan(n["d_le"](synthetic_le.detach()), False)
             )
-        self.scaler.scale(loss_d).backward()
+        self.scaler.scale(loss_d * self.loss_factor).backward()
         self.scaler.step(self.optimizer_d)
         self.scaler.update()
         return float(loss_g.detach()), float(loss_d.detach())
@@ -342,7 +350,7 @@ class _Pix2PixLoop(_GeneratorLoop):
             if discriminator is not None:
                 fake_pair = torch.cat([le, synthetic_des], dim=1)
                 loss_g = loss_g + c.lambda_adversarial * _lsgan(discriminator(fake_pair), True)
-        self.scaler.scale(loss_g).backward()
+        self.scaler.scale(loss_g * self.loss_factor).backward()
         self.scaler.step(self.optimizer_g)
         loss_d = torch.zeros(())
         if discriminator is not None and self.optimizer_d is not None:
@@ -354,7 +362,7 @@ class _Pix2PixLoop(_GeneratorLoop):
                 loss_d = 0.5 * (
                     _lsgan(discriminator(real_pair), True) + _lsgan(discriminator(fake_pair), False)
                 )
-            self.scaler.scale(loss_d).backward()
+            self.scaler.scale(loss_d * self.loss_factor).backward()
             self.scaler.step(self.optimizer_d)
         self.scaler.update()
         return float(loss_g.detach()), float(loss_d.detach())

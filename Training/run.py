@@ -1,21 +1,30 @@
 """A whole training run: splits, cache, per fold two generators and four classifiers.
 
+A run is a set of independent jobs, one per model (:mod:`Training.jobs`): ``train_run``
+runs all of them, or those chosen by ``fold`` / ``slot`` / ``job`` (a scheduler runs the
+others side by side into the same folder), and :func:`finalize_run` gathers them.
+
 Output folder (``RUN_DIR``)::
 
-    config.json           the RunConfig (defaults = the paper's numbers)
+    config.json           the RunConfig (defaults = the paper's numbers), written once
+    jobs.json             the job plan (IDs, dependencies, manifest SHA-256), written once
+    jobs/<name>.json      each job's status (running, complete, skipped, failed), device
     run.json              provenance: manifest SHA-256, dates, code version, notices, status
     splits.json           patient keys (pseudonyms) of every fold's train/val/test
     fold_<k>/generators/<CC|MLO>/   checkpoint/, generator_LE_to_DES_<view>.safetensors,
                                     result.json (val loss history, test MSE/PSNR/SSIM)
-    fold_<k>/classifiers/<slot>/    checkpoint/, classifier_<slot>.safetensors, result.json
+    fold_<k>/classifiers/<slot>/    checkpoint/, classifier_<slot>.safetensors, result.json,
+                                    predictions.csv (this classifier's val/test rows)
     fold_<k>/predictions.csv        val/test probabilities, real and synthetic DES
     fold_<k>/fold.json              validation MCC per slot and per modality
     predictions.csv       all folds' predictions
     metrics.json          per-fold and mean ± SE test metrics of F, C, Ĉ, F+C, F+Ĉ
     pretrain/<view>/      the generator pre-trained on ``--pretrain-manifest`` (optional)
 
-Each model's folder is complete once its ``result.json`` exists; ``resume=True`` skips
-finished models and continues an interrupted one from its checkpoint.
+Each model's folder is complete once its ``result.json`` (and a classifier's
+``predictions.csv``) exists; ``resume=True`` skips finished models and continues an
+interrupted one from its checkpoint. Under torchrun every rank runs the same jobs and
+only rank 0 writes.
 
 >>> from Training.config import tiny_config
 >>> train_run(Path("cohort/manifest.csv"), Path("runs/tiny"), tiny_config())  # doctest: +SKIP
@@ -27,6 +36,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +49,6 @@ import VirtualBiopsyLib
 from Training.cache import ImageLoader, PreprocessedCache
 from Training.classifier_training import (
     ImageSet,
-    build_config_classifier,
     predict_probabilities,
     train_classifier,
 )
@@ -59,6 +69,7 @@ from Training.evaluation import (
     modality_mccs,
     per_fold_metrics,
     pooled_test_auc,
+    read_predictions,
     slot_mccs,
     summarize,
     write_predictions,
@@ -71,8 +82,28 @@ from Training.generator_training import (
     synthesize_des,
     train_generator,
 )
+from Training.jobs import (
+    COMPLETE,
+    FAILED,
+    RUNNING,
+    SKIPPED,
+    Job,
+    JobError,
+    check_needs,
+    claim_plan,
+    create_once,
+    describe_missing,
+    is_finished,
+    job_status,
+    missing_jobs,
+    plan_jobs,
+    plan_record,
+    read_plan,
+    select_jobs,
+    write_status,
+)
 from Training.metrics import GENERATION_METRICS, mean_and_standard_error
-from Training.runtime import Runtime, make_runtime, seed_everything
+from Training.runtime import CheckpointStore, Runtime, make_runtime, seed_everything
 from Training.splits import FoldSplit, make_splits, patient_labels, save_splits
 from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError
@@ -93,7 +124,7 @@ VAL_LOSS_DEFINITIONS = {
 
 @dataclass
 class RunContext:
-    """What every step of a run shares."""
+    """What every job of a run shares."""
 
     out_dir: Path
     config: RunConfig
@@ -103,6 +134,11 @@ class RunContext:
     resume: bool
     progress: bool
     synthetic_data: bool
+    folds: list[FoldSplit]
+    jobs: list[Job]
+    cache: PreprocessedCache | None = None
+    pretrain_manifest: Manifest | None = None
+    selective: bool = False
 
 
 def preprocessing_params(config: RunConfig) -> PreprocessingParams:
@@ -120,41 +156,62 @@ def train_run(
     progress: bool = True,
     synthetic_data: bool | None = None,
     loader: ImageLoader | None = None,
+    fold: int | None = None,
+    slot: str | None = None,
+    job: Sequence[str] | None = None,
 ) -> Path:
-    """Train every fold's models on a manifest and write ``out_dir`` (see module docstring).
+    """Train a run's jobs on a manifest and write ``out_dir`` (see module docstring).
 
+    Without ``fold`` / ``slot`` / ``job`` every job runs (in ID order) and the run is
+    summarised (``metrics.json``, ``run.json`` complete). With them only the chosen jobs
+    run, into a folder that other jobs of the same run may be filling at the same time;
+    ``package`` (:func:`finalize_run`) summarises once all are finished.
     ``synthetic_data`` marks every output as computed on synthetic data (auto-detected
     from the manifest when ``None``: a phantom cohort marks its rows ``synthetic``).
     """
     out_dir = Path(out_dir)
-    config = _prepare_out_dir(out_dir, config, resume)
+    selective = fold is not None or slot is not None or job is not None
+    if resume and (out_dir / "config.json").exists():
+        config = RunConfig.load(out_dir / "config.json")
+    runtime = make_runtime(config.device, config.amp, config.channels_last)
+    config = runtime.on_main(lambda: _prepare_out_dir(out_dir, config, resume, selective))
+    if not runtime.is_main:
+        config = RunConfig.load(out_dir / "config.json")
     manifest = read_manifest(manifest_path)
+    pretrain = read_manifest(pretrain_manifest) if pretrain_manifest else None
     if synthetic_data is None:
         synthetic_data = is_phantom_manifest(manifest)
     seed_everything(config.seed)
-    runtime = make_runtime(config.device, config.amp, config.channels_last)
+    jobs = plan_jobs(config, pretrain is not None)
+    chosen = select_jobs(jobs, fold=fold, slot=slot, job=job) if selective else jobs
     cache = PreprocessedCache(cache_dir or out_dir / "cache", preprocessing_params(config), loader)
-    images = cache.load_many(row.path for row in manifest.rows)
-    context = RunContext(
-        out_dir, config, manifest, images, runtime, resume, progress, synthetic_data
-    )
+    images = _load_images(runtime, cache, manifest)
     folds = make_splits(
         patient_labels(list(manifest.rows)),
         config.splits.n_folds,
         config.splits.seed,
         config.splits.protocol,
     )
-    if runtime.is_main:
-        save_splits(folds, out_dir / "splits.json", config.splits.protocol)
-        _write_run_record(context, "running", pretrain_manifest)
-    pretrained = _pretrain(context, pretrain_manifest, cache) if pretrain_manifest else {}
-    predictions: list[Prediction] = []
-    for fold in folds:
-        predictions.extend(_train_fold(context, fold, pretrained))
-    if runtime.is_main:
-        _write_summary(context, predictions)
-        _write_run_record(context, "complete", pretrain_manifest)
+    context = RunContext(
+        out_dir, config, manifest, images, runtime, resume, progress, synthetic_data,
+        folds, jobs, cache, pretrain, selective,
+    )  # fmt: skip
+    runtime.on_main(lambda: _claim_run(context, folds, pretrain))
+    for chosen_job in chosen:
+        run_job(context, chosen_job)
+    if not selective:
+        runtime.on_main(lambda: finalize_run(out_dir))
     return out_dir
+
+
+def _load_images(
+    runtime: Runtime, cache: PreprocessedCache, manifest: Manifest
+) -> dict[Path, np.ndarray]:
+    """Rank 0 fills the cache; the other ranks then read it (no image decoded twice)."""
+    paths = [row.path for row in manifest.rows]
+    loaded: dict[str, dict[Path, np.ndarray]] = {}
+    runtime.on_main(lambda: loaded.setdefault("images", cache.load_many(paths)) and None)
+    return loaded["images"] if "images" in loaded else cache.load_many(paths)
 
 
 def is_phantom_manifest(manifest: Manifest) -> bool:
@@ -166,47 +223,103 @@ def is_phantom_manifest(manifest: Manifest) -> bool:
     return manifest.synthetic
 
 
-def _prepare_out_dir(out_dir: Path, config: RunConfig, resume: bool) -> RunConfig:
+def _prepare_out_dir(out_dir: Path, config: RunConfig, resume: bool, selective: bool) -> RunConfig:
+    """The run's configuration: saved once, then the same for every job of the run.
+
+    A whole run needs a new (or empty) folder unless resumed. A job (``--fold`` /
+    ``--slot`` / ``--job``) may join a folder that other jobs of the run are filling, if
+    the configuration is the same; the first job writes ``config.json``.
+    """
     saved = out_dir / "config.json"
-    if resume:
-        if not saved.exists():
-            raise ManifestError(f"{out_dir}: nothing to resume (no config.json)")
-        return RunConfig.load(saved)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise OutputExistsError(
-            f"{out_dir}: folder exists and is not empty; use --resume to continue a run "
-            "or choose a new folder"
-        )
+    if not selective:
+        if resume:
+            if not saved.exists():
+                raise ManifestError(f"{out_dir}: nothing to resume (no config.json)")
+            return RunConfig.load(saved)
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise OutputExistsError(
+                f"{out_dir}: folder exists and is not empty; use --resume to continue a run "
+                "or choose a new folder"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
-    config.save(saved)
-    return config
+    text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+    existing = RunConfig.from_dict(json.loads(create_once(saved, text)))
+    if existing != config:
+        differing = sorted(
+            key for key, value in config.to_dict().items() if existing.to_dict()[key] != value
+        )
+        raise JobError(
+            f"{saved}: the run's configuration differs from this job's in "
+            f"{', '.join(differing)}; start every job of a run with the same options "
+            "(or --resume, which uses the saved configuration)"
+        )
+    return existing
 
 
-def _write_run_record(context: RunContext, status: str, pretrain: Path | None) -> None:
-    path = context.out_dir / "run.json"
+def _claim_run(context: RunContext, folds: list[FoldSplit], pretrain: Manifest | None) -> None:
+    """The files every job shares, each written once: job plan, splits, run record."""
+    plan = plan_record(
+        context.jobs,
+        context.manifest.sha256,
+        pretrain.sha256 if pretrain else None,
+        context.synthetic_data,
+    )
+    claim_plan(context.out_dir, plan)
+    splits = context.out_dir / "splits.json"
+    if not splits.exists():
+        staged = splits.with_name(f".splits.{os.getpid()}.json")
+        save_splits(folds, staged, context.config.splits.protocol)
+        create_once(splits, staged.read_text(encoding="utf-8"))
+        staged.unlink(missing_ok=True)
+    if not context.selective:
+        _write_run_record(context.out_dir, plan, "running", context.runtime)
+
+
+def _write_run_record(
+    out_dir: Path, plan: dict[str, Any], status: str, runtime: Runtime | None = None
+) -> None:
+    path = out_dir / "run.json"
     record: dict[str, Any] = {}
     if path.exists():
         record = json.loads(path.read_text(encoding="utf-8"))
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    devices, world_sizes = _job_devices(out_dir, runtime)
     record.update(
         {
             "format": RUN_FORMAT,
             "status": status,
-            "manifest_sha256": context.manifest.sha256,
-            "pretrain_manifest_sha256": read_manifest(pretrain).sha256 if pretrain else None,
+            "manifest_sha256": plan["manifest_sha256"],
+            "pretrain_manifest_sha256": plan["pretrain_manifest_sha256"],
             "code_version": VirtualBiopsyLib.__version__,
             "torch_version": torch.__version__,
-            "device": str(context.runtime.device),
-            "world_size": context.runtime.world_size,
-            "synthetic_data": context.synthetic_data,
+            "device": ", ".join(devices),
+            "world_size": max(world_sizes),
+            "synthetic_data": plan["synthetic_data"],
             "research_use_notice": VirtualBiopsyLib.RESEARCH_USE_NOTICE,
             "updated": now,
         }
     )
     record.setdefault("started", now)
-    if context.synthetic_data:
+    if plan["synthetic_data"]:
         record["synthetic_notice"] = VirtualBiopsyLib.SYNTHETIC_NOTICE
     write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def _job_devices(out_dir: Path, runtime: Runtime | None) -> tuple[list[str], list[int]]:
+    """The devices and world sizes the run's jobs ran on (from their status files)."""
+    devices, sizes = set(), set()
+    if runtime is not None:
+        devices.add(str(runtime.device))
+        sizes.add(runtime.world_size)
+    for path in sorted((out_dir / "jobs").glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if record.get("device"):
+            devices.add(str(record["device"]))
+            sizes.add(int(record.get("world_size", 1)))
+    return sorted(devices) or ["unknown"], sorted(sizes) or [1]
 
 
 def _model_seed(config: RunConfig, fold: int, index: int) -> int:
@@ -234,104 +347,140 @@ def _image_set(context: RunContext, cases: list[TrainingCase], slot: str) -> Ima
     )
 
 
-# --- generators ---------------------------------------------------------------------------
+# --- one job ------------------------------------------------------------------------------
 
 
-def _pretrain(
-    context: RunContext, manifest_path: Path, cache: PreprocessedCache
-) -> dict[View, dict[str, torch.Tensor]]:
-    """Pre-train one generator per view on another manifest (90/10 patient split)."""
-    manifest = read_manifest(manifest_path)
-    context.images.update(cache.load_many(row.path for row in manifest.rows))
-    weights: dict[View, dict[str, torch.Tensor]] = {}
-    for index, view in enumerate(VIEWS):
-        folder = context.out_dir / "pretrain" / view.value
-        file = folder / f"pretrained_generator_LE_to_DES_{view.value}.safetensors"
-        if context.resume and file.exists():
-            weights[view] = read_state_dict(file)
-            continue
-        pairs = image_pairs(manifest.rows, view)
-        patients = sorted({p.patient for p in pairs})
-        val_patients = set(patients[: max(1, len(patients) // 10)])
-        train = [p for p in pairs if p.patient not in val_patients]
-        val = [p for p in pairs if p.patient in val_patients]
-        result = train_generator(
-            _pair_set(context, train),
-            _pair_set(context, val),
-            context.config.generator,
-            folder,
-            seed=_model_seed(context.config, 99, index),
-            runtime=context.runtime,
-            resume=context.resume,
-            progress=context.progress,
-            description=f"pretrain G_{view.value}",
-            max_epochs=context.config.generator.pretrain_epochs,
-        )
-        weights[view] = result.network.state_dict()
-        if context.runtime.is_main:
-            write_state_dict(weights[view], file)
-    return weights
+def run_job(context: RunContext, job: Job) -> str:
+    """Train one job's model unless it is finished; returns its final status.
 
-
-def _train_generators(
-    context: RunContext, fold: FoldSplit, pretrained: dict[View, dict[str, torch.Tensor]]
-) -> dict[View, torch.nn.Module]:
-    generators: dict[View, torch.nn.Module] = {}
-    limit = context.config.generator.folds
-    if not context.config.train_generators or (limit is not None and fold.fold >= limit):
-        return generators  # no G_v in this fold: its Ĉ / F+Ĉ rows are absent, not faked
-    for index, view in enumerate(VIEWS):
-        folder = context.out_dir / f"fold_{fold.fold}" / "generators" / view.value
-        file = folder / f"generator_LE_to_DES_{view.value}.safetensors"
-        config = context.config.generator
-        if (folder / "result.json").exists():
-            generator = build_config_generator(config)
-            generator.load_state_dict(read_state_dict(file))
-            generators[view] = generator.eval()
-            continue
-        pairs = image_pairs(context.manifest.rows, view)
-        by_split = {
-            name: [p for p in pairs if fold.split_of(p.patient) == name]
-            for name in ("train", "val", "test")
-        }
-        if not by_split["train"] or not by_split["val"]:
-            logger.warning(
-                "fold %d: no %s LE/DES pairs to train or validate G_%s; skipped",
-                fold.fold,
-                view.value,
-                view.value,
+    Its inputs (a pre-trained or fold generator) must be finished first
+    (:func:`Training.jobs.check_needs` says which is not). Only rank 0 writes; the job's
+    status file records running → complete / skipped / failed.
+    """
+    runtime, out_dir = context.runtime, context.out_dir
+    if is_finished(out_dir, job):
+        if context.selective and not context.resume:
+            raise OutputExistsError(
+                f"{out_dir}: {job.describe()} is finished already; use --resume to skip "
+                "finished jobs"
             )
-            continue
-        result = train_generator(
-            _pair_set(context, by_split["train"]),
-            _pair_set(context, by_split["val"]),
-            config,
+        return COMPLETE
+    if context.selective and not context.resume and CheckpointStore(job.folder(out_dir)).exists():
+        raise OutputExistsError(
+            f"{job.folder(out_dir)}: {job.describe()} has a checkpoint; continue it with --resume"
+        )
+    check_needs(out_dir, context.jobs, job)
+    provenance = {
+        "device": str(runtime.device),
+        "world_size": runtime.world_size,
+        "manifest_sha256": context.manifest.sha256,
+        "code_version": VirtualBiopsyLib.__version__,
+    }
+    runtime.on_main(lambda: write_status(out_dir, job, RUNNING, **provenance))
+    train = {"pretrain": _pretrain_job, "generator": _generator_job, "classifier": _classifier_job}
+    try:
+        skipped, details = train[job.kind](context, job)
+    except BaseException as error:
+        if runtime.is_main:
+            reason = "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)
+            write_status(out_dir, job, FAILED, error=f"{type(error).__name__}: {reason}"[:500])
+        raise
+    status = SKIPPED if skipped else COMPLETE
+    runtime.on_main(lambda: write_status(out_dir, job, status, **provenance, **details))
+    return status
+
+
+def _fold(context: RunContext, job: Job) -> FoldSplit:
+    return next(fold for fold in context.folds if fold.fold == job.fold)
+
+
+def _pretrain_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]]:
+    """Pre-train one view's generator on another manifest (90/10 patient split)."""
+    manifest = context.pretrain_manifest
+    if manifest is None:
+        raise JobError(f"{job.describe()} needs --pretrain-manifest (the run was planned with it)")
+    context.images.update(_load_images(context.runtime, context.cache, manifest))
+    view = View(job.view)
+    folder = job.folder(context.out_dir)
+    pairs = image_pairs(manifest.rows, view)
+    patients = sorted({p.patient for p in pairs})
+    val_patients = set(patients[: max(1, len(patients) // 10)])
+    train = [p for p in pairs if p.patient not in val_patients]
+    val = [p for p in pairs if p.patient in val_patients]
+    result = train_generator(
+        _pair_set(context, train),
+        _pair_set(context, val),
+        context.config.generator,
+        folder,
+        seed=_model_seed(context.config, 99, VIEWS.index(view)),
+        runtime=context.runtime,
+        resume=context.resume,
+        progress=context.progress,
+        description=f"pretrain G_{view.value}",
+        max_epochs=context.config.generator.pretrain_epochs,
+    )
+    file = job.finished_files(context.out_dir)[0]
+    context.runtime.on_main(lambda: write_state_dict(result.network.state_dict(), file))
+    return False, {"pairs": {"train": len(train), "val": len(val)}}
+
+
+def _generator_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]]:
+    fold, view = _fold(context, job), View(job.view)
+    folder = job.folder(context.out_dir)
+    file = folder / f"generator_LE_to_DES_{view.value}.safetensors"
+    config = context.config.generator
+    pairs = image_pairs(context.manifest.rows, view)
+    by_split = {
+        name: [p for p in pairs if fold.split_of(p.patient) == name]
+        for name in ("train", "val", "test")
+    }
+    counts = {name: len(items) for name, items in by_split.items()}
+    if not by_split["train"] or not by_split["val"]:
+        logger.warning(
+            "fold %d: no %s LE/DES pairs to train or validate G_%s; skipped",
+            fold.fold,
+            view.value,
+            view.value,
+        )
+        return True, {"reason": "no LE/DES pairs to train or validate on", "pairs": counts}
+    initial = None
+    if job.needs:
+        pretrained = context.out_dir / "pretrain" / view.value
+        initial = read_state_dict(
+            pretrained / f"pretrained_generator_LE_to_DES_{view.value}.safetensors"
+        )
+    result = train_generator(
+        _pair_set(context, by_split["train"]),
+        _pair_set(context, by_split["val"]),
+        config,
+        folder,
+        seed=_model_seed(context.config, fold.fold, 10 + VIEWS.index(view)),
+        runtime=context.runtime,
+        resume=context.resume,
+        progress=context.progress,
+        description=f"fold {fold.fold} G_{view.value}",
+        initial_generator=initial,
+    )
+    quality = generation_quality(
+        result.network, _pair_set(context, by_split["test"]), context.runtime
+    )
+
+    def write() -> None:
+        write_state_dict(result.network.state_dict(), file, {"synthetic_output": "true"})
+        _write_result(
             folder,
-            seed=_model_seed(context.config, fold.fold, 10 + index),
-            runtime=context.runtime,
-            resume=context.resume,
-            progress=context.progress,
-            description=f"fold {fold.fold} G_{view.value}",
-            initial_generator=pretrained.get(view),
+            {
+                "view": view.value,
+                "fold": fold.fold,
+                **result.summary(),
+                "val_loss_definition": VAL_LOSS_DEFINITIONS[config.selection],
+                "pairs": counts,
+                "test_generation": _generation_summary(quality),
+            },
         )
-        quality = generation_quality(
-            result.network, _pair_set(context, by_split["test"]), context.runtime
-        )
-        if context.runtime.is_main:
-            write_state_dict(result.network.state_dict(), file, {"synthetic_output": "true"})
-            _write_result(
-                folder,
-                {
-                    "view": view.value,
-                    "fold": fold.fold,
-                    **result.summary(),
-                    "val_loss_definition": VAL_LOSS_DEFINITIONS[config.selection],
-                    "pairs": {name: len(items) for name, items in by_split.items()},
-                    "test_generation": _generation_summary(quality),
-                },
-            )
-        generators[view] = result.network
-    return generators
+
+    context.runtime.on_main(write)
+    return False, {"pairs": counts}
 
 
 def _generation_summary(quality: list[dict[str, float]]) -> dict[str, Any]:
@@ -350,54 +499,25 @@ def _generation_summary(quality: list[dict[str, float]]) -> dict[str, Any]:
 # --- classifiers --------------------------------------------------------------------------
 
 
-def _train_fold(
-    context: RunContext, fold: FoldSplit, pretrained: dict[View, dict[str, torch.Tensor]]
-) -> list[Prediction]:
-    fold_dir = context.out_dir / f"fold_{fold.fold}"
-    generators = _train_generators(context, fold, pretrained)
+def _split_cases(context: RunContext, fold: FoldSplit) -> dict[str, list[TrainingCase]]:
     cases = group_cases(context.manifest.rows, phase=context.config.classifier_phase)
-    split_cases = {
+    return {
         name: [c for c in cases if fold.split_of(c.patient) == name]
         for name in ("train", "val", "test")
     }
-    synthetic = _synthetic_des(context, split_cases["val"] + split_cases["test"], generators)
-    predictions: list[Prediction] = []
-    for index, slot in enumerate(SLOTS):
-        if not all(cases_with_slot(split_cases[name], slot) for name in ("train", "val")):
-            logger.warning(
-                "fold %d: no %s images to train or validate on; skipped", fold.fold, slot
-            )
-            continue
-        model = _train_slot(context, fold, slot, index, split_cases)
-        predictions.extend(_predict(context, fold, slot, model, split_cases, synthetic))
-    val = [p for p in predictions if p.split == "val"]
-    slot_mcc = slot_mccs(val, context.config.threshold)
-    fold_record = {
-        "fold": fold.fold,
-        "val_mcc": slot_mcc,
-        "modality_mcc": modality_mccs(val, slot_mcc, context.config.threshold),
-        "cases": {name: len(items) for name, items in split_cases.items()},
-    }
-    if context.runtime.is_main:
-        write_predictions(predictions, fold_dir / "predictions.csv")
-        write_text_atomic(fold_dir / "fold.json", json.dumps(fold_record, indent=2) + "\n")
-    return predictions
 
 
-def _train_slot(
-    context: RunContext,
-    fold: FoldSplit,
-    slot: str,
-    index: int,
-    split_cases: dict[str, list[TrainingCase]],
-) -> torch.nn.Module:
-    folder = context.out_dir / f"fold_{fold.fold}" / "classifiers" / slot
+def _classifier_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]]:
+    """Train f[slot] of a fold, then score its val/test images (and synthetic DES)."""
+    fold, slot = _fold(context, job), job.slot
+    split_cases = _split_cases(context, fold)
+    details: dict[str, Any] = {"fold_cases": {k: len(v) for k, v in split_cases.items()}}
+    if not all(cases_with_slot(split_cases[name], slot) for name in ("train", "val")):
+        logger.warning("fold %d: no %s images to train or validate on; skipped", fold.fold, slot)
+        return True, {**details, "reason": f"no {slot} images to train or validate on"}
+    folder = job.folder(context.out_dir)
     file = folder / f"classifier_{slot}.safetensors"
     config = context.config.classifier
-    if (folder / "result.json").exists():
-        model = build_config_classifier(config)
-        model.load_state_dict(read_state_dict(file))
-        return model.eval()
     train = _image_set(context, cases_with_slot(split_cases["train"], slot), slot)
     val = _image_set(context, cases_with_slot(split_cases["val"], slot), slot)
     result = train_classifier(
@@ -405,13 +525,16 @@ def _train_slot(
         val,
         config,
         folder,
-        seed=_model_seed(context.config, fold.fold, index),
+        seed=_model_seed(context.config, fold.fold, SLOTS.index(slot)),
         runtime=context.runtime,
         resume=context.resume,
         progress=context.progress,
         description=f"fold {fold.fold} {slot}",
     )
-    if context.runtime.is_main:
+    synthetic = _synthetic_des(context, job, split_cases["val"] + split_cases["test"])
+    predictions = _predict(context, fold, slot, result.network, split_cases, synthetic)
+
+    def write() -> None:
         write_state_dict(result.network.state_dict(), file)
         _write_result(
             folder,
@@ -423,24 +546,38 @@ def _train_slot(
                 "images": {"train": len(train), "val": len(val)},
             },
         )
-    return result.network
+        write_predictions(predictions, folder / "predictions.csv")  # last: the job is done
+
+    context.runtime.on_main(write)
+    return False, details
 
 
 def _synthetic_des(
-    context: RunContext, cases: list[TrainingCase], generators: dict[View, torch.nn.Module]
+    context: RunContext, job: Job, cases: list[TrainingCase]
 ) -> dict[tuple[str, str], np.ndarray]:
-    """G_v(LE) for every val/test case with an LE image of view v: {(case, DES slot): image}."""
-    result: dict[tuple[str, str], np.ndarray] = {}
-    for view, generator in generators.items():
-        le_slot, des_slot = slot_name("LE", view), slot_name("DES", view)
-        with_le = [c for c in cases if le_slot in c.slots]
-        if not with_le:
-            continue
-        le = _stack(context, [c.slots[le_slot] for c in with_le])
-        synthetic = synthesize_des(generator, le, context.runtime)
-        for case, image in zip(with_le, synthetic, strict=True):
-            result[(case.key, des_slot)] = image[0].numpy()
-    return result
+    """G_v(LE) of the fold's generator for a DES classifier's val/test cases with an LE of
+    view v: {(case, DES slot): image}. Empty for LE slots and folds without G_v."""
+    if not job.needs:
+        return {}
+    generator_job = next(j for j in context.jobs if j.name == job.needs[0])
+    folder = generator_job.folder(context.out_dir)
+    if job_status(context.out_dir, generator_job)["status"] != COMPLETE:
+        return {}  # skipped: no G_v in this fold, its Ĉ rows are absent, not faked
+    view = View(generator_job.view)
+    generator = build_config_generator(context.config.generator)
+    generator.load_state_dict(
+        read_state_dict(folder / f"generator_LE_to_DES_{view.value}.safetensors")
+    )
+    le_slot = slot_name("LE", view)
+    with_le = [c for c in cases if le_slot in c.slots]
+    if not with_le:
+        return {}
+    le = _stack(context, [c.slots[le_slot] for c in with_le])
+    synthetic = synthesize_des(generator.eval(), le, context.runtime)
+    return {
+        (case.key, job.slot): image[0].numpy()
+        for case, image in zip(with_le, synthetic, strict=True)
+    }
 
 
 def _predict(
@@ -488,13 +625,67 @@ def _write_result(folder: Path, record: dict[str, Any]) -> None:
     write_text_atomic(folder / "result.json", json.dumps(record, indent=2) + "\n")
 
 
-def _write_summary(context: RunContext, predictions: list[Prediction]) -> None:
+# --- the run's summary ----------------------------------------------------------------------
+
+
+def finalize_run(out_dir: Path) -> Path:
+    """Gather a run whose jobs are all finished: per fold ``predictions.csv`` and
+    ``fold.json``, then ``predictions.csv``, ``metrics.json`` and ``run.json`` (complete).
+
+    Reads only the jobs' files (no manifest, no images), so ``package`` can do it after a
+    scheduler ran the jobs. Raises :class:`Training.jobs.JobError` naming every job that
+    is not finished; nothing is written then. Deterministic: gathering twice writes the
+    same files.
+    """
+    out_dir = Path(out_dir)
+    jobs = read_plan(out_dir)
+    if jobs is None:
+        raise JobError(f"{out_dir}: no jobs.json; not a training run folder")
+    missing = missing_jobs(out_dir, jobs)
+    if missing:
+        raise JobError(describe_missing(out_dir, missing))
+    config = RunConfig.load(out_dir / "config.json")
+    plan = json.loads((out_dir / "jobs.json").read_text(encoding="utf-8"))
+    predictions: list[Prediction] = []
+    for fold in range(config.splits.n_folds):
+        predictions.extend(_gather_fold(out_dir, config, fold, jobs))
+    _write_summary(out_dir, config, plan["synthetic_data"], predictions)
+    _write_run_record(out_dir, plan, "complete")
+    return out_dir
+
+
+def _gather_fold(out_dir: Path, config: RunConfig, fold: int, jobs: list[Job]) -> list[Prediction]:
+    """One fold's classifier predictions in slot order, with its validation MCCs."""
+    fold_dir = out_dir / f"fold_{fold}"
+    predictions: list[Prediction] = []
+    cases: dict[str, int] = {}
+    for job in (j for j in jobs if j.kind == "classifier" and j.fold == fold):
+        status = job_status(out_dir, job)
+        cases = cases or dict(status.get("fold_cases", {}))
+        if status["status"] == COMPLETE:
+            predictions.extend(read_predictions(job.folder(out_dir) / "predictions.csv"))
+    val = [p for p in predictions if p.split == "val"]
+    slot_mcc = slot_mccs(val, config.threshold)
+    fold_record = {
+        "fold": fold,
+        "val_mcc": slot_mcc,
+        "modality_mcc": modality_mccs(val, slot_mcc, config.threshold),
+        "cases": cases,
+    }
+    write_predictions(predictions, fold_dir / "predictions.csv")
+    write_text_atomic(fold_dir / "fold.json", json.dumps(fold_record, indent=2) + "\n")
+    return predictions
+
+
+def _write_summary(
+    out_dir: Path, config: RunConfig, synthetic_data: bool, predictions: list[Prediction]
+) -> None:
     """All folds' predictions, test metrics per setting and generation quality per view."""
-    write_predictions(predictions, context.out_dir / "predictions.csv")
-    threshold = context.config.threshold
+    write_predictions(predictions, out_dir / "predictions.csv")
+    threshold = config.threshold
     per_fold = per_fold_metrics(predictions, threshold)
     metrics: dict[str, Any] = {
-        "architecture": context.config.classifier.architecture,
+        "architecture": config.classifier.architecture,
         "threshold": threshold,
         "per_fold": per_fold,
         "summary": summarize(per_fold),
@@ -502,13 +693,13 @@ def _write_summary(context: RunContext, predictions: list[Prediction]) -> None:
         "pooled_test_auc": {
             setting: pooled_test_auc(predictions, setting, threshold) for setting in per_fold
         },
-        "generation": generation_summary(context.out_dir),
+        "generation": generation_summary(out_dir),
         "research_use_notice": VirtualBiopsyLib.RESEARCH_USE_NOTICE,
     }
-    if context.synthetic_data:
+    if synthetic_data:
         metrics["synthetic_notice"] = VirtualBiopsyLib.SYNTHETIC_NOTICE
     write_text_atomic(
-        context.out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True) + "\n"
+        out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True) + "\n"
     )
 
 

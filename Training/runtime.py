@@ -3,7 +3,18 @@
 CPU runs are plain float32 and repeatable with fixed seeds. On CUDA, training uses
 automatic mixed precision (``torch.autocast`` + ``GradScaler``) and channels-last
 memory. Under ``torchrun`` (``WORLD_SIZE > 1``) each process joins the process group
-once and models are wrapped in ``DistributedDataParallel``; nothing else schedules work.
+once (NCCL on CUDA, gloo on CPU) and models are wrapped in ``DistributedDataParallel``.
+
+Data parallelism keeps the single-process recipe: every rank draws the same shuffled
+global batch and the same augmentation (the RNGs are seeded alike and stay in step),
+then trains on its own contiguous part of it (:meth:`Runtime.shard`, disjoint across
+ranks), with the loss scaled so that DDP's mean of the ranks' gradients is the gradient
+of the global batch's loss (:meth:`Runtime.shard` returns the factor). For networks
+without batch statistics (the generators: instance norm) a step is the single-process
+step up to float summation order. Batch norm (the classifiers) sees each rank's part
+only; on CUDA it is converted to ``SyncBatchNorm``, which PyTorch offers on GPUs only.
+Only rank 0 writes files; :meth:`Runtime.on_main` runs a step there and hands its result
+(or its error) to every rank, and validation first copies rank 0's buffers to all.
 
 Checkpoints (one folder per model) hold only our own files: weights as safetensors, the
 loop's counters and numpy RNG state as JSON, and optimizer / scheduler / torch RNG
@@ -19,10 +30,10 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -30,6 +41,8 @@ from torch import nn
 
 from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict, write_state_dict
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,13 +86,97 @@ class Runtime:
         return images
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        """``DistributedDataParallel`` under torchrun, the model itself otherwise."""
+        """``DistributedDataParallel`` under torchrun, the model itself otherwise.
+
+        On CUDA, batch norms become ``SyncBatchNorm`` in place (the wrapped module is
+        still ``model``, so loops that validate ``model`` see the same layers).
+        """
         if not self.distributed:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
+        if self.device.type == "cuda":
+            _convert_batch_norms(model)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
+
+    def shard(
+        self, *batches: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> tuple[tuple[torch.Tensor, ...], float]:
+        """This rank's contiguous part of a global batch, and its loss factor.
+
+        The factor is ``world_size × (weight of the part) / (weight of the batch)``
+        (``weights``: per-sample loss weights, 1 each by default): a loss that is a
+        (weighted) mean over the part, times the factor, averaged over ranks by DDP,
+        is the loss of the whole batch. A rank whose part would be empty (a last batch
+        smaller than the world) trains on the batch's first sample with factor 0, so
+        that every rank still takes part in the gradient exchange. One process: the
+        batch itself and 1.0.
+
+        >>> parts, factor = Runtime(torch.device("cpu")).shard(torch.arange(6))
+        >>> parts[0].tolist(), factor
+        ([0, 1, 2, 3, 4, 5], 1.0)
+        """
+        if not self.distributed:
+            return batches, 1.0
+        n = int(batches[0].shape[0])
+        bounds = [n * r // self.world_size for r in range(self.world_size + 1)]
+        start, stop = bounds[self.rank], bounds[self.rank + 1]
+        if stop == start:
+            return tuple(batch[:1] for batch in batches), 0.0
+        sample = torch.ones(n) if weights is None else weights.detach().float().cpu()
+        factor = self.world_size * float(sample[start:stop].sum()) / float(sample.sum())
+        return tuple(batch[start:stop] for batch in batches), factor
+
+    def mean_over_ranks(self, value: float) -> float:
+        """The mean of a number over the ranks (itself in one process)."""
+        if not self.distributed:
+            return value
+        import torch.distributed as dist
+
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return float(tensor) / self.world_size
+
+    def barrier(self) -> None:
+        """Wait until every rank is here (a no-op in one process)."""
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def on_main(self, step: Callable[[], T]) -> T:
+        """Run ``step`` on rank 0 only; every rank returns its result or raises its error.
+
+        What rank 0 writes (config, plan, records, weights) is on disk before any other
+        rank goes on, and a refusal there (say, an output folder in use) stops every rank
+        with the same message instead of leaving the others waiting.
+        """
+        if not self.distributed:
+            return step()
+        import torch.distributed as dist
+
+        outcome: list[Any] = [None]
+        if self.is_main:
+            try:
+                outcome = [("ok", step())]
+            except Exception as error:  # handed to every rank, raised everywhere below
+                outcome = [("error", error)]
+        dist.broadcast_object_list(outcome, src=0)
+        kind, value = outcome[0]
+        if kind == "error":
+            raise value
+        return value
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Copy rank 0's buffers (batch-norm running statistics) to every rank.
+
+        DDP broadcasts them at the start of each training forward, but each rank's last
+        forward then updates its own copy; validation must see the same values
+        everywhere, or the ranks' early-stopping decisions could differ.
+        """
+        if self.distributed:
+            _sync_buffers_if_distributed(model)
 
 
 def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = True) -> Runtime:
@@ -103,6 +200,14 @@ def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = T
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
     return Runtime(chosen, amp, channels_last, world_size, rank)
+
+
+def _convert_batch_norms(model: nn.Module) -> None:
+    """Replace ``model``'s batch norms by ``SyncBatchNorm`` in place (GPU only in PyTorch)."""
+    for name, child in list(model.named_children()):
+        converted = nn.SyncBatchNorm.convert_sync_batchnorm(child)
+        if converted is not child:
+            setattr(model, name, converted)
 
 
 def seed_everything(seed: int) -> None:
@@ -189,7 +294,12 @@ def rng_from_json(state: dict[str, Any]) -> np.random.Generator:
 
 @contextlib.contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode without gradients, restoring the previous mode afterwards."""
+    """Eval mode without gradients, restoring the previous mode afterwards.
+
+    Under torchrun every rank evaluates with rank 0's buffers (see
+    :meth:`Runtime.sync_buffers`), so that all ranks compute the same validation loss.
+    """
+    _sync_buffers_if_distributed(model)
     was_training = model.training
     model.eval()
     try:
@@ -197,6 +307,14 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
             yield model
     finally:
         model.train(was_training)
+
+
+def _sync_buffers_if_distributed(model: nn.Module) -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for buffer in unwrap(model).buffers():
+            dist.broadcast(buffer.data, src=0)
 
 
 class EarlyStopping:

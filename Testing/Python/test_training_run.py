@@ -2,75 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from toy_training import SIZE, toy_config, toy_loader, write_cohort
 
-from Training.config import GeneratorConfig, tiny_config
 from Training.evaluation import read_predictions
 from Training.run import train_run
 from VirtualBiopsyLib.errors import OutputExistsError
-from VirtualBiopsyLib.images.mammogram import ImageInfo, MammogramImage
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
-from VirtualBiopsyLib.roles import Laterality
-
-HEADER = "patient_id,study_uid,laterality,view,modality,path,label,acr_density,phase,synthetic\n"
-SIZE = 16
-
-
-def _write_cohort(folder: Path, patients: int, prefix: str) -> Path:
-    """Files whose bytes say what they show; the stand-in loader draws them."""
-    rows = []
-    for index in range(patients):
-        label = "malignant" if index % 3 else "benign"
-        for slot in ("LE_CC", "LE_MLO", "DES_CC", "DES_MLO"):
-            modality, view = slot.split("_")
-            name = f"{prefix}{index:02d}_{slot}.img"
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text(f"{label},{modality},{index},{view}")
-            rows.append(
-                f"{prefix}{index:02d},1.2.{index},R,{view},{modality},{name},{label},"
-                f"{'abcd'[index % 4]},early,true"
-            )
-    manifest = folder / "manifest.csv"
-    manifest.write_text(HEADER + "\n".join(rows) + "\n")
-    return manifest
-
-
-def _loader(path: Path) -> MammogramImage:
-    """A noisy square; malignant DES images carry a bright spot."""
-    label, modality, _, _ = path.read_text().split(",")
-    seed = int(hashlib.sha256(path.read_bytes()).hexdigest()[:8], 16)
-    pixels = np.random.default_rng(seed).random((SIZE, SIZE), dtype=np.float32) * 0.3
-    if modality == "DES" and label == "malignant":
-        pixels[6:10, 6:10] = 1.0
-    info = ImageInfo(path=path, format="dicom", laterality=Laterality.R)
-    return MammogramImage(info, pixels, windowed=True)
-
-
-def _config():
-    config = tiny_config(seed=1)
-    return replace(
-        config,
-        image_size=SIZE,
-        classifier=replace(config.classifier, max_epochs=2, warmup_epochs=2),
-        generator=GeneratorConfig(
-            ngf=4,
-            n_blocks=1,
-            ndf=4,
-            n_layers=2,
-            max_epochs=1,
-            batch_size=4,
-            learning_rate=1e-3,
-            pretrain_epochs=1,
-        ),
-    )
 
 
 @pytest.fixture(autouse=True)
@@ -82,15 +26,15 @@ def _one_thread():
 
 
 def test_pretrained_generators_are_fine_tuned_per_fold(tmp_path: Path) -> None:
-    manifest = _write_cohort(tmp_path / "cohort", 15, "P")
-    pretrain = _write_cohort(tmp_path / "cdd", 6, "C")
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    pretrain = write_cohort(tmp_path / "cdd", 6, "C")
     run = train_run(
         manifest,
         tmp_path / "run",
-        _config(),
+        toy_config(),
         pretrain_manifest=pretrain,
         progress=False,
-        loader=_loader,
+        loader=toy_loader,
     )
     record = json.loads((run / "run.json").read_text())
     assert record["pretrain_manifest_sha256"] and record["synthetic_data"] is True
@@ -103,8 +47,10 @@ def test_pretrained_generators_are_fine_tuned_per_fold(tmp_path: Path) -> None:
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
-    manifest = _write_cohort(tmp_path / "cohort", 15, "P")
-    straight = train_run(manifest, tmp_path / "straight", _config(), progress=False, loader=_loader)
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    straight = train_run(
+        manifest, tmp_path / "straight", toy_config(), progress=False, loader=toy_loader
+    )
     interrupted = tmp_path / "interrupted"
     shutil.copytree(straight, interrupted)
     # a run killed while training fold 3's classifiers: later work absent, a checkpoint left
@@ -114,8 +60,8 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     (interrupted / "fold_3" / "classifiers" / "DES_MLO" / "result.json").unlink()
     (interrupted / "fold_3" / "predictions.csv").unlink()
     with pytest.raises(OutputExistsError):
-        train_run(manifest, interrupted, _config(), progress=False, loader=_loader)
-    train_run(manifest, interrupted, _config(), resume=True, progress=False, loader=_loader)
+        train_run(manifest, interrupted, toy_config(), progress=False, loader=toy_loader)
+    train_run(manifest, interrupted, toy_config(), resume=True, progress=False, loader=toy_loader)
     for relative in (
         "fold_4/classifiers/LE_CC/classifier_LE_CC.safetensors",
         "fold_4/generators/MLO/generator_LE_to_DES_MLO.safetensors",
@@ -137,8 +83,8 @@ def test_the_method_recipe_runs_end_to_end_with_generators_in_fold_zero_only(
     from Training.splits import load_splits
     from VirtualBiopsyLib.models.package import load_package
 
-    manifest = _write_cohort(tmp_path / "cohort", 20, "P")
-    base = _config()
+    manifest = write_cohort(tmp_path / "cohort", 20, "P")
+    base = toy_config()
     config = replace(
         base,
         classifier=replace(base.classifier, pooling="max"),
@@ -156,7 +102,7 @@ def test_the_method_recipe_runs_end_to_end_with_generators_in_fold_zero_only(
         ),
         splits=SplitConfig(protocol="every-patient"),
     )
-    run = train_run(manifest, tmp_path / "run", config, progress=False, loader=_loader)
+    run = train_run(manifest, tmp_path / "run", config, progress=False, loader=toy_loader)
     folds = load_splits(run / "splits.json")
     assert sorted(p for f in folds for p in f.test) == sorted({p for f in folds for p in f.test})
     assert len({p for f in folds for p in f.test}) == 20  # every patient tested once

@@ -1,0 +1,195 @@
+"""A run as independent jobs (``train --job``): plan, dependencies, side-by-side, package.
+
+Toy size (16² images, stand-in reader, see ``toy_training``): a whole 5-fold run takes
+seconds, so the jobs-one-by-one run is compared file by file with the whole run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from toy_training import toy_config, toy_loader, write_cohort
+
+from Training.cli import main
+from Training.config import RunConfig
+from Training.export import export_package
+from Training.jobs import JobError, id_ranges, job_status, plan_jobs, select_jobs
+from Training.run import train_run
+from VirtualBiopsyLib.errors import EXIT_BAD_INPUT, OutputExistsError, UsageError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _digests(run: Path) -> dict[str, str]:
+    """SHA-256 of every weight, prediction and fold file of a run (not dates or logs)."""
+    return {
+        str(path.relative_to(run)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(run.rglob("*"))
+        if path.is_file()
+        and "checkpoint" not in path.parts
+        and (path.suffix in (".safetensors", ".csv") or path.name == "fold.json")
+    }
+
+
+def _train_job(manifest: Path, run: Path, job: str, **options) -> Path:
+    return train_run(
+        manifest, run, toy_config(), progress=False, loader=toy_loader, job=[job], **options
+    )
+
+
+# --- the plan -------------------------------------------------------------------------------
+
+
+def test_the_paper_run_is_thirty_jobs_and_des_classifiers_need_their_generator() -> None:
+    jobs = plan_jobs(RunConfig())
+    assert len(jobs) == 30 and [j.id for j in jobs] == list(range(30))
+    assert [j.kind for j in jobs].count("generator") == 10
+    by_name = {j.name: j for j in jobs}
+    assert by_name["fold_3/DES_MLO"].needs == ("fold_3/G_MLO",)
+    assert by_name["fold_3/LE_MLO"].needs == ()
+    # generators in the first fold only (the demo recipe): 2 + 20 jobs, no Ĉ dependency after
+    config = RunConfig()
+    one_fold = plan_jobs(replace(config, generator=replace(config.generator, folds=1)))
+    assert len(one_fold) == 22
+    assert {j.name: j for j in one_fold}["fold_1/DES_CC"].needs == ()
+    assert len(plan_jobs(replace(config, train_generators=False))) == 20
+    pretrained = plan_jobs(config, pretrain=True)
+    assert [j.name for j in pretrained[:2]] == ["pretrain/G_CC", "pretrain/G_MLO"]
+    assert {j.name: j for j in pretrained}["fold_2/G_CC"].needs == ("pretrain/G_CC",)
+
+
+def test_jobs_are_chosen_by_fold_slot_or_id_and_wrong_choices_are_named() -> None:
+    jobs = plan_jobs(RunConfig())
+    assert [j.name for j in select_jobs(jobs, fold=2)][:3] == [
+        "fold_2/G_CC",
+        "fold_2/G_MLO",
+        "fold_2/LE_CC",
+    ]
+    assert [j.id for j in select_jobs(jobs, slot="LE_CC")] == [10, 14, 18, 22, 26]
+    assert [j.name for j in select_jobs(jobs, job=["12", "fold_4/G_MLO"])] == [
+        "fold_4/G_MLO",
+        "fold_0/DES_CC",
+    ]
+    with pytest.raises(UsageError, match="--job 30"):
+        select_jobs(jobs, job=["30"])
+    with pytest.raises(UsageError, match="--slot G_XX"):
+        select_jobs(jobs, slot="G_XX")
+    with pytest.raises(UsageError, match="--fold 5"):
+        select_jobs(jobs, fold=5)
+    assert id_ranges([j.id for j in jobs if j.kind == "generator"]) == "0-9"
+
+
+def test_the_jobs_command_prints_slurm_array_ranges(capsys) -> None:
+    assert main(["jobs", "--ids", "classifier"]) == 0
+    assert capsys.readouterr().out.strip() == "10-29"
+    assert main(["jobs", "--tiny", "--pretrain-manifest", "cdd.csv"]) == 0
+    table = capsys.readouterr().out
+    assert (
+        "pretrain/G_CC" in table and " 14  fold_0/DES_CC" in table
+    )  # IDs after the 2 pretrain jobs
+
+
+# --- running jobs -----------------------------------------------------------------------------
+
+
+def test_jobs_run_one_by_one_give_the_whole_runs_files(tmp_path: Path) -> None:
+    """Same seed, same files: weights, per-fold and pooled predictions, fold.json, metrics."""
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    whole = train_run(manifest, tmp_path / "whole", toy_config(), progress=False, loader=toy_loader)
+    jobs = plan_jobs(toy_config())
+    # any order the dependencies allow: LE classifiers first, generators backwards, DES last
+    order = [j for j in jobs if j.slot.startswith("LE")]
+    order += [j for j in reversed(jobs) if j.kind == "generator"]
+    order += [j for j in jobs if j.slot.startswith("DES")]
+    parts = tmp_path / "parts"
+    for job in order:
+        _train_job(manifest, parts, str(job.id))
+    assert not (parts / "metrics.json").exists()  # not gathered until package
+    export_package(parts, tmp_path / "package")
+    assert _digests(parts) == _digests(whole) and len(_digests(whole)) > 60
+    first = json.loads((whole / "metrics.json").read_text())
+    second = json.loads((parts / "metrics.json").read_text())
+    assert first["per_fold"] == second["per_fold"] and first["summary"] == second["summary"]
+    record = json.loads((parts / "run.json").read_text())
+    assert record["status"] == "complete" and record["synthetic_data"] is True
+    assert all(job_status(parts, j)["status"] == "complete" for j in jobs)
+    status = json.loads((parts / "jobs" / "fold_0.DES_CC.json").read_text())
+    assert status["device"] == "cpu" and status["fold_cases"]["test"] > 0
+
+
+def test_a_classifier_started_before_its_generator_fails_naming_it(tmp_path: Path) -> None:
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    run = tmp_path / "run"
+    with pytest.raises(JobError, match=r"fold_1/DES_MLO.*needs job 3 fold_1/G_MLO.*not started"):
+        _train_job(manifest, run, "fold_1/DES_MLO")
+    assert not (run / "fold_1" / "classifiers").exists()
+    _train_job(manifest, run, "fold_1/G_MLO")
+    _train_job(manifest, run, "fold_1/DES_MLO")
+    assert job_status(run, plan_jobs(toy_config())[17])["status"] == "complete"
+    with pytest.raises(OutputExistsError, match="--resume"):
+        _train_job(manifest, run, "17")
+    _train_job(manifest, run, "17", resume=True)  # finished: skipped, nothing rewritten
+
+
+def test_package_names_every_missing_job_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    run = tmp_path / "run"
+    jobs = plan_jobs(toy_config())
+    for job in jobs:
+        if job.id not in (4, 20, 25):  # fold_2/G_CC (so also fold_2/DES_CC), fold_3/DES_MLO
+            _train_job(manifest, run, str(job.id))
+    code = main(["package", str(run), "--out", str(tmp_path / "package")])
+    error = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT
+    assert "3 job(s) not finished" in error
+    assert "job 4 fold_2/G_CC (generator G_CC (LE → DES, view CC) of fold 2): not started" in error
+    assert "job 25 fold_3/DES_MLO (classifier DES_MLO of fold 3)" in error
+    assert "IDs 4,20,25" in error
+    assert not (tmp_path / "package").exists() and not (run / "metrics.json").exists()
+
+
+def test_a_job_with_another_configuration_is_refused(tmp_path: Path) -> None:
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    run = tmp_path / "run"
+    _train_job(manifest, run, "10")
+    other = replace(toy_config(), seed=7)
+    with pytest.raises(JobError, match="differs from this job's in seed"):
+        train_run(manifest, run, other, progress=False, loader=toy_loader, job=["11"])
+
+
+def _run_in_child(manifest: str, run: str, job: str) -> None:
+    torch.set_num_threads(1)
+    _train_job(Path(manifest), Path(run), job)
+
+
+def test_jobs_started_side_by_side_share_one_folder_safely(tmp_path: Path) -> None:
+    """Three processes at once in a new folder: one config, plan and splits; all finish."""
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    run = tmp_path / "run"
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_run_in_child, args=(str(manifest), str(run), job))
+        for job in ("0", "1", "fold_0/LE_CC")
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=120)
+    assert [child.exitcode for child in children] == [0, 0, 0]
+    jobs = plan_jobs(toy_config())
+    assert [job_status(run, j)["status"] for j in jobs[:2]] == ["complete", "complete"]
+    assert job_status(run, jobs[10])["status"] == "complete"
+    assert RunConfig.load(run / "config.json") == toy_config()
+    assert not [p for p in run.rglob(".*") if p.is_file()]  # no temporary file left behind

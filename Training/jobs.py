@@ -1,0 +1,361 @@
+"""A run's independent jobs: what they are, what each needs, and where each one stands.
+
+A run of the paper's protocol is 5 folds × (2 generators + 4 classifiers) = 30 models, and
+each is trained on its own (seeded per model, so the order does not change any weight):
+
+- ``pretrain/G_<view>``: with ``--pretrain-manifest``, one generator per view, pre-trained
+  on the other manifest; every fold's generator of that view starts from it.
+- ``fold_<k>/G_<view>``: the LE → DES generator of view CC or MLO in fold k (only in the
+  first ``GeneratorConfig.folds`` folds; none with ``train_generators=False``).
+- ``fold_<k>/<slot>``: the classifier of slot LE_CC, LE_MLO, DES_CC or DES_MLO in fold k.
+  A DES classifier also scores the synthetic DES of its fold's generator of the same view
+  (its Ĉ rows), so it needs that generator to be finished: a job started before it fails
+  at once, naming the generator job (it does not wait; submit it with a dependency).
+
+Job IDs count from 0 in that order (pre-training, generators, classifiers), so a Slurm
+array can run one stage after another (``virtual-biopsy-train jobs --ids generator``).
+``jobs.json`` in the run folder holds the plan (job list and the manifest's SHA-256),
+created once by the first job; every later job checks it has the same plan. Each job
+writes ``jobs/<name>.json`` (its status: running, complete, skipped or failed; device,
+world size, dates) and only its own model folder; a model is finished when its
+``result.json`` (and, for a classifier, its ``predictions.csv``) exists.
+
+>>> from Training.config import RunConfig
+>>> jobs = plan_jobs(RunConfig())
+>>> len(jobs), jobs[0].name, jobs[10].name, jobs[12].needs
+(30, 'fold_0/G_CC', 'fold_0/LE_CC', ('fold_0/G_CC',))
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from Training.config import RunConfig
+from VirtualBiopsyLib.atomic_io import rename_no_replace, write_json_atomic, write_text_atomic
+from VirtualBiopsyLib.errors import UsageError, VirtualBiopsyError
+from VirtualBiopsyLib.roles import SLOTS, VIEWS, parse_slot
+
+PLAN_FORMAT = "virtual-biopsy-training-jobs-v1"
+JOB_KINDS: tuple[str, ...] = ("pretrain", "generator", "classifier")
+GENERATOR_SLOTS: tuple[str, ...] = tuple(f"G_{view.value}" for view in VIEWS)
+COMPLETE, SKIPPED, RUNNING, FAILED, NOT_STARTED = (
+    "complete",
+    "skipped",
+    "running",
+    "failed",
+    "not started",
+)
+FINISHED = (COMPLETE, SKIPPED)
+
+
+class JobError(VirtualBiopsyError):
+    """A job that cannot run yet, or a run whose jobs are not all finished."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One model of a run, trained by one ``train --job ID`` call."""
+
+    id: int
+    kind: str  # "pretrain", "generator" or "classifier"
+    fold: int | None  # None for pre-training
+    slot: str  # "G_CC", "G_MLO" or a classifier slot ("LE_CC", ...)
+    needs: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{'pretrain' if self.fold is None else f'fold_{self.fold}'}/{self.slot}"
+
+    @property
+    def view(self) -> str:
+        return self.slot.split("_")[1]
+
+    def folder(self, run_dir: Path) -> Path:
+        """The model folder this job alone writes."""
+        if self.kind == "pretrain":
+            return run_dir / "pretrain" / self.view
+        kind = "generators" if self.kind == "generator" else "classifiers"
+        name = self.view if self.kind == "generator" else self.slot
+        return run_dir / f"fold_{self.fold}" / kind / name
+
+    def finished_files(self, run_dir: Path) -> list[Path]:
+        """The files whose presence means the model is finished (written last)."""
+        folder = self.folder(run_dir)
+        if self.kind == "pretrain":
+            return [folder / f"pretrained_generator_LE_to_DES_{self.view}.safetensors"]
+        if self.kind == "generator":
+            return [folder / "result.json"]
+        return [folder / "result.json", folder / "predictions.csv"]
+
+    def status_file(self, run_dir: Path) -> Path:
+        return run_dir / "jobs" / f"{self.name.replace('/', '.')}.json"
+
+    def describe(self) -> str:
+        """Words for messages: "job 12 fold_0/DES_CC (classifier DES_CC of fold 0)"."""
+        what = {
+            "pretrain": f"generator {self.slot} pre-trained on the pretrain manifest",
+            "generator": f"generator {self.slot} (LE → DES, view {self.view}) of fold {self.fold}",
+            "classifier": f"classifier {self.slot} of fold {self.fold}",
+        }[self.kind]
+        return f"job {self.id} {self.name} ({what})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "name": self.name, "needs": list(self.needs)}
+
+
+def plan_jobs(config: RunConfig, pretrain: bool = False) -> list[Job]:
+    """Every job of a run with this configuration, in ID (and dependency) order."""
+    generators = config.train_generators
+    limit = config.generator.folds
+    generator_folds = [
+        fold
+        for fold in range(config.splits.n_folds)
+        if generators and (limit is None or fold < limit)
+    ]
+    specs: list[tuple[str, int | None, str, tuple[str, ...]]] = []
+    if pretrain and generator_folds:
+        specs += [("pretrain", None, slot, ()) for slot in GENERATOR_SLOTS]
+    for fold in generator_folds:
+        for slot in GENERATOR_SLOTS:
+            needs = (f"pretrain/{slot}",) if pretrain else ()
+            specs.append(("generator", fold, slot, needs))
+    for fold in range(config.splits.n_folds):
+        for slot in SLOTS:
+            modality, view = parse_slot(slot)
+            needs = ()
+            if modality.value == "DES" and fold in generator_folds:
+                needs = (f"fold_{fold}/G_{view.value}",)
+            specs.append(("classifier", fold, slot, needs))
+    return [Job(index, *spec) for index, spec in enumerate(specs)]
+
+
+def select_jobs(
+    jobs: Sequence[Job],
+    *,
+    fold: int | None = None,
+    slot: str | None = None,
+    job: Iterable[str] | None = None,
+) -> list[Job]:
+    """The jobs chosen by ``--fold``, ``--slot`` and ``--job`` (all of them when none).
+
+    ``--job`` takes IDs or names (``12`` or ``fold_0/DES_CC``); ``--fold`` and ``--slot``
+    narrow together (``--fold 2 --slot G_CC`` is one job).
+
+    >>> from Training.config import RunConfig
+    >>> [j.name for j in select_jobs(plan_jobs(RunConfig()), fold=4, slot="G_MLO")]
+    ['fold_4/G_MLO']
+    """
+    chosen = list(jobs)
+    if fold is not None:
+        folds = sorted({j.fold for j in jobs if j.fold is not None})
+        if fold not in folds:
+            raise UsageError(f"--fold {fold}: the run has folds {folds[0]}–{folds[-1]}")
+        chosen = [j for j in chosen if j.fold == fold]
+    if slot is not None:
+        slots = (*GENERATOR_SLOTS, *SLOTS)
+        if slot not in slots:
+            raise UsageError(f"--slot {slot}: expected one of {', '.join(slots)}")
+        chosen = [j for j in chosen if j.slot == slot]
+    if job is not None:
+        wanted = {_find(jobs, key).id for key in job}
+        chosen = [j for j in chosen if j.id in wanted]
+    if not chosen:
+        raise UsageError("no job of this run matches --fold / --slot / --job together")
+    return chosen
+
+
+def _find(jobs: Sequence[Job], key: str) -> Job:
+    key = str(key).strip()
+    for job in jobs:
+        if key == job.name or (key.isdigit() and int(key) == job.id):
+            return job
+    raise UsageError(
+        f"--job {key}: no such job (IDs 0–{len(jobs) - 1}; `virtual-biopsy-train jobs` lists them)"
+    )
+
+
+def id_ranges(ids: Sequence[int]) -> str:
+    """Slurm ``--array`` syntax of a set of IDs.
+
+    >>> id_ranges([0, 1, 2, 5, 7, 8])
+    '0-2,5,7-8'
+    """
+    parts: list[str] = []
+    ordered = sorted(ids)
+    start = previous = None
+    for value in [*ordered, None]:
+        if value is not None and previous is not None and value == previous + 1:
+            previous = value
+            continue
+        if start is not None:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = value
+    return ",".join(parts)
+
+
+def format_jobs(jobs: Sequence[Job]) -> str:
+    """The table ``virtual-biopsy-train jobs`` prints."""
+    lines = [f"{'ID':>3}  {'JOB':16} {'KIND':10} NEEDS"]
+    for job in jobs:
+        lines.append(f"{job.id:>3}  {job.name:16} {job.kind:10} {', '.join(job.needs) or '-'}")
+    return "\n".join(lines) + "\n"
+
+
+# --- the plan in the run folder -----------------------------------------------------------
+
+
+def plan_record(
+    jobs: Sequence[Job],
+    manifest_sha256: str,
+    pretrain_sha256: str | None,
+    synthetic_data: bool,
+) -> dict[str, Any]:
+    return {
+        "format": PLAN_FORMAT,
+        "manifest_sha256": manifest_sha256,
+        "pretrain_manifest_sha256": pretrain_sha256,
+        "synthetic_data": synthetic_data,
+        "jobs": [job.to_dict() for job in jobs],
+    }
+
+
+def create_once(path: Path, text: str) -> str:
+    """Write ``path`` unless it exists (atomically, refusing to replace); return its text.
+
+    Two jobs starting at once both try; exactly one file wins and both read it.
+    """
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
+        write_text_atomic(temporary, text)
+        try:
+            rename_no_replace(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink(missing_ok=True)
+    return path.read_text(encoding="utf-8")
+
+
+def claim_plan(run_dir: Path, record: dict[str, Any]) -> None:
+    """Create ``jobs.json`` or check that the existing one describes the same run."""
+    path = run_dir / "jobs.json"
+    saved = json.loads(create_once(path, json.dumps(record, indent=2) + "\n"))
+    for key, what in (
+        ("manifest_sha256", "training manifest"),
+        ("pretrain_manifest_sha256", "pretrain manifest (--pretrain-manifest)"),
+        ("jobs", "job list (configuration)"),
+    ):
+        if saved.get(key) != record.get(key):
+            raise JobError(
+                f"{path}: this run was started with another {what}; start every job of a "
+                "run with the same manifest, configuration and options, or choose a new --out"
+            )
+
+
+def read_plan(run_dir: Path) -> list[Job] | None:
+    """The jobs of ``jobs.json``; None for a run written before jobs existed."""
+    path = Path(run_dir) / "jobs.json"
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return [
+            Job(int(j["id"]), j["kind"], j["fold"], j["slot"], tuple(j["needs"]))
+            for j in record["jobs"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise JobError(f"{path}: unreadable job plan ({error})") from None
+
+
+# --- status of each job ---------------------------------------------------------------------
+
+
+def job_status(run_dir: Path, job: Job) -> dict[str, Any]:
+    """Where a job stands: its status file, with ``complete`` decided by its output files."""
+    record: dict[str, Any] = {}
+    path = job.status_file(run_dir)
+    if path.exists():
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {"status": FAILED, "error": f"{path}: unreadable status file"}
+    if record.get("status") == SKIPPED:
+        return record
+    if all(file.exists() for file in job.finished_files(run_dir)):
+        return {**record, "status": COMPLETE}
+    if record.get("status") == COMPLETE:  # its outputs were removed since
+        record = {**record, "status": NOT_STARTED}
+    return {**record, "status": record.get("status", NOT_STARTED)}
+
+
+def is_finished(run_dir: Path, job: Job) -> bool:
+    return job_status(run_dir, job)["status"] in FINISHED
+
+
+def write_status(run_dir: Path, job: Job, status: str, **fields: Any) -> None:
+    """Record a job's status (only the job's own process writes its file)."""
+    path = job.status_file(run_dir)
+    record: dict[str, Any] = {}
+    if path.exists():
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {}
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    if status == RUNNING:
+        record = {"started": now}
+    record.update(
+        {"job": job.to_dict(), "status": status, "updated": now, "host": socket.gethostname()}
+    )
+    record.update(fields)
+    write_json_atomic(path, record)
+
+
+def check_needs(run_dir: Path, jobs: Sequence[Job], job: Job) -> None:
+    """Fail with the missing prerequisite's name when a job's inputs are not finished."""
+    by_name = {j.name: j for j in jobs}
+    for name in job.needs:
+        needed = by_name[name]
+        status = job_status(run_dir, needed)
+        if status["status"] not in FINISHED:
+            raise JobError(
+                f"{job.describe()} needs {needed.describe()}, which is {status['status']}; "
+                f"run `train ... --job {needed.id}` first (in Slurm: submit this job with "
+                "--dependency=afterok on it)"
+            )
+
+
+def missing_jobs(run_dir: Path, jobs: Sequence[Job]) -> list[tuple[Job, dict[str, Any]]]:
+    """The jobs not finished yet, each with its status record."""
+    missing = []
+    for job in jobs:
+        status = job_status(run_dir, job)
+        if status["status"] not in FINISHED:
+            missing.append((job, status))
+    return missing
+
+
+def describe_missing(run_dir: Path, missing: Sequence[tuple[Job, dict[str, Any]]]) -> str:
+    """The message of an incomplete run: every missing job, its ID, what it is, its state."""
+    lines = [f"{run_dir}: {len(missing)} job(s) not finished, so no package was written:"]
+    for job, status in missing:
+        state = status["status"]
+        if status.get("updated"):
+            state += f" (updated {status['updated']}"
+            state += f" on {status['host']})" if status.get("host") else ")"
+        if status.get("error"):
+            state += f": {status['error']}"
+        lines.append(f"  {job.describe()}: {state}")
+    ids = id_ranges([job.id for job, _ in missing])
+    lines.append(f"run them with `virtual-biopsy-train train MANIFEST --out {run_dir} --job ID`")
+    lines.append(f"(IDs {ids}), then package again")
+    return "\n".join(lines)
