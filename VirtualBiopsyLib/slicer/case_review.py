@@ -15,8 +15,10 @@ Console example::
     >>> review = CaseReview(slicer.mrmlScene, dicom_database=slicer.dicomDatabase)  # doctest: +SKIP
     >>> review.find_in_scene()                                      # doctest: +SKIP
     >>> review.start(RunOptions(python=shutil.which("PythonSlicer"))).wait()  # doctest: +SKIP
-    >>> review.workers.close()  # or share the logic's: CaseReview(…, workers=logic.workers)
     >>> review.finish(); review.export_csv("review.csv")            # doctest: +SKIP
+    >>> review.workers.close()  # the review's own worker                 # doctest: +SKIP
+
+In the module the review shares the logic's worker: ``CaseReview(…, workers=logic.workers)``.
 """
 
 from __future__ import annotations
