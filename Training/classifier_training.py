@@ -200,7 +200,11 @@ class _ClassifierLoop(EpochLoop):
         ):
             # the whole batch is augmented on every rank (same draws), then sharded
             labels = train.labels[indices]
-            weights = None if self.class_weights is None else self.class_weights.cpu()[labels]
+            weights = (
+                None
+                if self.class_weights is None
+                else self.class_weights[labels.to(self.class_weights.device)]
+            )
             (images, labels), factor = self.runtime.shard(
                 self.augment(train.images[indices]), labels, weights=weights
             )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -43,7 +44,7 @@ from VirtualBiopsyLib.errors import (
 )
 
 EXIT_INTERRUPTED = 130
-DEMO_PATIENTS = 120
+DEMO_PATIENTS = 300
 DEMO_COHORT_SEED = 7
 DEMO_TRAINING_SEED = 0
 
@@ -98,6 +99,12 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     jobs = train.add_argument_group(
         "one part of a run (a scheduler runs the others side by side into the same --out; "
         "`virtual-biopsy-train jobs` lists them, `package` gathers them)"
+    )
+    jobs.add_argument(
+        "--prepare",
+        action="store_true",
+        help="write the run's shared files and fill the image cache, run no job "
+        "(once, before the scheduler starts the jobs)",
     )
     jobs.add_argument("--fold", type=int, help="only this fold's jobs")
     jobs.add_argument("--slot", help="only this model: LE_CC, LE_MLO, DES_CC, DES_MLO, G_CC, G_MLO")
@@ -295,8 +302,13 @@ def run_train(args: argparse.Namespace) -> int:
         fold=args.fold,
         slot=args.slot,
         job=args.job,
+        prepare_only=args.prepare,
     )
-    if args.fold is None and args.slot is None and args.job is None:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return EXIT_OK  # under torchrun, rank 0 reports
+    if args.prepare:
+        print(f"{out} prepared: run its jobs (`virtual-biopsy-train jobs` lists them)")
+    elif args.fold is None and args.slot is None and args.job is None:
         print(f"run written to {out} (metrics.json, predictions.csv)")
         _print_metrics(out)
     else:
@@ -305,12 +317,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _print_job_progress(run_dir: Path) -> None:
-    import os
-
     from Training.jobs import missing_jobs, read_plan
 
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
     jobs = read_plan(run_dir) or []
     missing = missing_jobs(run_dir, jobs)
     print(f"{run_dir}: {len(jobs) - len(missing)} of {len(jobs)} jobs finished")

@@ -159,6 +159,7 @@ def train_run(
     fold: int | None = None,
     slot: str | None = None,
     job: Sequence[str] | None = None,
+    prepare_only: bool = False,
 ) -> Path:
     """Train a run's jobs on a manifest and write ``out_dir`` (see module docstring).
 
@@ -166,11 +167,14 @@ def train_run(
     summarised (``metrics.json``, ``run.json`` complete). With them only the chosen jobs
     run, into a folder that other jobs of the same run may be filling at the same time;
     ``package`` (:func:`finalize_run`) summarises once all are finished.
+    ``prepare_only`` writes the shared files (config, plan, splits) and fills the image
+    cache, then stops: run it once before a scheduler starts the jobs side by side, so
+    that they do not all decode the same images at once.
     ``synthetic_data`` marks every output as computed on synthetic data (auto-detected
     from the manifest when ``None``: a phantom cohort marks its rows ``synthetic``).
     """
     out_dir = Path(out_dir)
-    selective = fold is not None or slot is not None or job is not None
+    selective = prepare_only or fold is not None or slot is not None or job is not None
     if resume and (out_dir / "config.json").exists():
         config = RunConfig.load(out_dir / "config.json")
     runtime = make_runtime(config.device, config.amp, config.channels_last)
@@ -184,6 +188,8 @@ def train_run(
     seed_everything(config.seed)
     jobs = plan_jobs(config, pretrain is not None)
     chosen = select_jobs(jobs, fold=fold, slot=slot, job=job) if selective else jobs
+    if prepare_only:
+        chosen = []
     cache = PreprocessedCache(cache_dir or out_dir / "cache", preprocessing_params(config), loader)
     images = _load_images(runtime, cache, manifest)
     folds = make_splits(

@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,6 +117,8 @@ def test_jobs_run_one_by_one_give_the_whole_runs_files(tmp_path: Path) -> None:
     order += [j for j in reversed(jobs) if j.kind == "generator"]
     order += [j for j in jobs if j.slot.startswith("DES")]
     parts = tmp_path / "parts"
+    train_run(manifest, parts, toy_config(), progress=False, loader=toy_loader, prepare_only=True)
+    assert {p.name for p in parts.iterdir()} == {"cache", "config.json", "jobs.json", "splits.json"}
     for job in order:
         _train_job(manifest, parts, str(job.id))
     assert not (parts / "metrics.json").exists()  # not gathered until package
@@ -193,3 +198,34 @@ def test_jobs_started_side_by_side_share_one_folder_safely(tmp_path: Path) -> No
     assert job_status(run, jobs[10])["status"] == "complete"
     assert RunConfig.load(run / "config.json") == toy_config()
     assert not [p for p in run.rglob(".*") if p.is_file()]  # no temporary file left behind
+
+
+def test_the_slurm_script_submits_one_array_per_stage_with_dependencies(tmp_path: Path) -> None:
+    """docs/slurm/submit_training.sh against a stand-in ``sbatch`` that logs its calls."""
+    script = Path(__file__).resolve().parents[2] / "docs" / "slurm" / "submit_training.sh"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "sbatch.log"
+    stand_in = bin_dir / "sbatch"
+    stand_in.write_text(f'#!/bin/bash\necho "$*" >> {log}\necho $(( $(wc -l < {log}) + 100 ))\n')
+    stand_in.chmod(0o755)
+    path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]])
+    result = subprocess.run(
+        ["bash", str(script), "cohort.csv", "runs/r18", "packages/r18", "--tiny"],
+        env={**os.environ, "PATH": path, "PRETRAIN": "cdd.csv"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    assert len(calls) == 5  # prepare, pretrain, generators, classifiers, package
+    assert "--prepare --tiny --pretrain-manifest cdd.csv" in calls[0]
+    assert calls[1].startswith("--parsable --array=0-1 --dependency=afterok:101 ")
+    assert calls[2].startswith("--parsable --array=2-11 --dependency=afterok:102 ")
+    assert calls[3].startswith("--parsable --array=12-31 --dependency=afterok:103 ")
+    assert calls[3].endswith(
+        "train_job.sbatch cohort.csv runs/r18 --tiny --pretrain-manifest cdd.csv"
+    )
+    assert "--dependency=afterok:104" in calls[4] and "package runs/r18" in calls[4]
