@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+import secrets
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -234,7 +234,7 @@ def create_once(path: Path, text: str) -> str:
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.new")  # any host
         write_text_atomic(temporary, text)
         try:
             rename_no_replace(temporary, path)

@@ -36,9 +36,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -175,12 +175,10 @@ def train_run(
     """
     out_dir = Path(out_dir)
     selective = prepare_only or fold is not None or slot is not None or job is not None
-    if resume and (out_dir / "config.json").exists():
-        config = RunConfig.load(out_dir / "config.json")
+    if resume and (out_dir / "config.json").exists():  # the saved recipe, this call's device
+        config = replace(RunConfig.load(out_dir / "config.json"), device=config.device)
     runtime = make_runtime(config.device, config.amp, config.channels_last)
     config = runtime.on_main(lambda: _prepare_out_dir(out_dir, config, resume, selective))
-    if not runtime.is_main:
-        config = RunConfig.load(out_dir / "config.json")
     manifest = read_manifest(manifest_path)
     pretrain = read_manifest(pretrain_manifest) if pretrain_manifest else None
     if synthetic_data is None:
@@ -234,7 +232,8 @@ def _prepare_out_dir(out_dir: Path, config: RunConfig, resume: bool, selective: 
 
     A whole run needs a new (or empty) folder unless resumed. A job (``--fold`` /
     ``--slot`` / ``--job``) may join a folder that other jobs of the run are filling, if
-    the configuration is the same; the first job writes ``config.json``.
+    the configuration is the same (``device`` aside: each job runs where it is started);
+    the first job writes ``config.json``.
     """
     saved = out_dir / "config.json"
     if not selective:
@@ -250,6 +249,7 @@ def _prepare_out_dir(out_dir: Path, config: RunConfig, resume: bool, selective: 
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
     existing = RunConfig.from_dict(json.loads(create_once(saved, text)))
+    existing = replace(existing, device=config.device)  # where a job runs is its own choice
     if existing != config:
         differing = sorted(
             key for key, value in config.to_dict().items() if existing.to_dict()[key] != value
@@ -273,7 +273,7 @@ def _claim_run(context: RunContext, folds: list[FoldSplit], pretrain: Manifest |
     claim_plan(context.out_dir, plan)
     splits = context.out_dir / "splits.json"
     if not splits.exists():
-        staged = splits.with_name(f".splits.{os.getpid()}.json")
+        staged = splits.with_name(f".splits.{secrets.token_hex(8)}.json")
         save_splits(folds, staged, context.config.splits.protocol)
         create_once(splits, staged.read_text(encoding="utf-8"))
         staged.unlink(missing_ok=True)

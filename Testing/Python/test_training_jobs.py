@@ -172,6 +172,9 @@ def test_a_job_with_another_configuration_is_refused(tmp_path: Path) -> None:
     other = replace(toy_config(), seed=7)
     with pytest.raises(JobError, match="differs from this job's in seed"):
         train_run(manifest, run, other, progress=False, loader=toy_loader, job=["11"])
+    elsewhere = replace(toy_config(), device="cpu")  # where a job runs is its own choice
+    train_run(manifest, run, elsewhere, progress=False, loader=toy_loader, job=["11"])
+    assert RunConfig.load(run / "config.json").device == "auto"
 
 
 def _run_in_child(manifest: str, run: str, job: str) -> None:
@@ -179,7 +182,7 @@ def _run_in_child(manifest: str, run: str, job: str) -> None:
     _train_job(Path(manifest), Path(run), job)
 
 
-def test_jobs_started_side_by_side_share_one_folder_safely(tmp_path: Path) -> None:
+def test_jobs_started_side_by_side_share_one_folder_safely(tmp_path: Path, capsys) -> None:
     """Three processes at once in a new folder: one config, plan and splits; all finish."""
     manifest = write_cohort(tmp_path / "cohort", 15, "P")
     run = tmp_path / "run"
@@ -197,6 +200,11 @@ def test_jobs_started_side_by_side_share_one_folder_safely(tmp_path: Path) -> No
     assert [job_status(run, j)["status"] for j in jobs[:2]] == ["complete", "complete"]
     assert job_status(run, jobs[10])["status"] == "complete"
     assert RunConfig.load(run / "config.json") == toy_config()
+    assert main(["jobs", "--run", str(run), "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["0", "fold_0/G_CC", "complete"]
+    assert lines[11].split() == ["10", "fold_0/LE_CC", "complete"]
+    assert lines[12].split() == ["11", "fold_0/LE_MLO", "not", "started"]
     assert not [p for p in run.rglob(".*") if p.is_file()]  # no temporary file left behind
 
 
