@@ -27,17 +27,43 @@ says what a case costs whatever else runs on the machine: on a shared 2-core mac
 wall time can be several times the idle figure. Targets for (a) on CPU: ≤ 2.5 s per case,
 peak RSS ≤ 1.5 GB.
 
+One-shot section: what a Slicer user waits for, one whole ``python -m VirtualBiopsyLib
+predict`` process per Run (interpreter start, imports, package verification, the case,
+the files, the exit), ``--oneshot-runs`` times, alternating with the same command on the
+code of ``--baseline-ref`` (a git commit: by default the one before single-case loading,
+which loaded all 22 networks up front and hashed every weight file twice), extracted with
+``git archive`` and run by the same interpreter. Both with ``--synthesis-precision auto``
+and forced ``float32`` (so the float32 path is measured on a machine with bf16 hardware
+too; the output says which one ``auto`` means here). Peak RSS is the process's own
+``VmHWM``, read at its exit. Targets for the project's auto row: ≤ 2.5 s wall (median),
+peak ≤ 1.0 GB.
+
+Batch section: ``--batch`` distinct cases (default 50; full-size LE CC + LE MLO in the
+Slicer hand-over form, one rendered exam hard-linked under 50 identities) in ONE
+``predict`` process, which keeps its networks loaded because more than one case is
+queued: cases per minute (process start included) and peak RSS, beside the baseline
+commit over ``--batch-baseline`` cases (default 10: the old code also kept its networks
+for a batch; its rate per case is what is compared).
+
 Usage (from the repository root)::
 
     .venv/bin/python Testing/benchmarks/bench_predict.py [--cases 3] [--device cpu|cuda|all]
+        [--sections warm,oneshot,batch] [--oneshot-runs 3] [--batch 50]
+        [--batch-baseline 10] [--baseline-ref COMMIT]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
+import json
+import os
 import shutil
+import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -61,6 +87,33 @@ from _common import (  # noqa: E402
 TARGET_SECONDS = 2.5
 PATHS = ("project", "project-fp32", "naive")
 TARGET_PEAK_MB = 1536.0
+ONESHOT_TARGET_SECONDS = 2.5
+ONESHOT_TARGET_PEAK_MB = 1024.0
+SECTIONS = ("warm", "oneshot", "batch")
+REPO = Path(__file__).resolve().parents[2]
+# The last commit before single-case loading (all 22 networks built up front, every
+# weight file hashed twice): the one-shot and batch baseline.
+BASELINE_REF = "766c18a397a848315a187b6f2a0e24f8e66195dd"
+# Runs ``python -m VirtualBiopsyLib ARGS`` and writes the process's own peak RSS (VmHWM,
+# which starts afresh at exec) and which library it ran to $BENCH_PEAK_FILE at exit,
+# after every other exit handler (atexit runs handlers last-registered first).
+LAUNCHER = """
+import atexit, json, os, runpy, sys
+def _record():
+    peak = None
+    try:
+        with open("/proc/self/status") as status:
+            peak = next(int(l.split()[1]) / 1024 for l in status if l.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    library = sys.modules.get("VirtualBiopsyLib")
+    with open(os.environ["BENCH_PEAK_FILE"], "w") as out:
+        json.dump({"peak_mb": peak, "library": getattr(library, "__file__", None)}, out)
+atexit.register(_record)
+sys.argv = ["virtual-biopsy", *sys.argv[1:]]
+runpy.run_module("VirtualBiopsyLib", run_name="__main__", alter_sys=True)
+"""
 
 
 # --------------------------------------------------------------------------- inputs
@@ -317,6 +370,22 @@ def main() -> int:
         help="all = CPU, and CUDA when available",
     )
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help="comma-separated: warm (in-process cases), oneshot (whole predict processes), "
+        "batch (many cases in one process)",
+    )
+    parser.add_argument("--oneshot-runs", type=int, default=3, help="timed runs per command")
+    parser.add_argument("--batch", type=int, default=50, help="cases in the batch process")
+    parser.add_argument(
+        "--batch-baseline", type=int, default=10, help="cases in the baseline's batch process"
+    )
+    parser.add_argument(
+        "--baseline-ref",
+        default=BASELINE_REF,
+        help="git commit whose code is the one-shot and batch baseline ('' to skip it)",
+    )
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--on", default="cpu", help=argparse.SUPPRESS)
@@ -328,13 +397,10 @@ def main() -> int:
 
 
 def run_all(args: argparse.Namespace) -> int:
-    import torch
-
-    devices = ["cpu"] if args.device == "cpu" else []
-    if args.device in ("cuda", "all") and torch.cuda.is_available():
-        devices.append("cuda")
-    if args.device == "all":
-        devices.insert(0, "cpu")
+    sections = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     root = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     try:
         package, files = prepare_inputs(root)
@@ -345,49 +411,270 @@ def run_all(args: argparse.Namespace) -> int:
             "ResNet18 × 5 folds, generator ngf 64 / 9 blocks, UNTRAINED weights "
             "(timing only)"
         )
-        rows = []
-        for device in devices:
-            for path in PATHS:
-                if path == "naive" and args.skip_naive:
-                    continue
-                argv = [
-                    __file__,
-                    "--worker",
-                    path,
-                    "--on",
-                    device,
-                    "--root",
-                    str(root),
-                    "--cases",
-                    str(args.cases if path != "naive" else 1),
-                ]
-                rows.append(run_worker(argv, timeout_s=1200))
-        _add_ratios(rows)
-        print_table(
-            rows,
-            [
-                ("name", "path", "{}"),
-                ("count", "cases", "{:d}"),
-                ("median_ms", "median ms/case", "{:.0f}"),
-                ("max_ms", "max ms", "{:.0f}"),
-                ("cpu_s", "CPU s/case", "{:.1f}"),
-                ("first_s", "first case s", "{:.1f}"),
-                ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
-                ("speedup", "speed-up", "{:.1f}×"),
-                ("memory_ratio", "RSS ratio", "{:.2f}"),
-            ],
-        )
-        from VirtualBiopsyLib.inference.pipeline import resolve_synthesis_precision
-
-        for device in devices:
-            meaning = resolve_synthesis_precision("auto", torch.device(device))
-            print(f"project ({device}): --synthesis-precision auto means {meaning} here")
-        cpu = next(r for r in rows if r["name"] == "project (cpu)")
-        met = check_target("s per case (CPU)", cpu["median_ms"] / 1000, TARGET_SECONDS, False)
-        met &= check_target("peak RSS MB (CPU)", cpu["peak_rss_mb"], TARGET_PEAK_MB, False)
+        met = True
+        if "warm" in sections:
+            met &= warm_section(args, root)
+        baseline = prepare_baseline(root, args.baseline_ref)
+        if "oneshot" in sections:
+            met &= oneshot_section(args, root, package, files, baseline)
+        if "batch" in sections:
+            batch_section(args, root, package, baseline)
         return 0 if met else 1
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def warm_section(args: argparse.Namespace, root: Path) -> bool:
+    """Cases inside one worker process (models loaded per call), three code paths."""
+    import torch
+
+    devices = ["cpu"] if args.device == "cpu" else []
+    if args.device in ("cuda", "all") and torch.cuda.is_available():
+        devices.append("cuda")
+    if args.device == "all":
+        devices.insert(0, "cpu")
+    print("\n## warm cases (in one process, after a warm-up case)")
+    rows = []
+    for device in devices:
+        for path in PATHS:
+            if path == "naive" and args.skip_naive:
+                continue
+            argv = [
+                __file__,
+                "--worker",
+                path,
+                "--on",
+                device,
+                "--root",
+                str(root),
+                "--cases",
+                str(args.cases if path != "naive" else 1),
+            ]
+            rows.append(run_worker(argv, timeout_s=1200))
+    _add_ratios(rows)
+    print_table(
+        rows,
+        [
+            ("name", "path", "{}"),
+            ("count", "cases", "{:d}"),
+            ("median_ms", "median ms/case", "{:.0f}"),
+            ("max_ms", "max ms", "{:.0f}"),
+            ("cpu_s", "CPU s/case", "{:.1f}"),
+            ("first_s", "first case s", "{:.1f}"),
+            ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+            ("speedup", "speed-up", "{:.1f}×"),
+            ("memory_ratio", "RSS ratio", "{:.2f}"),
+        ],
+    )
+    from VirtualBiopsyLib.inference.pipeline import resolve_synthesis_precision
+
+    for device in devices:
+        meaning = resolve_synthesis_precision("auto", torch.device(device))
+        print(f"project ({device}): --synthesis-precision auto means {meaning} here")
+    cpu = next(r for r in rows if r["name"] == "project (cpu)")
+    met = check_target("s per case (CPU)", cpu["median_ms"] / 1000, TARGET_SECONDS, False)
+    met &= check_target("peak RSS MB (CPU)", cpu["peak_rss_mb"], TARGET_PEAK_MB, False)
+    return met
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def prepare_baseline(root: Path, ref: str) -> Path | None:
+    """The library as of commit ``ref``, extracted beside the inputs (None without git)."""
+    if not ref:
+        return None
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", ref, "VirtualBiopsyLib"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        message = archive.stderr.decode(errors="replace").strip()
+        print(f"baseline {ref[:12]} not available ({message}); baseline rows skipped")
+        return None
+    folder = root / "baseline"
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def run_predict_process(arguments: list[str], code: Path, peak_file: Path) -> dict[str, Any]:
+    """One whole ``python -m VirtualBiopsyLib ARGS`` process running the library in
+    ``code``: wall seconds (start to exit), CPU seconds (user + system, from ``wait4``)
+    and its own peak RSS."""
+    env = dict(os.environ, PYTHONPATH=str(code), BENCH_PEAK_FILE=str(peak_file))
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, *arguments],
+            cwd=code,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            errors.seek(0)
+            tail = errors.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"predict process failed ({process.returncode}): {tail}")
+    record = json.loads(peak_file.read_text())
+    ran = Path(record["library"]).resolve().parent.parent
+    if ran != code.resolve():
+        raise RuntimeError(f"the process ran the library in {ran}, not {code}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall_s": wall, "cpu_s": cpu, "peak_mb": record["peak_mb"]}
+
+
+def oneshot_section(
+    args: argparse.Namespace,
+    root: Path,
+    package: Path,
+    files: list[Path],
+    baseline: Path | None,
+) -> bool:
+    """Whole ``predict`` processes, one case each: the project and the baseline commit."""
+    import torch
+
+    from VirtualBiopsyLib.inference.pipeline import native_bfloat16
+
+    print("\n## one-shot predict process (what each Slicer Run waits for)")
+    commands = {
+        "project auto": (REPO, []),
+        "project float32": (REPO, ["--synthesis-precision", "float32"]),
+    }
+    if baseline is not None:
+        commands["baseline auto"] = (baseline, [])
+        commands["baseline float32"] = (baseline, ["--synthesis-precision", "float32"])
+    out = root / "out-oneshot"
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in commands}
+    for round_index in range(args.oneshot_runs + 1):  # round 0 warms the page cache
+        for name, (code, extra) in commands.items():
+            shutil.rmtree(out, ignore_errors=True)
+            arguments = ["predict", *map(str, files), "--model", str(package)]
+            arguments += ["--out", str(out), "--progress", "json", *extra]
+            record = run_predict_process(arguments, code, root / "peak.json")
+            if round_index:
+                runs[name].append(record)
+    rows = []
+    for name, records in runs.items():
+        walls = sorted(r["wall_s"] for r in records)
+        rows.append(
+            {
+                "name": name,
+                "count": len(records),
+                "min_s": walls[0],
+                "median_s": statistics.median(walls),
+                "cpu_s": statistics.median(r["cpu_s"] for r in records),
+                "peak_rss_mb": max(r["peak_mb"] for r in records),
+            }
+        )
+    by_name = {row["name"]: row for row in rows}
+    for row in rows:
+        base = by_name.get(row["name"].replace("project", "baseline"))
+        if base is not None and row is not base:
+            row["speedup"] = base["median_s"] / row["median_s"]
+            row["memory_ratio"] = row["peak_rss_mb"] / base["peak_rss_mb"]
+    print_table(
+        rows,
+        [
+            ("name", "process", "{}"),
+            ("count", "runs", "{:d}"),
+            ("min_s", "min wall s", "{:.2f}"),
+            ("median_s", "median wall s", "{:.2f}"),
+            ("cpu_s", "median CPU s", "{:.2f}"),
+            ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+            ("speedup", "speed-up", "{:.2f}×"),
+            ("memory_ratio", "RSS ratio", "{:.2f}"),
+        ],
+    )
+    native = native_bfloat16(torch.device("cpu"))
+    print(
+        f"this CPU computes bfloat16 natively: {'yes' if native else 'no'}, so auto means "
+        f"{'bfloat16' if native else 'float32'} synthesis here; the float32 rows force "
+        "--synthesis-precision float32 (classifiers are float32 in every row)"
+    )
+    project = by_name["project auto"]
+    met = check_target(
+        "one-shot wall s (median)", project["median_s"], ONESHOT_TARGET_SECONDS, False
+    )
+    met &= check_target(
+        "one-shot peak RSS MB", project["peak_rss_mb"], ONESHOT_TARGET_PEAK_MB, False
+    )
+    return met
+
+
+def prepare_batch(root: Path, count: int) -> list[Path]:
+    """``count`` distinct cases (own patient and study) sharing one full-size exam's files."""
+    from VirtualBiopsyLib.inference.fixtures import write_slot_folder
+
+    first = write_slot_folder(
+        root / "batch" / "case000",
+        ("LE_CC", "LE_MLO"),
+        size="full",
+        seed=5,
+        patient_id="PHANTOM-B000",
+        study_uid="1.2.826.0.1.3680043.8.498.7000",
+    )
+    folders = [first]
+    for index in range(1, count):
+        folder = root / "batch" / f"case{index:03d}"
+        folder.mkdir(parents=True)
+        for name in ("LE_CC.nrrd", "LE_MLO.nrrd"):
+            os.link(first / name, folder / name)
+        identity = {
+            "patient_id": f"PHANTOM-B{index:03d}",
+            "study_uid": f"1.2.826.0.1.3680043.8.498.{7000 + index}",
+            "laterality": "L",
+        }
+        (folder / "case.json").write_text(json.dumps(identity))
+        folders.append(folder)
+    return folders
+
+
+def batch_section(
+    args: argparse.Namespace, root: Path, package: Path, baseline: Path | None
+) -> None:
+    """Many cases in one predict process: cases per minute and peak memory."""
+    print(f"\n## batch: {args.batch} cases in one predict process")
+    folders = prepare_batch(root, max(args.batch, args.batch_baseline))
+    plans = [("project", REPO, args.batch)]
+    if baseline is not None and args.batch_baseline > 0:
+        plans.append(("baseline", baseline, args.batch_baseline))
+    rows = []
+    for name, code, count in plans:
+        out = root / f"out-batch-{name}"
+        arguments = ["predict", *map(str, folders[:count]), "--model", str(package)]
+        arguments += ["--out", str(out), "--progress", "json"]
+        record = run_predict_process(arguments, code, root / "peak.json")
+        written = len(list(out.glob("*/result.json")))
+        shutil.rmtree(out, ignore_errors=True)
+        if written != count:
+            raise RuntimeError(f"{name}: {written} of {count} cases written")
+        rows.append(
+            {
+                "name": name,
+                "count": count,
+                "wall_s": record["wall_s"],
+                "per_minute": 60 * count / record["wall_s"],
+                "cpu_per_case": record["cpu_s"] / count,
+                "peak_rss_mb": record["peak_mb"],
+            }
+        )
+    print_table(
+        rows,
+        [
+            ("name", "process", "{}"),
+            ("count", "cases", "{:d}"),
+            ("wall_s", "wall s", "{:.1f}"),
+            ("per_minute", "cases/min", "{:.1f}"),
+            ("cpu_per_case", "CPU s/case", "{:.2f}"),
+            ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
+        ],
+    )
+    print("(process start, package verification and network loading included; report only)")
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:

@@ -14,16 +14,25 @@ For a case of up to four images (LE and DES, CC and MLO):
 5. average over folds and report the spread (std, standard error); malignant at
    p ≥ the package threshold.
 
-Models are loaded once per pipeline (:class:`LoadedModels`), everything runs under
-``torch.inference_mode()`` except Grad-CAM's small head, and a case's independent model
-passes (the two generators, then every classifier pass) run side by side on the
-pipeline's worker threads (:class:`~VirtualBiopsyLib.inference.threads.ModelWorkers`).
-Both belong to the pipeline and go with it (:meth:`Pipeline.close`, or ``with``).
+What stays loaded is chosen by the work (``keep_models``): a pipeline for many cases (a
+batch, a persistent worker) loads each network once and keeps it
+(:class:`LoadedModels`, the default); a pipeline for one case (``keep_models=False``,
+what ``predict`` takes for a single case) loads each network on the worker that uses it
+and lets it go after its pass, so at most one network per worker is in memory (22
+networks of the paper's package: about 1 GB). Both give the same numbers, bit for bit
+(the same weights, the same passes on the same one-thread workers).
+
+Everything runs under ``torch.inference_mode()`` except Grad-CAM's small head, and a
+case's independent model passes (the two generators, then every classifier pass) run
+side by side on the pipeline's worker threads
+(:class:`~VirtualBiopsyLib.inference.threads.ModelWorkers`). Models and workers belong
+to the pipeline and go with it (:meth:`Pipeline.close`, or ``with``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import as_completed
 from dataclasses import dataclass
@@ -44,7 +53,7 @@ from VirtualBiopsyLib.inference.result import CaseResult, InputRecord, ModelInfo
 from VirtualBiopsyLib.inference.saliency import grad_cam
 from VirtualBiopsyLib.inference.threads import ModelWorkers
 from VirtualBiopsyLib.models.package import ModelPackage
-from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, Slot, Source
+from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, Slot, Source, View
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +161,26 @@ class Pipeline:
         saliency: bool = True,
         reader: ImageReader = read_image,
         synthesis_precision: str = "auto",
+        keep_models: bool = True,
     ) -> None:
+        """``keep_models``: True (default) keeps every network loaded once for the
+        pipeline's lifetime (many cases, a long-lived session); False loads each network
+        for its pass and frees it afterwards (one case: less memory, nothing held)."""
         self.package = package
         self.device = torch.device(device)
         self.synthesis = synthesis
         self.saliency = saliency
         self.synthesis_precision = resolve_synthesis_precision(synthesis_precision, self.device)
+        self.keep_models = keep_models
         self._reader = reader
         self.models = LoadedModels(package, self.device, self._synthesis_dtype)
         self._workers: ModelWorkers | None = None
+        # the classifiers' builders (torchvision) import while the first case reads its
+        # images and synthesizes DES, instead of after
+        self._importing = threading.Thread(
+            target=package.import_builders, name="virtual-biopsy-import", daemon=True
+        )
+        self._importing.start()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -170,6 +190,7 @@ class Pipeline:
 
     def close(self) -> None:
         """Stop the worker threads (the models stay loaded; a later run restarts them)."""
+        self._importing.join()
         if self._workers is not None:
             self._workers.close()
             self._workers = None
@@ -284,10 +305,10 @@ class Pipeline:
             if not self.synthesis:
                 notes.append(f"{des_slot} missing; synthesis switched off")
                 continue
-            generator = self.models.generator(view)
-            if generator is None:
+            if view not in self.package.generators:
                 notes.append(f"{des_slot} missing and the package has no {view.value} generator")
                 continue
+            generator = self.models.generator(view) if self.keep_models else view
             pending[des_slot] = self.workers.submit(
                 self._synthesize, slots[le_slot], des_slot, generator
             )
@@ -295,8 +316,12 @@ class Pipeline:
         return {des_slot: future.result() for des_slot, future in pending.items()}, notes
 
     def _synthesize(
-        self, le: PreparedSlot, des_slot: Slot, generator: torch.nn.Module
+        self, le: PreparedSlot, des_slot: Slot, generator: torch.nn.Module | View
     ) -> PreparedSlot:
+        """On a worker: G_v(LE); ``generator`` is the network, or the view whose
+        network this worker loads for this pass only (``keep_models=False``)."""
+        if isinstance(generator, View):
+            generator = self.package.load_generator(generator, self.device, self._synthesis_dtype)
         with torch.inference_mode():
             tensor = torch.from_numpy(le.array)[None, None].to(self.device, self._synthesis_dtype)
             synthetic = generator(tensor)[0, 0].float().clamp(0.0, 1.0).cpu().numpy()
@@ -320,8 +345,9 @@ class Pipeline:
     ) -> tuple[list[dict[str, float]], dict[Slot, np.ndarray]]:
         """Per fold, p[m,v] of every slot; per slot, the fold-mean Grad-CAM (size × size).
 
-        Models load here, in the calling thread (:class:`LoadedModels` is not shared
-        between threads); the passes then run side by side and report progress as they
+        Kept models load here, in the calling thread (:class:`LoadedModels` is not
+        shared between threads); otherwise each worker loads the classifier of its pass
+        and frees it after. The passes run side by side and report progress as they
         finish.
         """
         n_folds = len(self.package.folds)
@@ -329,8 +355,9 @@ class Pipeline:
         for slot, prepared in slots.items():
             images = torch.from_numpy(prepared.array)[None, None].to(self.device)
             for fold in range(n_folds):
-                model = self.models.classifier(fold, slot)
-                passes[self.workers.submit(self._classify_one, model, images)] = (slot, fold)
+                model = self.models.classifier(fold, slot) if self.keep_models else None
+                future = self.workers.submit(self._classify_one, model, images, fold, slot)
+                passes[future] = (slot, fold)
         fold_probabilities: list[dict[str, float]] = [{} for _ in range(n_folds)]
         fold_cams: dict[tuple[Slot, int], np.ndarray] = {}
         for done, future in enumerate(as_completed(passes), start=1):
@@ -347,8 +374,12 @@ class Pipeline:
         return fold_probabilities, cams
 
     def _classify_one(
-        self, model: torch.nn.Module, images: torch.Tensor
+        self, model: torch.nn.Module | None, images: torch.Tensor, fold: int, slot: Slot
     ) -> tuple[float, np.ndarray | None]:
+        """On a worker: p(malignant) and the Grad-CAM map of one fold's pass; without a
+        kept ``model`` this worker loads that fold's classifier for this pass only."""
+        if model is None:
+            model = self.package.load_classifier(fold, slot, self.device)
         if self.saliency:
             probability, cam = grad_cam(model, images)
             return float(probability[0]), cam[0].float().cpu().numpy()

@@ -24,9 +24,10 @@ import contextlib
 import ctypes
 import logging
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from VirtualBiopsyLib.errors import CaseError, ImageError, ImageReadError, OutputExistsError
 from VirtualBiopsyLib.images.cases import Case, group_cases
@@ -35,6 +36,9 @@ from VirtualBiopsyLib.inference.output import OutputFolder, check_writable
 from VirtualBiopsyLib.inference.progress import NullProgress, ProgressReporter, ScaledProgress
 from VirtualBiopsyLib.inference.result import RESULT_FILE, CaseResult
 from VirtualBiopsyLib.models.package import ModelPackage, demo_package_path, load_package
+
+if TYPE_CHECKING:
+    from VirtualBiopsyLib.inference.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -178,15 +182,17 @@ def predict_paths(
     package: ModelPackage | None = None,
     synthesis_precision: str = "auto",
     pipeline: CasePredictor | None = None,
+    keep_models: bool | None = None,
 ) -> PredictRun:
     """Everything ``virtual-biopsy predict`` does, as one call (see the module docstring).
 
     ``pipeline``: an open pipeline to run the cases with (the persistent worker's, whose
     models stay loaded between requests); the model options are then the pipeline's own
-    and it stays open. Without it a pipeline is made for this call and closed after it.
+    and it stays open. Without it a pipeline is made for this call and closed after it,
+    keeping its networks loaded (``keep_models``) as the work needs: None keeps them
+    when more than one case is to be computed, and loads each per pass and frees it for
+    a single case (the same numbers either way).
     """
-    from VirtualBiopsyLib.inference.pipeline import Pipeline
-
     progress = progress or NullProgress()
     check_writable(out_dir)
     progress.report("scan", 0.0, "scanning inputs")
@@ -195,13 +201,14 @@ def predict_paths(
         todo, kept = cases_to_write(gathered.cases, output)
         if pipeline is None:
             progress.report("load", 0.02, "loading the model package")
-            package = package if package is not None else resolve_package(model_dir)
-            pipeline = Pipeline(
+            pipeline_class, package = _pipeline_and_package(package, model_dir)
+            pipeline = pipeline_class(
                 package,
                 device=device,
                 synthesis=synthesis,
                 saliency=saliency,
                 synthesis_precision=synthesis_precision,
+                keep_models=len(todo) > 1 if keep_models is None else keep_models,
             )
             owned: contextlib.AbstractContextManager = pipeline  # closed after this call
         else:
@@ -219,3 +226,20 @@ def predict_paths(
     run.kept = kept
     run.gathered = gathered
     return run
+
+
+def _pipeline_and_package(
+    package: ModelPackage | None, model_dir: Path | None
+) -> tuple[type[Pipeline], ModelPackage]:
+    """The pipeline class and the verified package, side by side: the pipeline's import
+    (torch: the largest part of a one-case run's start) runs while other threads hash
+    the weight files (hashlib works outside the GIL)."""
+    if package is not None:
+        from VirtualBiopsyLib.inference.pipeline import Pipeline
+
+        return Pipeline, package
+    with ThreadPoolExecutor(1, thread_name_prefix="virtual-biopsy-load") as pool:
+        loading = pool.submit(resolve_package, model_dir)
+        from VirtualBiopsyLib.inference.pipeline import Pipeline
+
+        return Pipeline, loading.result()

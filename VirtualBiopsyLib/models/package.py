@@ -11,9 +11,13 @@ and loaded lazily, once per run. Hashing and parsing need no torch.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
+import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +39,7 @@ from VirtualBiopsyLib.models.names import GENERATOR_HYPERPARAMETERS, POOLINGS
 from VirtualBiopsyLib.models.safetensors_io import (
     read_state_dict,
     sha256_bytes,
-    sha256_file,
+    verify_file,
     write_state_dict,
 )
 from VirtualBiopsyLib.roles import SLOTS, Modality, View
@@ -48,6 +52,9 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "model.json"
 ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet50", "vgg16", "demo")
 DEFAULT_THRESHOLD = 0.5
+VERIFY_WORKERS = 4  # files hashed side by side by load_package
+_BUILD_LOCK = threading.Lock()  # one network built at a time (see _load_weights)
+_SKELETONS: dict[tuple[object, ...], nn.Module] = {}  # per kind of network, on "meta"
 RESEARCH_INTENDED_USE = (
     "Research only: multimodal virtual biopsy of breast lesions from CESM exams. "
     "Not a medical device; not for diagnosis or treatment decisions."
@@ -156,6 +163,20 @@ class ModelPackage:
         """Slots with a classifier in every fold."""
         return tuple(s for s in SLOTS if all(s in fold.classifiers for fold in self.folds))
 
+    def import_builders(self) -> None:
+        """Import what building this package's classifiers needs, once per process.
+
+        For the torchvision architectures that is torchvision, about a second of
+        single-threaded Python work: a caller can run this on a thread while other work
+        (reading images, synthesis) keeps the cores busy. Safe beside ``load_*`` calls.
+        """
+        if self.architecture == "demo":
+            return
+        from VirtualBiopsyLib.models.torchvision_compat import import_torchvision
+
+        with _BUILD_LOCK:
+            import_torchvision()
+
     def load_classifier(
         self, fold: int, slot: str, device: str | torch.device = "cpu"
     ) -> nn.Module:
@@ -169,6 +190,7 @@ class ModelPackage:
 
         entry = self._classifier_entry(fold, slot)
         network = self._load_weights(
+            ("classifier", self.architecture, self.pooling),
             lambda: build_classifier(self.architecture, pooling=self.pooling),
             entry.file,
             entry.sha256,
@@ -192,6 +214,7 @@ class ModelPackage:
         from VirtualBiopsyLib.models.generators import build_named_generator
 
         network = self._load_weights(
+            ("generator", entry.architecture, *sorted(entry.hyperparameters.items())),
             lambda: build_named_generator(entry.architecture, entry.hyperparameters),
             entry.file,
             entry.sha256,
@@ -211,6 +234,7 @@ class ModelPackage:
 
     def _load_weights(
         self,
+        kind: tuple[object, ...],
         build: Callable[[], nn.Module],
         file: str,
         sha256: str,
@@ -220,7 +244,12 @@ class ModelPackage:
 
         Built on the meta device, the network allocates nothing until ``assign=True`` hands
         it the loaded tensors: for twenty ResNet18s this saves seconds of initialisation
-        and one copy of every weight.
+        and one copy of every weight. Each ``kind`` of network is built once per process
+        and copied after (a copy of a network without storage is a third of a build,
+        whose random initialisation runs even on the meta device). Safe to call from
+        several threads: skeletons are made one at a time (Python work, and the first
+        build imports torchvision, which must happen once), files are read and checked
+        side by side.
         """
         import torch
 
@@ -229,8 +258,12 @@ class ModelPackage:
             state = read_state_dict(path, expected_sha256=sha256)
         except ModelPackageError as error:  # say which network the file is
             raise ModelPackageError(f"{self._role_of(file)}: {error}") from error
-        with torch.device("meta"):
-            network = build()
+        with _BUILD_LOCK:
+            skeleton = _SKELETONS.get(kind)
+            if skeleton is None:
+                with torch.device("meta"):
+                    skeleton = _SKELETONS[kind] = build()
+            network = copy.deepcopy(skeleton)
         try:
             network.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as error:
@@ -242,7 +275,8 @@ class ModelPackage:
         if not all(parameter.is_floating_point() for parameter in network.parameters()):
             raise ModelPackageError(f"{self._role_of(file)}: {path}: integer weights")
         if any(t.is_meta for t in (*network.parameters(), *network.buffers())):
-            network = build()  # a tensor the file does not hold: initialise it normally
+            with _BUILD_LOCK:  # a tensor the file does not hold: initialise it normally
+                network = build()
             network.load_state_dict(state, strict=True)
         return network.to(device).eval()
 
@@ -649,17 +683,25 @@ def _boolean(value: Any) -> bool:
 
 
 def _verify_checksums(package: ModelPackage) -> None:
+    """Every weight file against its SHA-256, several files at once (hashlib works
+    outside the GIL); each file is hashed once per identity in a process
+    (:func:`~VirtualBiopsyLib.models.safetensors_io.verify_file`). The first bad file in
+    manifest order is the one reported."""
     entries: list[ClassifierEntry | GeneratorEntry] = [
         entry for fold in package.folds for entry in fold.classifiers.values()
     ]
     entries.extend(package.generators.values())
-    for entry in entries:
-        path = package.directory / entry.file
-        if not path.is_file():
+    files = list(dict.fromkeys((package.directory / e.file, e.sha256) for e in entries))
+    for path, _ in files:
+        if not path.exists():
             raise ModelPackageError(f"{path}: weights file listed in {MANIFEST_NAME} is missing")
-        actual = sha256_file(path)
-        if actual != entry.sha256:
-            raise ModelPackageError(
-                f"{path}: SHA-256 mismatch (expected {entry.sha256}, found {actual}); "
-                "the file was modified or corrupted, refusing to load the package"
-            )
+    workers = max(1, min(VERIFY_WORKERS, os.cpu_count() or 1, len(files)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="virtual-biopsy-sha256") as pool:
+        checks = [pool.submit(verify_file, path, sha256) for path, sha256 in files]
+        for check in checks:
+            try:
+                check.result()
+            except ModelPackageError:
+                for other in checks:
+                    other.cancel()  # the package is refused: no need to hash the rest
+                raise
