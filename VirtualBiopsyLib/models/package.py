@@ -54,6 +54,7 @@ ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet50", "vgg16", "demo")
 DEFAULT_THRESHOLD = 0.5
 VERIFY_WORKERS = 4  # files hashed side by side by load_package
 _BUILD_LOCK = threading.Lock()  # one network built at a time (see _load_weights)
+_IMPORT_LOCK = threading.Lock()  # torchvision imported by one thread (import_builders)
 _SKELETONS: dict[tuple[object, ...], nn.Module] = {}  # per kind of network, on "meta"
 RESEARCH_INTENDED_USE = (
     "Research only: multimodal virtual biopsy of breast lesions from CESM exams. "
@@ -174,7 +175,7 @@ class ModelPackage:
             return
         from VirtualBiopsyLib.models.torchvision_compat import import_torchvision
 
-        with _BUILD_LOCK:
+        with _IMPORT_LOCK:
             import_torchvision()
 
     def load_classifier(
@@ -247,9 +248,9 @@ class ModelPackage:
         and one copy of every weight. Each ``kind`` of network is built once per process
         and copied after (a copy of a network without storage is a third of a build,
         whose random initialisation runs even on the meta device). Safe to call from
-        several threads: skeletons are made one at a time (Python work, and the first
-        build imports torchvision, which must happen once), files are read and checked
-        side by side.
+        several threads: skeletons are made one at a time (Python work), torchvision is
+        imported by one thread only (:meth:`import_builders`; a generator never waits
+        for it), files are read and checked side by side.
         """
         import torch
 
@@ -258,6 +259,8 @@ class ModelPackage:
             state = read_state_dict(path, expected_sha256=sha256)
         except ModelPackageError as error:  # say which network the file is
             raise ModelPackageError(f"{self._role_of(file)}: {error}") from error
+        if kind[0] == "classifier":
+            self.import_builders()
         with _BUILD_LOCK:
             skeleton = _SKELETONS.get(kind)
             if skeleton is None:
