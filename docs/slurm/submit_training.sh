@@ -21,8 +21,10 @@ options=("$@" "${pretrain[@]}")
 ids() { virtual-biopsy-train jobs "${options[@]}" --ids "$1"; }
 
 # 0. config.json, jobs.json, splits.json and the preprocessed-image cache, once (CPU)
+prepare=$(printf '%q ' virtual-biopsy-train train "$manifest" --out "$run_dir" --prepare \
+    "${options[@]}")
 after=$(sbatch --parsable --job-name=vb-prepare --cpus-per-task=8 --mem=32G \
-    --wrap "virtual-biopsy-train train $manifest --out $run_dir --prepare ${options[*]}")
+    --wrap "$prepare")
 # 1-3. one array per stage: pre-training (if any), generators, classifiers
 for kind in pretrain generator classifier; do
     array=$(ids "$kind")
@@ -33,4 +35,4 @@ for kind in pretrain generator classifier; do
 done
 # 4. gather the finished jobs into a model package (it lists any job that is missing)
 sbatch --parsable --job-name=vb-package --dependency="afterok:$after" \
-    --wrap "virtual-biopsy-train package $run_dir --out $package_dir"
+    --wrap "$(printf '%q ' virtual-biopsy-train package "$run_dir" --out "$package_dir")"
