@@ -178,7 +178,7 @@ class Pipeline:
         # the classifiers' builders (torchvision) import while the first case reads its
         # images and synthesizes DES, instead of after
         self._importing = threading.Thread(
-            target=package.import_builders, name="virtual-biopsy-import", daemon=True
+            target=_import_builders, args=(package,), name="virtual-biopsy-import", daemon=True
         )
         self._importing.start()
 
@@ -360,12 +360,19 @@ class Pipeline:
                 passes[future] = (slot, fold)
         fold_probabilities: list[dict[str, float]] = [{} for _ in range(n_folds)]
         fold_cams: dict[tuple[Slot, int], np.ndarray] = {}
-        for done, future in enumerate(as_completed(passes), start=1):
-            slot, fold = passes[future]
-            fold_probabilities[fold][slot], cam = future.result()
-            if cam is not None:
-                fold_cams[slot, fold] = cam
-            progress.report("classify", 0.5 + 0.4 * done / len(passes), f"{slot} fold {fold + 1}")
+        try:
+            for done, future in enumerate(as_completed(passes), start=1):
+                slot, fold = passes[future]
+                fold_probabilities[fold][slot], cam = future.result()
+                if cam is not None:
+                    fold_cams[slot, fold] = cam
+                progress.report(
+                    "classify", 0.5 + 0.4 * done / len(passes), f"{slot} fold {fold + 1}"
+                )
+        except BaseException:
+            for future in passes:  # a bad weight file or Ctrl-C: the other passes can go
+                future.cancel()
+            raise
         cams = {  # summed in fold order, so the mean does not depend on finishing order
             slot: sum(fold_cams[slot, fold] for fold in range(n_folds)) / n_folds
             for slot in slots
@@ -419,6 +426,15 @@ class Pipeline:
                 if s.source is Source.REAL and s.path is not None and _is_dicom(s.path)
             },
         )
+
+
+def _import_builders(package: ModelPackage) -> None:
+    """Ahead of time, on a thread; a failure shows again, with its message, where the
+    first classifier is loaded."""
+    try:
+        package.import_builders()
+    except Exception:  # noqa: BLE001 (reported by the load that needs it)
+        log.debug("importing the classifier builders failed", exc_info=True)
 
 
 def _lazy_map(cam: np.ndarray, prepared: PreparedSlot) -> SlotPicture:
