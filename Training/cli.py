@@ -244,7 +244,15 @@ def _add_demo_model(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--patients", type=int, default=DEMO_PATIENTS)
     demo.add_argument("--seed", type=int, default=DEMO_COHORT_SEED, help="phantom cohort seed")
     demo.add_argument(
-        "--threads", type=int, default=1, help="CPU threads (1: fastest for the tiny networks)"
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads per worker (1: fastest)",
+    )
+    demo.add_argument(
+        "--workers",
+        type=int,
+        help="jobs trained side by side in local processes (default: one per CPU core)",
     )
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.add_argument(
@@ -421,6 +429,7 @@ def run_phantom_check_command(args: argparse.Namespace) -> int:
 def run_demo_model(args: argparse.Namespace) -> int:
     """Phantom cohort (fixed seed) → tiny run → demo package marked synthetic."""
     from Training.export import export_package
+    from Training.local_jobs import default_workers, run_jobs_locally
     from Training.run import train_run
     from VirtualBiopsyLib.models.package import DEMO_INTENDED_USE
     from VirtualBiopsyLib.phantom import generate_cohort
@@ -431,13 +440,25 @@ def run_demo_model(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="virtual-biopsy-demo-") as work:
         manifest = generate_cohort(Path(work) / "cohort", patients=args.patients, seed=args.seed)
-        run_dir = train_run(
-            manifest,
-            Path(work) / "run",
-            demo_config(DEMO_TRAINING_SEED),
-            synthetic_data=True,
-            progress=not args.no_progress,
-        )
+        workers = args.workers or default_workers()
+        if workers > 1:
+            run_dir = run_jobs_locally(
+                manifest,
+                Path(work) / "run",
+                demo_config(DEMO_TRAINING_SEED),
+                workers,
+                synthetic_data=True,
+                threads=args.threads,
+                on_done=None if args.no_progress else _print_job_done,
+            )
+        else:
+            run_dir = train_run(
+                manifest,
+                Path(work) / "run",
+                demo_config(DEMO_TRAINING_SEED),
+                synthetic_data=True,
+                progress=not args.no_progress,
+            )
         _print_metrics(run_dir)
         out = export_package(
             run_dir,
@@ -450,6 +471,10 @@ def run_demo_model(args: argparse.Namespace) -> int:
     print(f"demo model package written to {out}")
     print(VirtualBiopsyLib.SYNTHETIC_NOTICE)
     return EXIT_OK
+
+
+def _print_job_done(job) -> None:
+    print(f"finished {job.describe()}", flush=True)
 
 
 def _is_demo_package(directory: Path) -> bool:

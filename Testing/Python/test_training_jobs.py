@@ -23,6 +23,7 @@ from Training.cli import main
 from Training.config import RunConfig
 from Training.export import export_package
 from Training.jobs import JobError, id_ranges, job_status, plan_jobs, select_jobs
+from Training.local_jobs import run_jobs_locally
 from Training.run import train_run
 from VirtualBiopsyLib.errors import EXIT_BAD_INPUT, OutputExistsError, UsageError
 
@@ -132,6 +133,22 @@ def test_jobs_run_one_by_one_give_the_whole_runs_files(tmp_path: Path) -> None:
     assert all(job_status(parts, j)["status"] == "complete" for j in jobs)
     status = json.loads((parts / "jobs" / "fold_0.DES_CC.json").read_text())
     assert status["device"] == "cpu" and status["fold_cases"]["test"] > 0
+
+
+def test_local_workers_give_the_whole_runs_files(tmp_path: Path) -> None:
+    """Two spawned workers (demo-model's default on two cores): same files as one process."""
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    whole = train_run(manifest, tmp_path / "whole", toy_config(), progress=False, loader=toy_loader)
+    finished = []
+    parts = run_jobs_locally(
+        manifest, tmp_path / "parts", toy_config(), 2, loader=toy_loader, on_done=finished.append
+    )
+    assert _digests(parts) == _digests(whole) and len(_digests(whole)) > 60
+    assert sorted(job.id for job in finished) == [job.id for job in plan_jobs(toy_config())]
+    done_before = {job.name: index for index, job in enumerate(finished)}
+    assert all(done_before[need] < done_before[job.name] for job in finished for need in job.needs)
+    first = json.loads((whole / "metrics.json").read_text())
+    assert first["summary"] == json.loads((parts / "metrics.json").read_text())["summary"]
 
 
 def test_a_classifier_started_before_its_generator_fails_naming_it(tmp_path: Path) -> None:

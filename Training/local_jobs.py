@@ -1,0 +1,85 @@
+"""Run a training run's jobs side by side in local processes (one machine, N workers).
+
+The jobs of :mod:`Training.jobs` are independent except that a DES classifier needs its
+fold's generator. A scheduler on one machine can therefore keep N single-threaded
+processes busy: the long generator jobs start first, every other job starts as soon as a
+worker is free and what it needs is finished. Each job is ``train_run(..., job=[name])``,
+exactly what ``virtual-biopsy-train train --job`` runs, so the weights are those of a
+sequential run (each model has its own seed; see ``test_training_jobs.py``).
+
+Worker processes are *spawned* (not forked): torch's thread pools do not survive a fork.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from Training.config import RunConfig
+from Training.jobs import Job, plan_jobs
+
+
+def default_workers() -> int:
+    """One worker per CPU core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def run_jobs_locally(
+    manifest: Path,
+    out_dir: Path,
+    config: RunConfig,
+    workers: int,
+    *,
+    synthetic_data: bool | None = None,
+    threads: int = 1,
+    on_done: Callable[[Job], None] | None = None,
+    loader: Callable[[Path], Any] | None = None,
+) -> Path:
+    """Prepare ``out_dir``, train every job in ``workers`` processes, then gather the run.
+
+    ``threads`` is torch's thread count per worker (1 is fastest for small networks and
+    leaves the cores to the other workers). A failed job stops the run with its error;
+    finished jobs stay, so ``train --resume`` or a rerun continues from them. ``loader``
+    (an image reader, for tests) must be importable by the spawned workers.
+    """
+    from Training.run import finalize_run, train_run  # imports torch: loaded when used
+
+    options = {"synthetic_data": synthetic_data, "loader": loader, "progress": False}
+    train_run(manifest, out_dir, config, prepare_only=True, **options)
+    pending = plan_jobs(config)
+    finished: set[str] = set()
+    running: dict[Future[Path], Job] = {}
+    context = get_context("spawn")
+    with ProcessPoolExecutor(
+        max(1, workers), mp_context=context, initializer=_set_threads, initargs=(threads,)
+    ) as pool:
+        while pending or running:
+            for job in [job for job in pending if set(job.needs) <= finished]:
+                if len(running) >= max(1, workers):
+                    break
+                pending.remove(job)
+                future = pool.submit(
+                    train_run, manifest, out_dir, config, job=[job.name], **options
+                )
+                running[future] = job
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                future.result()  # re-raises the job's error here
+                finished.add(job.name)
+                if on_done is not None:
+                    on_done(job)
+    return finalize_run(out_dir)
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
