@@ -44,7 +44,7 @@ from VirtualBiopsyLib.errors import (
 )
 
 EXIT_INTERRUPTED = 130
-DEMO_PATIENTS = 300
+DEMO_PATIENTS = 300  # the LE classifiers learn nothing from 120 (README, phantom check)
 DEMO_COHORT_SEED = 7
 DEMO_TRAINING_SEED = 0
 
