@@ -13,7 +13,7 @@ compressed syntax to encode with pydicom's encoders.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +115,14 @@ def _insert_jpeg_lossless(ds: Dataset, pixels: np.ndarray) -> None:
 def make_mammo_dicom() -> Callable[..., Path]:
     """The :func:`write_mammo_dicom` helper, as a fixture for any test module."""
     return write_mammo_dicom
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny networks train faster (and steadier on a shared CPU) on one torch thread."""
+    import torch  # here, not at the top: collecting the torch-free tests loads no torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

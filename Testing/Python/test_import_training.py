@@ -14,7 +14,6 @@ import json
 from dataclasses import replace
 
 import pytest
-import torch
 
 from Training.config import GeneratorConfig, SplitConfig, tiny_config
 from Training.datasets import group_cases
@@ -44,12 +43,7 @@ def _config():
     )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_train_runs_on_the_dicom_import_with_the_cdd_cesm_import_as_pretraining(tmp_path):

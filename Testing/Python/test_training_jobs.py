@@ -27,13 +27,7 @@ from Training.local_jobs import run_jobs_locally
 from Training.run import train_run
 from VirtualBiopsyLib.errors import EXIT_BAD_INPUT, OutputExistsError, UsageError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _digests(run: Path) -> dict[str, str]:

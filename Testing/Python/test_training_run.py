@@ -16,13 +16,7 @@ from Training.run import train_run
 from VirtualBiopsyLib.errors import OutputExistsError
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_pretrained_generators_are_fine_tuned_per_fold(tmp_path: Path) -> None:
