@@ -49,7 +49,6 @@ from VirtualBiopsyLib.slicer.process import (
     SessionWorker,
     SubprocessRunner,
     WorkerJob,
-    predict_command,
     wait_for,
 )
 from VirtualBiopsyLib.slicer.slots import ROLE_ATTRIBUTE, DicomDatabase, dicom_files
@@ -179,15 +178,7 @@ class CaseReview:
             self.job = ReviewJobs([case.job for case in self.cases if case.job is not None])
         else:
             paths = [path for case in self.cases for path in case.files.values()]
-            args = predict_command(
-                paths,
-                out,
-                model_dir=options.model_dir,
-                synthesis=options.synthesis,
-                saliency=options.saliency,
-                device=options.device,
-                python=options.python,
-            )
+            args = options.predict_command(paths, out)
             self.job = PredictJob(self.runner_factory(), args, on_progress, env)
             self.job.start()
         for case in self.cases:

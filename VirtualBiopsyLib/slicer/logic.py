@@ -36,7 +36,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,18 @@ class RunOptions:
     python: str | None = None  # PythonSlicer inside the app; this interpreter otherwise
     keep_inputs: bool = False  # keep the run's folder (exports and result files)
     worker: bool = True  # a request to the session's worker; False: a predict process
+
+    def predict_command(self, paths: Sequence[Path], out_dir: Path) -> list[str]:
+        """A one-shot ``predict`` process's command for these options (``worker=False``)."""
+        return predict_command(
+            paths,
+            out_dir,
+            model_dir=self.model_dir,
+            synthesis=self.synthesis,
+            saliency=self.saliency,
+            device=self.device,
+            python=self.python,
+        )
 
     def worker_command(self) -> list[str]:
         """The session worker's command for these options (a change restarts it)."""
@@ -244,15 +256,7 @@ class VirtualBiopsyLogic:
         if options.worker:
             worker = self.workers.get(options.worker_command(), env)
             return worker.submit(paths, out_dir, on_progress=on_progress)
-        args = predict_command(
-            paths,
-            out_dir,
-            model_dir=options.model_dir,
-            synthesis=options.synthesis,
-            saliency=options.saliency,
-            device=options.device,
-            python=options.python,
-        )
+        args = options.predict_command(paths, out_dir)
         job = PredictJob(self.runner_factory(), args, on_progress, env)
         job.start()
         return job
