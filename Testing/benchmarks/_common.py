@@ -118,6 +118,16 @@ def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
 
 
+#: The per-case timing columns of the predict and worker benchmarks (rows of :func:`summarise`).
+CASE_COLUMNS: tuple[Column, ...] = (
+    ("name", "path", "{}"),
+    ("count", "cases", "{:d}"),
+    ("median_ms", "median ms/case", "{:.0f}"),
+    ("max_ms", "max ms", "{:.0f}"),
+    ("cpu_s", "CPU s/case", "{:.1f}"),
+)
+
+
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> None:
     """Print rows as an aligned plain-text (Markdown-compatible) table."""
     headers = [header for _, header, _ in columns]

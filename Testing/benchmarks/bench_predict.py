@@ -75,6 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from _common import (  # noqa: E402
+    CASE_COLUMNS,
     check_target,
     emit,
     machine_line,
@@ -455,11 +456,7 @@ def warm_section(args: argparse.Namespace, root: Path) -> bool:
     print_table(
         rows,
         [
-            ("name", "path", "{}"),
-            ("count", "cases", "{:d}"),
-            ("median_ms", "median ms/case", "{:.0f}"),
-            ("max_ms", "max ms", "{:.0f}"),
-            ("cpu_s", "CPU s/case", "{:.1f}"),
+            *CASE_COLUMNS,
             ("first_s", "first case s", "{:.1f}"),
             ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
             ("speedup", "speed-up", "{:.1f}×"),

@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from _common import check_target, machine_line, print_table, summarise  # noqa: E402
+from _common import CASE_COLUMNS, check_target, machine_line, print_table, summarise  # noqa: E402
 from bench_predict import prepare_inputs  # noqa: E402  (the same package and case)
 
 TARGET_LATER_CASES_S = 1.2
@@ -212,14 +212,7 @@ def main() -> int:
         ]
         print_table(
             rows,
-            [
-                ("name", "path", "{}"),
-                ("count", "cases", "{:d}"),
-                ("median_ms", "median ms/case", "{:.0f}"),
-                ("max_ms", "max ms", "{:.0f}"),
-                ("cpu_s", "CPU s/case", "{:.1f}"),
-                ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
-            ],
+            [*CASE_COLUMNS, ("peak_rss_mb", "peak RSS MB", "{:.0f}")],
         )
         baseline_median = rows[0]["median_ms"]
         print(
