@@ -51,6 +51,7 @@ def run_jobs_locally(
     """
     from Training.run import finalize_run, train_run  # imports torch: loaded when used
 
+    workers = max(1, workers)
     options = {"synthetic_data": synthetic_data, "loader": loader, "progress": False}
     train_run(manifest, out_dir, config, prepare_only=True, **options)
     pending = plan_jobs(config)
@@ -58,11 +59,11 @@ def run_jobs_locally(
     running: dict[Future[Path], Job] = {}
     context = get_context("spawn")
     with ProcessPoolExecutor(
-        max(1, workers), mp_context=context, initializer=_set_threads, initargs=(threads,)
+        workers, mp_context=context, initializer=_set_threads, initargs=(threads,)
     ) as pool:
         while pending or running:
             for job in [job for job in pending if set(job.needs) <= finished]:
-                if len(running) >= max(1, workers):
+                if len(running) >= workers:
                     break
                 pending.remove(job)
                 future = pool.submit(
