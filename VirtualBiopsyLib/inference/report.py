@@ -5,13 +5,27 @@ the Grad-CAM overlay; a synthetic DES carries a red 'SYNTHETIC' banner and frame
 missing slot says so. Right: the label, the fused probability with its spread over folds,
 the per-modality and per-image numbers, and the notices (research use; demo model).
 
-matplotlib is imported lazily and only through ``Figure`` (Agg canvas, no pyplot), so
-nothing here needs a display or changes the caller's backend.
+Drawn with Pillow on one RGB canvas (15 × 9.6 inches at ``dpi``, sizes in points as a
+figure's): a later case in the persistent worker spent 0.3–0.6 s of its ≈ 3 CPU-s in
+matplotlib's figure, axes and text machinery, and a one-shot ``predict`` 0.4 s more
+importing it (measured, issue 14); this canvas draws the same content in a few tens of
+milliseconds. matplotlib remains the source of the fonts (its bundled DejaVu files, found
+without importing it) and of the inferno colour table of the saliency overlay (imported
+once per process, only when a case has saliency).
+
+>>> drawing = draw_report(result)                                       # doctest: +SKIP
+>>> RESEARCH_USE_NOTICE in " ".join(drawing.texts)                       # doctest: +SKIP
+True
+>>> render_report(result, Path("out/case/report.png"))                  # doctest: +SKIP
+PosixPath('out/case/report.png')
 """
 
 from __future__ import annotations
 
+import importlib.util
 import textwrap
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,67 +36,31 @@ from VirtualBiopsyLib.atomic_io import write_atomically
 from VirtualBiopsyLib.roles import MODALITIES, VIEWS, Source, slot_name
 
 if TYPE_CHECKING:
+    from PIL import Image as PILImage
+    from PIL import ImageFont
+
     from VirtualBiopsyLib.inference.result import CaseResult
 
 DISPLAY_ROWS = 450  # pictures are strided to about this many rows: the panels' own height
 SYNTHETIC_RED = "#d62728"
 MALIGNANT_COLOUR = "#b2182b"
 BENIGN_COLOUR = "#2166ac"
+NOTICE_COLOUR = "#8c2d04"
+DEMO_COLOUR = "#e08214"
+MISSING_GREY = "#555555"
+PANEL_GREY = "#dddddd"
 SALIENCY_FLOOR = 0.25  # saliency below this fraction of the map's peak stays transparent
-
-
-def render_report(result: CaseResult, path: Path, dpi: int = 100) -> Path:
-    """Draw ``result`` into the PNG ``path`` (written atomically) and return the path.
-
-    >>> render_report(result, Path("out/case/report.png"))  # doctest: +SKIP
-    PosixPath('out/case/report.png')
-    """
-    from matplotlib.figure import Figure  # no pyplot: no backend, no display, no globals
-
-    figure = Figure(figsize=(15, 9.6), dpi=dpi, facecolor="white")
-    grid = figure.add_gridspec(
-        2,
-        3,
-        width_ratios=(1, 1, 1.15),
-        left=0.02,
-        right=0.99,
-        top=0.90,
-        bottom=0.08,
-        wspace=0.06,
-        hspace=0.12,
-    )
-    _draw_title(figure, result)
-    for row, modality in enumerate(MODALITIES):
-        for column, view in enumerate(VIEWS):
-            _draw_slot(figure.add_subplot(grid[row, column]), result, slot_name(modality, view))
-    _draw_numbers(figure.add_subplot(grid[:, 2]), result)
-    _draw_footer(figure, result)
-    try:
-        return _save_atomic(figure, Path(path))
-    finally:
-        # A figure is a web of reference cycles that only the cyclic collector frees;
-        # cleared here, its pictures and pixel buffer (tens of MB) go at once instead
-        # of piling up case after case.
-        figure.clear()
-        figure.canvas.__dict__.pop("renderer", None)
-
-
-def _draw_title(figure: Any, result: CaseResult) -> None:
-    laterality = {"L": "left breast", "R": "right breast"}.get(result.laterality or "", "")
-    title = f"VirtualBiopsy — case {result.key}" + (f" ({laterality})" if laterality else "")
-    figure.text(0.01, 0.965, title, fontsize=17, weight="bold", va="center")
-    if result.model.is_demo:
-        figure.text(
-            0.99,
-            0.965,
-            "DEMO MODEL — trained on synthetic data, not for real patients",
-            fontsize=12,
-            weight="bold",
-            color="white",
-            ha="right",
-            va="center",
-            bbox={"facecolor": "#e08214", "edgecolor": "none", "pad": 5},
-        )
+SALIENCY_OPACITY = 0.55  # at the map's peak
+FIGURE_INCHES = (15.0, 9.6)
+LINE_SPACING = 1.2  # line height in font sizes
+# The layout, in fractions of the canvas (origin bottom left, as a figure's): the 2 × 3
+# grid of panels (images | images | numbers) and the gaps between them (fractions of
+# the mean panel size).
+GRID_LEFT, GRID_RIGHT, GRID_TOP, GRID_BOTTOM = 0.02, 0.99, 0.90, 0.08
+GRID_WSPACE, GRID_HSPACE = 0.06, 0.12
+COLUMN_RATIOS = (1.0, 1.0, 1.15)
+TITLE_PAD_PT = 6.0  # a panel's caption above its picture
+SYNTHETIC_FRAME_PT = 4.0
 
 
 def display_stride(shape: tuple[int, ...]) -> int:
@@ -90,120 +68,360 @@ def display_stride(shape: tuple[int, ...]) -> int:
     return max(1, int(np.ceil(shape[0] / DISPLAY_ROWS)))
 
 
-def _draw_slot(axes: Any, result: CaseResult, slot: str) -> None:
-    record = result.inputs[slot]
-    axes.set_xticks([])
-    axes.set_yticks([])
-    axes.set_facecolor("#dddddd")
-    if record.source is Source.MISSING or slot not in result.pictures:
-        axes.text(
-            0.5,
-            0.5,
-            f"{slot}\nmissing",
-            ha="center",
+@dataclass
+class ReportDrawing:
+    """A drawn report: the canvas and every text on it, in drawing order (what a reader
+    can see; tests check the numbers and notices here)."""
+
+    image: PILImage.Image
+    texts: list[str] = field(default_factory=list)
+
+
+def render_report(result: CaseResult, path: Path, dpi: int = 100) -> Path:
+    """Draw ``result`` into the PNG ``path`` (written atomically) and return the path."""
+    drawing = draw_report(result, dpi)
+    return write_atomically(
+        Path(path), lambda temporary: drawing.image.save(temporary, format="PNG", compress_level=1)
+    )
+
+
+def draw_report(result: CaseResult, dpi: int = 100) -> ReportDrawing:
+    """The report of ``result`` as an RGB image (see the module docstring)."""
+    canvas = _Canvas(dpi)
+    _draw_title(canvas, result)
+    cells = _grid_cells(canvas.width, canvas.height)
+    for row, modality in enumerate(MODALITIES):
+        for column, view in enumerate(VIEWS):
+            _draw_slot(canvas, cells[row][column], result, slot_name(modality, view))
+    top, bottom = cells[0][2], cells[1][2]
+    _draw_numbers(canvas, (top[0], top[1], top[2], bottom[3]), result)
+    _draw_footer(canvas, result)
+    return ReportDrawing(canvas.image, canvas.texts)
+
+
+# --- the canvas ---------------------------------------------------------------------------
+
+Box = tuple[float, float, float, float]  # left, top, right, bottom in pixels
+
+
+class _Canvas:
+    """An RGB image with text in points and a record of what was written on it."""
+
+    def __init__(self, dpi: int) -> None:
+        from PIL import Image, ImageDraw
+
+        self.px_per_pt = dpi / 72.0
+        self.width = round(FIGURE_INCHES[0] * dpi)
+        self.height = round(FIGURE_INCHES[1] * dpi)
+        self.image = Image.new("RGB", (self.width, self.height), "white")
+        self.draw = ImageDraw.Draw(self.image, "RGBA")  # RGBA fills blend (alpha boxes)
+        self.texts: list[str] = []
+
+    def at(self, fx: float, fy: float) -> tuple[float, float]:
+        """Canvas fractions (origin bottom left) → pixels (origin top left)."""
+        return fx * self.width, (1.0 - fy) * self.height
+
+    def points(self, value: float) -> float:
+        return value * self.px_per_pt
+
+    def text(
+        self,
+        xy: tuple[float, float],
+        text: str,
+        size: float,
+        colour: str = "black",
+        *,
+        bold: bool = False,
+        mono: bool = False,
+        ha: str = "left",
+        va: str = "top",
+        box: str | None = None,
+        box_alpha: float = 1.0,
+        pad: float = 0.0,
+    ) -> Box:
+        """Write ``text`` (lines split at newlines) anchored at ``xy`` in pixels, ``size``
+        in points; ``box``: a filled rectangle ``pad`` points around it. Returns the
+        text's bounding box."""
+        font = _font(round(self.points(size)), bold, mono)
+        lines = text.split("\n")
+        line_height = self.points(size) * LINE_SPACING
+        widths = [self.draw.textlength(line, font=font) for line in lines]
+        ascent, descent = font.getmetrics()
+        block = line_height * (len(lines) - 1) + ascent + descent
+        x, y = xy
+        top = {"top": y, "center": y - block / 2, "bottom": y - block, "baseline": y - ascent}[va]
+        width = max(widths)
+        left = {"left": x, "center": x - width / 2, "right": x - width}[ha]
+        bounds = (left, top, left + width, top + block)
+        if box is not None:
+            margin = self.points(pad)
+            fill = _rgba(box, box_alpha)
+            self.draw.rectangle(
+                (bounds[0] - margin, bounds[1] - margin, bounds[2] + margin, bounds[3] + margin),
+                fill=fill,
+            )
+        for index, (line, line_width) in enumerate(zip(lines, widths, strict=True)):
+            line_left = {"left": left, "center": left + (width - line_width) / 2}.get(
+                ha, left + width - line_width
+            )
+            self.draw.text(
+                (line_left, top + index * line_height), line, fill=colour, font=font, anchor="la"
+            )
+        self.texts.append(text)
+        return bounds
+
+    def rectangle(self, box: Box, colour: str, alpha: float = 1.0) -> None:
+        self.draw.rectangle(box, fill=_rgba(colour, alpha))
+
+    def frame(self, box: Box, colour: str, width: float) -> None:
+        """An outline ``width`` pixels wide centred on ``box``'s edges."""
+        half = width / 2
+        outer = (box[0] - half, box[1] - half, box[2] + half, box[3] + half)
+        self.draw.rectangle(outer, outline=colour, width=max(1, round(width)))
+
+    def line(self, points: list[tuple[float, float]], colour: str, width: float) -> None:
+        self.draw.line(points, fill=colour, width=max(1, round(width)))
+
+
+def _rgba(colour: str, alpha: float) -> tuple[int, int, int, int]:
+    from PIL import ImageColor
+
+    red, green, blue = ImageColor.getrgb(colour)[:3]
+    return red, green, blue, round(255 * alpha)
+
+
+def _grid_cells(width: int, height: int) -> list[list[Box]]:
+    """The 2 × 3 panel boxes in pixels, split as a figure's grid spec splits its area."""
+    columns = _split(
+        GRID_LEFT * width, GRID_RIGHT * width, COLUMN_RATIOS, GRID_WSPACE
+    )  # left → right
+    rows = _split((1 - GRID_TOP) * height, (1 - GRID_BOTTOM) * height, (1.0, 1.0), GRID_HSPACE)
+    return [[(c0, r0, c1, r1) for c0, c1 in columns] for r0, r1 in rows]
+
+
+def _split(
+    start: float, end: float, ratios: tuple[float, ...], space: float
+) -> list[tuple[float, float]]:
+    """Cut [start, end] into cells in ``ratios`` with gaps of ``space`` × the mean cell."""
+    count = len(ratios)
+    mean_cell = (end - start) / (count + space * (count - 1))
+    gap = space * mean_cell
+    total = mean_cell * count
+    cells, position = [], start
+    for ratio in ratios:
+        size = total * ratio / sum(ratios)
+        cells.append((position, position + size))
+        position += size + gap
+    return cells
+
+
+# --- fonts and colours ----------------------------------------------------------------------
+
+
+@lru_cache(maxsize=32)
+def _font(pixels: int, bold: bool, mono: bool) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu (matplotlib's bundled copy) at ``pixels``; Pillow's own font without it."""
+    from PIL import ImageFont
+
+    name = ("DejaVuSansMono" if mono else "DejaVuSans") + ("-Bold" if bold else "") + ".ttf"
+    folder = _font_folder()
+    if folder is not None and (folder / name).is_file():
+        return ImageFont.truetype(str(folder / name), pixels)
+    return ImageFont.load_default(pixels)
+
+
+@lru_cache(maxsize=1)
+def _font_folder() -> Path | None:
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf"
+
+
+@lru_cache(maxsize=1)
+def _inferno() -> np.ndarray:
+    """The 256 RGB colours (float32, 0–1) of matplotlib's inferno colour map."""
+    from matplotlib import colormaps
+
+    table = colormaps["inferno"](np.arange(256))[:, :3]  # integers index the table
+    return np.asarray(table, dtype=np.float32)
+
+
+def _colour_index(values: np.ndarray) -> np.ndarray:
+    """Colour-table rows of values in [0, 1], as a 256-colour map looks them up."""
+    return np.clip((values * 256).astype(np.int64), 0, 255)
+
+
+# --- the parts ----------------------------------------------------------------------------
+
+
+def _draw_title(canvas: _Canvas, result: CaseResult) -> None:
+    laterality = {"L": "left breast", "R": "right breast"}.get(result.laterality or "", "")
+    title = f"VirtualBiopsy — case {result.key}" + (f" ({laterality})" if laterality else "")
+    canvas.text(canvas.at(0.01, 0.965), title, 17, bold=True, va="center")
+    if result.model.is_demo:
+        canvas.text(
+            canvas.at(0.99, 0.965),
+            "DEMO MODEL — trained on synthetic data, not for real patients",
+            12,
+            "white",
+            bold=True,
+            ha="right",
             va="center",
-            fontsize=16,
-            color="#555555",
-            transform=axes.transAxes,
+            box=DEMO_COLOUR,
+            pad=5,
         )
-        axes.set_title(f"{slot}: missing", fontsize=12, color="#555555")
+
+
+def _draw_slot(canvas: _Canvas, cell: Box, result: CaseResult, slot: str) -> None:
+    record = result.inputs[slot]
+    centre_x = (cell[0] + cell[2]) / 2
+    if record.source is Source.MISSING or slot not in result.pictures:
+        canvas.rectangle(cell, PANEL_GREY)
+        centre = (centre_x, (cell[1] + cell[3]) / 2)
+        canvas.text(centre, f"{slot}\nmissing", 16, MISSING_GREY, ha="center", va="center")
+        canvas.text(
+            (centre_x, cell[1] - canvas.points(TITLE_PAD_PT)),
+            f"{slot}: missing",
+            12,
+            MISSING_GREY,
+            ha="center",
+            va="bottom",
+        )
         return
     picture = result.pictures[slot]
     stride = display_stride(picture.shape)
     image = picture.display(stride)
-    axes.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="antialiased")
+    box = _fit(cell, image.shape)
+    size = (round(box[2]) - round(box[0]), round(box[3]) - round(box[1]))
+    grey = _resized(image, size)
     if slot in result.saliency:
-        _overlay_saliency(axes, result.saliency[slot].display(stride), image.shape)
-    _caption(axes, result, slot)
+        saliency = result.saliency[slot].display(stride)[: image.shape[0], : image.shape[1]]
+        pixels = _with_saliency(grey, _resized(saliency, size))
+    else:
+        pixels = np.repeat(grey[..., None], 3, axis=2)
+    from PIL import Image
+
+    rgb = np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    canvas.image.paste(Image.fromarray(rgb, "RGB"), (round(box[0]), round(box[1])))
+    _caption(canvas, box, result, slot)
     if record.source is Source.SYNTHETIC:
-        _mark_synthetic(axes, record.generated_from)
+        _mark_synthetic(canvas, box, record.generated_from)
 
 
-def _overlay_saliency(axes: Any, saliency: np.ndarray, shape: tuple[int, ...]) -> None:
-    from matplotlib import colormaps
+def _fit(cell: Box, shape: tuple[int, ...]) -> Box:
+    """The largest box of the picture's aspect centred in ``cell``."""
+    cell_width, cell_height = cell[2] - cell[0], cell[3] - cell[1]
+    scale = min(cell_width / shape[1], cell_height / shape[0])
+    width, height = shape[1] * scale, shape[0] * scale
+    left = cell[0] + (cell_width - width) / 2
+    top = cell[1] + (cell_height - height) / 2
+    return left, top, left + width, top + height
 
-    saliency = saliency[: shape[0], : shape[1]]
-    colours = colormaps["inferno"](saliency)
-    alpha = np.clip((saliency - SALIENCY_FLOOR) / (1.0 - SALIENCY_FLOOR), 0.0, 1.0) * 0.55
-    colours[..., 3] = alpha
-    axes.imshow(colours, interpolation="antialiased")
+
+def _resized(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A [0, 1] picture resampled to ``size`` (width, height), antialiased."""
+    from PIL import Image
+
+    picture = Image.fromarray(np.ascontiguousarray(values, dtype=np.float32), "F")
+    return np.asarray(picture.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
 
 
-def _caption(axes: Any, result: CaseResult, slot: str) -> None:
+def _with_saliency(grey: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+    """RGB of ``grey`` under the inferno-coloured saliency, transparent below the floor."""
+    colours = _inferno()[_colour_index(saliency)]
+    alpha = np.clip((saliency - SALIENCY_FLOOR) / (1.0 - SALIENCY_FLOOR), 0.0, 1.0)
+    alpha = (alpha * SALIENCY_OPACITY)[..., None]
+    return grey[..., None] * (1.0 - alpha) + colours * alpha
+
+
+def _caption(canvas: _Canvas, box: Box, result: CaseResult, slot: str) -> None:
     probability = result.image_probabilities.get(slot)
     text = slot
     if probability is not None:
         text = f"{slot}   p = {probability.mean:.2f} ± {probability.std:.2f}"
     source = result.inputs[slot].source
     colour = SYNTHETIC_RED if source is Source.SYNTHETIC else "black"
-    axes.set_title(text, fontsize=12, color=colour, weight="bold")
+    position = ((box[0] + box[2]) / 2, box[1] - canvas.points(TITLE_PAD_PT))
+    canvas.text(position, text, 12, colour, bold=True, ha="center", va="bottom")
 
 
-def _mark_synthetic(axes: Any, generated_from: str | None) -> None:
-    for spine in axes.spines.values():
-        spine.set_edgecolor(SYNTHETIC_RED)
-        spine.set_linewidth(4)
+def _mark_synthetic(canvas: _Canvas, box: Box, generated_from: str | None) -> None:
+    canvas.frame(box, SYNTHETIC_RED, canvas.points(SYNTHETIC_FRAME_PT))
     banner = "SYNTHETIC" + (f"\nfrom {generated_from}" if generated_from else "")
-    axes.text(
-        0.5,
-        0.975,
+    top = box[1] + 0.025 * (box[3] - box[1])
+    canvas.text(
+        ((box[0] + box[2]) / 2, top + canvas.points(4)),
         banner,
-        transform=axes.transAxes,
+        12,
+        "white",
+        bold=True,
         ha="center",
         va="top",
-        fontsize=12,
-        linespacing=1.1,
-        multialignment="center",
-        weight="bold",
-        color="white",
-        bbox={"facecolor": SYNTHETIC_RED, "edgecolor": "none", "pad": 4, "alpha": 0.9},
+        box=SYNTHETIC_RED,
+        box_alpha=0.9,
+        pad=4,
     )
 
 
-def _draw_numbers(axes: Any, result: CaseResult) -> None:
-    axes.axis("off")
+def _draw_numbers(canvas: _Canvas, panel: Box, result: CaseResult) -> None:
+    left, top, right, bottom = panel
+
+    def at(fx: float, fy: float) -> tuple[float, float]:  # the panel's own fractions
+        return left + fx * (right - left), bottom - fy * (bottom - top)
+
     colour = MALIGNANT_COLOUR if result.label == "malignant" else BENIGN_COLOUR
     fused = result.fused
-    axes.text(0.02, 0.985, "Virtual biopsy", fontsize=13, color="#444444", va="top")
-    axes.text(0.02, 0.94, result.label.upper(), fontsize=30, weight="bold", color=colour, va="top")
-    axes.text(
-        0.02,
-        0.855,
+    canvas.text(at(0.02, 0.985), "Virtual biopsy", 13, "#444444")
+    canvas.text(at(0.02, 0.94), result.label.upper(), 30, colour, bold=True)
+    canvas.text(
+        at(0.02, 0.855),
         f"p(malignant) = {fused.mean:.2f}  (std {fused.std:.2f}, SE {fused.sem:.2f} over "
         f"{len(fused.folds)} folds)\nthreshold {result.threshold:.2f}",
-        fontsize=11.5,
-        va="top",
+        11.5,
     )
-    _probability_bar(axes, fused.mean, fused.std, result.threshold, colour)
-    axes.text(0.02, 0.69, _table(result), fontsize=10.5, family="monospace", va="top")
+    _probability_bar(canvas, at, fused.mean, fused.std, result.threshold, colour)
+    canvas.text(at(0.02, 0.69), _table(result), 10.5, mono=True)
     warnings = [w for w in result.all_warnings()][:4]
     if warnings:
         wrapped = "\n".join(textwrap.fill("• " + w, 62) for w in warnings)
-        axes.text(0.02, 0.27, wrapped, fontsize=9.5, va="top", color="#8c2d04")
+        canvas.text(at(0.02, 0.27), wrapped, 9.5, NOTICE_COLOUR)
 
 
-def _probability_bar(axes: Any, mean: float, std: float, threshold: float, colour: str) -> None:
+def _probability_bar(
+    canvas: _Canvas, at: Any, mean: float, std: float, threshold: float, colour: str
+) -> None:
     """A 0–1 scale with the fused probability, its ±std band and the threshold."""
-    y, height = 0.745, 0.03
-    axes.add_patch(_rectangle((0.02, y), 0.9, height, "#eeeeee"))
+    y, height, x0, length = 0.745, 0.03, 0.02, 0.9
+
+    def span(start: float, end: float, low: float, high: float) -> Box:
+        (x_start, y_high), (x_end, y_low) = at(start, high), at(end, low)
+        return x_start, y_high, x_end, y_low
+
+    canvas.rectangle(span(x0, x0 + length, y, y + height), "#eeeeee")
     low, high = max(0.0, mean - std), min(1.0, mean + std)
-    axes.add_patch(_rectangle((0.02 + 0.9 * low, y), 0.9 * (high - low), height, colour, 0.3))
-    axes.plot([0.02 + 0.9 * mean] * 2, [y - 0.008, y + height + 0.008], color=colour, lw=3)
-    axes.plot(
-        [0.02 + 0.9 * threshold] * 2, [y - 0.004, y + height + 0.004], color="black", lw=1, ls="--"
+    band = span(x0 + length * low, x0 + length * high, y, y + height)
+    canvas.rectangle(band, colour, 0.3)
+    canvas.line(
+        [at(x0 + length * mean, y - 0.008), at(x0 + length * mean, y + height + 0.008)],
+        colour,
+        canvas.points(3),
+    )
+    _dashed(
+        canvas,
+        at(x0 + length * threshold, y + height + 0.004),
+        at(x0 + length * threshold, y - 0.004),
     )
     for tick in (0.0, 0.5, 1.0):
-        axes.text(0.02 + 0.9 * tick, y - 0.012, f"{tick:.1f}", ha="center", va="top", fontsize=8)
-    axes.set_xlim(0, 1)
-    axes.set_ylim(0, 1)
+        canvas.text(at(x0 + length * tick, y - 0.012), f"{tick:.1f}", 8, ha="center")
 
 
-def _rectangle(
-    xy: tuple[float, float], width: float, height: float, colour: str, alpha: float = 1.0
-) -> Any:
-    from matplotlib.patches import Rectangle
-
-    return Rectangle(xy, width, height, facecolor=colour, edgecolor="none", alpha=alpha)
+def _dashed(canvas: _Canvas, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """A vertical black dashed line from ``start`` down to ``end`` (the threshold)."""
+    x, y, dash, gap = start[0], start[1], canvas.points(3.7), canvas.points(1.6)
+    while y < end[1]:
+        canvas.line([(x, y), (x, min(y + dash, end[1]))], "black", canvas.points(1))
+        y += dash + gap
 
 
 def _table(result: CaseResult) -> str:
@@ -235,23 +453,20 @@ def _table(result: CaseResult) -> str:
     return "\n".join(lines)
 
 
-def _draw_footer(figure: Any, result: CaseResult) -> None:
-    figure.text(
-        0.01,
-        0.035,
+def _draw_footer(canvas: _Canvas, result: CaseResult) -> None:
+    canvas.text(
+        canvas.at(0.01, 0.035),
         textwrap.fill(RESEARCH_USE_NOTICE, 150),
-        fontsize=10,
-        weight="bold",
-        color="#8c2d04",
+        10,
+        NOTICE_COLOUR,
+        bold=True,
         va="center",
     )
-    figure.text(0.99, 0.008, f"created {result.created}", fontsize=8, ha="right", color="#666666")
-
-
-def _save_atomic(figure: Any, path: Path) -> Path:
-    return write_atomically(
-        path,
-        lambda temporary: figure.savefig(
-            temporary, format="png", facecolor="white", pil_kwargs={"compress_level": 1}
-        ),
+    canvas.text(
+        canvas.at(0.99, 0.008),
+        f"created {result.created}",
+        8,
+        "#666666",
+        ha="right",
+        va="baseline",
     )
