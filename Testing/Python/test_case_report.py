@@ -156,3 +156,22 @@ def test_a_failing_file_fails_the_case_and_leaves_no_folder(result, tmp_path, mo
         folder.write_case(result)
     left = [p.name for p in tmp_path.iterdir() if not p.name.startswith(".virtual-biopsy-run")]
     assert left == []  # neither the case folder nor its partial folder
+
+
+@pytest.mark.parametrize("flipped", [False, True])
+def test_the_reports_sampled_view_of_a_map_is_the_full_map_strided(flipped):
+    """SlotPicture.display samples a 256²-style map at every stride-th original pixel;
+    it must agree with drawing the whole map back (Geometry.map_to_original) and
+    taking every stride-th pixel."""
+    from VirtualBiopsyLib.images.preprocessing import Geometry
+    from VirtualBiopsyLib.inference.pictures import SlotPicture
+
+    geometry = Geometry(
+        (300, 200), padded_size=300, row_offset=0, col_offset=100, size=64, flipped=flipped
+    )
+    values = np.random.default_rng(3).random((64, 64), dtype=np.float32)
+    picture = SlotPicture(values, (0.1, 0.1), geometry=geometry)
+    for stride in (1, 3, 7):
+        shown = picture.display(stride)
+        assert shown.dtype == np.float32
+        np.testing.assert_allclose(shown, picture.pixels[::stride, ::stride], atol=1e-6)

@@ -17,6 +17,17 @@ Every request writes a fresh output folder (the whole writer is timed). The work
 result of the first case is compared with the first one-shot result: the same files and
 probabilities within 1e-6 are expected.
 
+Baseline worker (``--baseline-ref``, default the commit before the Pillow report and
+the shared file queue): the same requests through a worker running the library of that
+commit (``git archive``, as ``bench_predict.py`` does), in the same run, so the change
+of the writer is measured against its predecessor under the same load.
+
+Stages (``--stages``, in this process, the working tree's library): one warm case's
+wall and CPU seconds per pipeline step (read + preprocess, synthesis, classification
+with Grad-CAM, fusion; from the pipeline's progress steps), then each output file
+written alone on one thread (report.png, every NRRD map: its CPU cost) and the whole
+writer as the worker runs it (files side by side).
+
 Target (issue 14): cases 2..N through the worker ≤ 1.2 s from request to result files
 (median). Peak RSS: the worker's ``VmHWM`` (Linux) and each predict process's
 ``ru_maxrss`` (``os.wait4``). *CPU s/case* (user + system time of the worker, or of the
@@ -26,6 +37,7 @@ the wall time can be well above the idle figure.
 Usage (from the repository root)::
 
     .venv/bin/python Testing/benchmarks/bench_worker.py [--cases 6] [--baseline-cases 3]
+        [--baseline-ref COMMIT] [--stages]
 """
 
 from __future__ import annotations
@@ -42,20 +54,27 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from _common import CASE_COLUMNS, check_target, machine_line, print_table, summarise  # noqa: E402
-from bench_predict import prepare_inputs  # noqa: E402  (the same package and case)
+from bench_predict import prepare_baseline, prepare_inputs  # noqa: E402  (the same case)
 
 TARGET_LATER_CASES_S = 1.2
 PROBABILITY_TOLERANCE = 1e-6
+# The last commit before report.png was drawn with Pillow and the writer's files were
+# shared between the writer thread and the caller (issue 14): the worker's baseline.
+BASELINE_REF = "ddf0479fbba6d6db1658f577d38ba72e81e7aeb0"
 
 
-def child_environment() -> dict[str, str]:
+def child_environment(code: Path | None = None) -> dict[str, str]:
+    """The children's environment; ``code``: run the library found there instead."""
     from VirtualBiopsyLib.slicer.logic import child_python_path
 
-    return {**os.environ, "PYTHONPATH": child_python_path()}
+    path = str(code) if code is not None else child_python_path()
+    return {**os.environ, "PYTHONPATH": path}
 
 
 # --------------------------------------------------------------------------- baseline
@@ -88,19 +107,24 @@ def one_shot_case(package: Path, files: list[Path], out: Path) -> tuple[float, f
 
 
 def worker_cases(
-    package: Path, files: list[Path], root: Path, cases: int
+    package: Path, files: list[Path], root: Path, cases: int, code: Path | None = None
 ) -> tuple[list[float], list[float], float, dict[str, Any], Path]:
     """Seconds per request (the first includes starting the worker), the worker's CPU
     seconds per request after the first, its peak RSS MB, its own account (networks
-    built, requests) and the first result.json."""
+    built, requests) and the first result.json. ``code``: the library the worker runs
+    (default: this tree's)."""
     from VirtualBiopsyLib.slicer.process import PredictWorker, SubprocessRunner, worker_command
 
-    env = {"PYTHONPATH": child_environment()["PYTHONPATH"]}
-    worker = PredictWorker(SubprocessRunner, worker_command(model_dir=package), env)
+    env = {"PYTHONPATH": child_environment(code)["PYTHONPATH"]}
+    command = worker_command(model_dir=package)
+    if code is not None:  # -P: the current folder (this tree) does not come before ``code``
+        command.insert(1, "-P")
+    worker = PredictWorker(SubprocessRunner, command, env)
     durations, cpu_seconds, first_result = [], [], None
+    name = "worker" if code is None else "baseline-worker"
     try:
         for index in range(cases):
-            out = root / f"worker-{index}"
+            out = root / f"{name}-{index}"
             cpu_start = _cpu_seconds_of(worker.info["pid"]) if index else 0.0
             start = time.perf_counter()
             job = worker.submit(files, out)
@@ -144,8 +168,10 @@ def _peak_rss_of(pid: int) -> float:
 # --------------------------------------------------------------------------- comparison
 
 
-def compare(worker_result: Path, one_shot_result: Path) -> tuple[bool, float]:
-    """(same file set, max |Δ| over every probability of the two result.json files)."""
+def compare(worker_result: Path, one_shot_result: Path) -> tuple[bool, float, bool]:
+    """(same file set, max |Δ| over every probability of the two result.json files,
+    every NRRD map's pixels identical)."""
+    from VirtualBiopsyLib.inference.output import read_picture
 
     def files(folder: Path) -> set[str]:
         return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
@@ -157,12 +183,107 @@ def compare(worker_result: Path, one_shot_result: Path) -> tuple[bool, float]:
             return [n for item in value for n in numbers(item)]
         return [float(value)] if isinstance(value, int | float) else []
 
-    same_files = files(worker_result.parent) == files(one_shot_result.parent)
+    ours, theirs = worker_result.parent, one_shot_result.parent
+    same_files = files(ours) == files(theirs)
+    same_pixels = same_files and all(
+        np.array_equal(read_picture(path)[0], read_picture(theirs / path.name)[0])
+        and read_picture(path)[1:] == read_picture(theirs / path.name)[1:]
+        for path in sorted(ours.glob("*.nrrd"))
+    )
     got = numbers(json.loads(worker_result.read_text())["probabilities"])
     expected = numbers(json.loads(one_shot_result.read_text())["probabilities"])
     if len(got) != len(expected):
-        return same_files, float("inf")
-    return same_files, max(abs(a - b) for a, b in zip(got, expected, strict=True))
+        return same_files, float("inf"), same_pixels
+    delta = max(abs(a - b) for a, b in zip(got, expected, strict=True))
+    return same_files, delta, same_pixels
+
+
+# --------------------------------------------------------------------------- stages
+
+
+class _StepClock:
+    """A progress reporter that notes when each pipeline step begins (wall and CPU)."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[str, float, float]] = []
+
+    def report(self, step: str, fraction: float, message: str) -> None:
+        if not self.marks or self.marks[-1][0] != step:
+            self.marks.append((step, time.perf_counter(), time.process_time()))
+
+    def done(self, message: str, results: Any) -> None:
+        pass
+
+
+def stage_profile(package_dir: Path, files: list[Path], root: Path, repeats: int = 3) -> None:
+    """Print one later case's steps and each output file's cost, in this process."""
+    from VirtualBiopsyLib.inference import output
+    from VirtualBiopsyLib.inference.pipeline import Pipeline
+    from VirtualBiopsyLib.inference.report import render_report
+    from VirtualBiopsyLib.inference.runner import gather_cases
+    from VirtualBiopsyLib.models.package import load_package
+
+    [case] = gather_cases(files).cases
+    steps: dict[str, list[tuple[float, float]]] = {}
+    with Pipeline(load_package(package_dir)) as pipeline:
+        pipeline.run(case)  # networks built, torchvision imported: what case 1 pays
+        for _ in range(repeats):
+            clock = _StepClock()
+            result = pipeline.run(case, clock)
+            clock.marks.append(("end", time.perf_counter(), time.process_time()))
+            for (step, wall, cpu), (_, next_wall, next_cpu) in zip(
+                clock.marks, clock.marks[1:], strict=False
+            ):
+                steps.setdefault(step, []).append((next_wall - wall, next_cpu - cpu))
+    names = {"read": "read + preprocess", "synthesize": "synthesis (2 generators)"}
+    names |= {"classify": "20 classifier passes + Grad-CAM", "fuse": "fusion + result"}
+    rows = [
+        _timing_row(names.get(step, step), values)
+        for step, values in steps.items()
+        if step != "case"  # the last progress line: nothing runs after it
+    ]
+
+    def alone(name: str, write: Any) -> None:
+        values = []
+        for index in range(repeats):
+            wall, cpu = time.perf_counter(), time.thread_time()
+            write(root / f"stage-{index}-{name}")
+            values.append((time.perf_counter() - wall, time.thread_time() - cpu))
+        rows.append(_timing_row(f"file alone: {name}", values))
+
+    alone(output.REPORT_FILE, lambda path: render_report(result, path))
+    for slot in result.synthetic_slots:
+        picture = result.pictures[slot]
+        alone(
+            output.synthetic_file(slot),
+            lambda path, picture=picture: output.write_picture(picture, path, True),
+        )
+    for slot, picture in result.saliency.items():
+        alone(
+            output.saliency_file(slot),
+            lambda path, picture=picture: output.write_picture(
+                picture, path, False, levels=output.SALIENCY_LEVELS
+            ),
+        )
+    values = []
+    for index in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        output.write_case(result, root / f"stage-case-{index}")
+        values.append((time.perf_counter() - wall, time.process_time() - cpu))
+    rows.append(_timing_row("whole writer (files side by side)", values))
+    print(f"stages of a later case, in this process (median of {repeats}):")
+    print_table(
+        rows,
+        [("name", "stage", "{}"), ("wall_ms", "wall ms", "{:.0f}"), ("cpu_ms", "CPU ms", "{:.0f}")],
+    )
+
+
+def _timing_row(name: str, values: list[tuple[float, float]]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "wall_ms": 1000 * statistics.median(wall for wall, _ in values),
+        "cpu_ms": 1000 * statistics.median(cpu for _, cpu in values),
+    }
 
 
 # --------------------------------------------------------------------------- main
@@ -175,6 +296,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=6, help="requests through the worker")
     parser.add_argument("--baseline-cases", type=int, default=3, help="one-shot predict processes")
+    parser.add_argument(
+        "--baseline-ref",
+        default=BASELINE_REF,
+        help="git commit whose worker is the writer's baseline ('' to skip it)",
+    )
+    parser.add_argument(
+        "--stages", action="store_true", help="also time a later case's steps in this process"
+    )
     args = parser.parse_args()
     if args.cases < 2 or args.baseline_cases < 1:
         parser.error("--cases ≥ 2 (case 1 and later cases) and --baseline-cases ≥ 1")
@@ -190,6 +319,8 @@ def main() -> int:
             one_shot_case(package, files, root / f"predict-{index}")
             for index in range(args.baseline_cases)
         ]
+        old_code = prepare_baseline(root, args.baseline_ref)
+        old = worker_cases(package, files, root, args.cases, old_code) if old_code else None
         durations, cpu_seconds, worker_peak, info, worker_result = worker_cases(
             package, files, root, args.cases
         )
@@ -200,6 +331,17 @@ def main() -> int:
                 cpu_s=statistics.median(cpu for _, cpu, _, _ in baseline),
                 peak_rss_mb=max(peak for _, _, peak, _ in baseline),
             ),
+        ]
+        if old is not None:
+            rows.append(
+                summarise(
+                    f"worker of {args.baseline_ref[:7]}: cases 2..{args.cases}",
+                    old[0][1:],
+                    cpu_s=statistics.median(old[1]),
+                    peak_rss_mb=old[2],
+                )
+            )
+        rows += [
             summarise(
                 "worker: case 1 (start + load + case)", durations[:1], peak_rss_mb=worker_peak
             ),
@@ -214,21 +356,33 @@ def main() -> int:
             rows,
             [*CASE_COLUMNS, ("peak_rss_mb", "peak RSS MB", "{:.0f}")],
         )
-        baseline_median = rows[0]["median_ms"]
+        later = rows[-1]
         print(
-            f"later cases: {baseline_median / rows[2]['median_ms']:.1f}× faster than a "
+            f"later cases: {rows[0]['median_ms'] / later['median_ms']:.1f}× faster than a "
             f"predict process per case; worker built {info['networks_built']} networks "
             f"once for {info['requests']} requests (package loaded {info['package_loads']}×)"
         )
-        same_files, delta = compare(worker_result, baseline[0][3])
+        same_files, delta, same_pixels = compare(worker_result, baseline[0][3])
         print(
             f"worker vs one-shot result: same files {'yes' if same_files else 'NO'}, "
+            f"NRRD pixels identical {'yes' if same_pixels else 'NO'}, "
             f"max |Δ probability| {delta:.2g} (tolerance {PROBABILITY_TOLERANCE:g})"
         )
+        if old is not None:
+            old_files, old_delta, old_pixels = compare(worker_result, old[4])
+            print(
+                f"worker vs {args.baseline_ref[:7]}'s worker: same files "
+                f"{'yes' if old_files else 'NO'}, NRRD pixels identical "
+                f"{'yes' if old_pixels else 'NO'}, max |Δ probability| {old_delta:.2g} "
+                "(report.png is drawn anew)"
+            )
+        if args.stages:
+            stage_profile(package, files, root)
         met = check_target(
-            "s per later case (worker)", rows[2]["median_ms"] / 1000, TARGET_LATER_CASES_S, False
+            "s per later case (worker)", later["median_ms"] / 1000, TARGET_LATER_CASES_S, False
         )
-        return 0 if met and same_files and delta <= PROBABILITY_TOLERANCE else 1
+        same = same_files and same_pixels and delta <= PROBABILITY_TOLERANCE
+        return 0 if met and same else 1
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -76,13 +76,24 @@ class SlotPicture:
             return self.data[::step, ::step]
         if self.geometry is None:
             return np.asarray(self.data[::stride, ::stride], dtype=np.float32)
-        from scipy.ndimage import map_coordinates
-
+        # The geometry maps rows and columns independently, so bilinear sampling is
+        # separable: one pass along rows, one along columns (edge values held), a few
+        # hundred thousand points in ~1 ms instead of scipy's map_coordinates (~3 ms).
         rows = np.arange(0, self.shape[0], stride, dtype=np.float64)
         cols = np.arange(0, self.shape[1], stride, dtype=np.float64)
-        grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
-        where = self.geometry.to_preprocessed(grid)
-        values = map_coordinates(
-            np.asarray(self.data, np.float32), where.T, order=1, mode="nearest"
-        )
-        return values.reshape(len(rows), len(cols)).astype(np.float32)
+        where_rows = self.geometry.to_preprocessed(np.stack([rows, np.zeros_like(rows)], 1))[:, 0]
+        where_cols = self.geometry.to_preprocessed(np.stack([np.zeros_like(cols), cols], 1))[:, 1]
+        values = np.asarray(self.data, np.float32)
+        low, high, weight = _taps(where_rows, values.shape[0])
+        values = values[low] * (1.0 - weight)[:, None] + values[high] * weight[:, None]
+        low, high, weight = _taps(where_cols, values.shape[1])
+        return (values[:, low] * (1.0 - weight) + values[:, high] * weight).astype(np.float32)
+
+
+def _taps(positions: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neighbour indices and weights of linear interpolation at ``positions`` on an axis of
+    ``size`` samples, positions outside held at the edge."""
+    positions = np.clip(positions, 0.0, size - 1)
+    low = np.floor(positions).astype(np.intp)
+    high = np.minimum(low + 1, size - 1)
+    return low, high, (positions - low).astype(np.float32)
