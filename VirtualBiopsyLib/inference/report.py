@@ -9,9 +9,9 @@ Drawn with Pillow on one RGB canvas (15 × 9.6 inches at ``dpi``, sizes in point
 figure's): a later case in the persistent worker spent 0.3–0.6 s of its ≈ 3 CPU-s in
 matplotlib's figure, axes and text machinery, and a one-shot ``predict`` 0.4 s more
 importing it (measured, issue 14); this canvas draws the same content in a few tens of
-milliseconds. matplotlib remains the source of the fonts (its bundled DejaVu files, found
-without importing it) and of the inferno colour table of the saliency overlay (imported
-once per process, only when a case has saliency).
+milliseconds, without importing matplotlib: its bundled DejaVu fonts are found by path,
+and the saliency overlay's inferno colours are a table here (checked against
+matplotlib's by a test).
 
 >>> drawing = draw_report(result)                                       # doctest: +SKIP
 >>> RESEARCH_USE_NOTICE in " ".join(drawing.texts)                       # doctest: +SKIP
@@ -238,13 +238,37 @@ def _font_folder() -> Path | None:
     return Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf"
 
 
+# matplotlib's inferno colour map (van der Walt & Smith, CC0) as 256 RGB bytes, so the
+# report needs no matplotlib import (0.2 CPU-s of a one-shot predict); a test checks it
+# against matplotlib's own table.
+INFERNO_RGB_HEX = (
+    "00000401000501010601010802010a02020c02020e03021004031204031405041706041907051b08051d"
+    "09061f0a07220b07240c08260d08290e092b10092d110a30120a32140b34150b37160b39180c3c190c3e"
+    "1b0c411c0c431e0c451f0c48210c4a230c4c240c4f260c51280b53290b552b0b572d0b592f0a5b310a5c"
+    "320a5e340a5f3609613809623909633b09643d09653e0966400a67420a68440a68450a69470b6a490b6a"
+    "4a0c6b4c0c6b4d0d6c4f0d6c510e6c520e6d540f6d550f6d57106e59106e5a116e5c126e5d126e5f136e"
+    "61136e62146e64156e65156e67166e69166e6a176e6c186e6d186e6f196e71196e721a6e741a6e751b6e"
+    "771c6d781c6d7a1d6d7c1d6d7d1e6d7f1e6c801f6c82206c84206b85216b87216b88226a8a226a8c2369"
+    "8d23698f24699025689225689326679526679727669827669a28659b29649d29649f2a63a02a63a22b62"
+    "a32c61a52c60a62d60a82e5fa92e5eab2f5ead305dae305cb0315bb1325ab3325ab43359b63458b73557"
+    "b93556ba3655bc3754bd3853bf3952c03a51c13a50c33b4fc43c4ec63d4dc73e4cc83f4bca404acb4149"
+    "cc4248ce4347cf4446d04545d24644d34743d44842d54a41d74b3fd84c3ed94d3dda4e3cdb503bdd513a"
+    "de5238df5337e05536e15635e25734e35933e45a31e55c30e65d2fe75e2ee8602de9612bea632aeb6429"
+    "eb6628ec6726ed6925ee6a24ef6c23ef6e21f06f20f1711ff1731df2741cf3761bf37819f47918f57b17"
+    "f57d15f67e14f68013f78212f78410f8850ff8870ef8890cf98b0bf98c0af98e09fa9008fa9207fa9407"
+    "fb9606fb9706fb9906fb9b06fb9d07fc9f07fca108fca309fca50afca60cfca80dfcaa0ffcac11fcae12"
+    "fcb014fcb216fcb418fbb61afbb81dfbba1ffbbc21fbbe23fac026fac228fac42afac62df9c72ff9c932"
+    "f9cb35f8cd37f8cf3af7d13df7d340f6d543f6d746f5d949f5db4cf4dd4ff4df53f4e156f3e35af3e55d"
+    "f2e661f2e865f2ea69f1ec6df1ed71f1ef75f1f179f2f27df2f482f3f586f3f68af4f88ef5f992f6fa96"
+    "f8fb9af9fc9dfafda1fcffa4"
+)
+
+
 @lru_cache(maxsize=1)
 def _inferno() -> np.ndarray:
-    """The 256 RGB colours (float32, 0–1) of matplotlib's inferno colour map."""
-    from matplotlib import colormaps
-
-    table = colormaps["inferno"](np.arange(256))[:, :3]  # integers index the table
-    return np.asarray(table, dtype=np.float32)
+    """The 256 RGB colours (float32, 0–1) of the inferno colour map."""
+    table = np.frombuffer(bytes.fromhex(INFERNO_RGB_HEX), dtype=np.uint8).reshape(256, 3)
+    return table.astype(np.float32) / np.float32(255.0)
 
 
 def _colour_index(values: np.ndarray) -> np.ndarray:
