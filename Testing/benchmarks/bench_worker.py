@@ -18,9 +18,10 @@ result of the first case is compared with the first one-shot result: the same fi
 probabilities within 1e-6 are expected.
 
 Baseline worker (``--baseline-ref``, default the commit before the Pillow report and
-the shared file queue): the same requests through a worker running the library of that
-commit (``git archive``, as ``bench_predict.py`` does), in the same run, so the change
-of the writer is measured against its predecessor under the same load.
+the shared file queue): the same requests through a second worker running the library
+of that commit (``git archive``, as ``bench_predict.py`` does); the two workers take
+turns request by request, so the writer's change is measured against its predecessor
+under the same load.
 
 Stages (``--stages``, in this process, the working tree's library): one warm case's
 wall and CPU seconds per pipeline step (read + preprocess, synthesis, classification
@@ -51,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,43 +108,57 @@ def one_shot_case(package: Path, files: list[Path], out: Path) -> tuple[float, f
 # --------------------------------------------------------------------------- worker
 
 
+@dataclass
+class WorkerRun:
+    """One worker's figures: seconds per request (the first includes starting it), its
+    CPU seconds per request after the first, peak RSS MB, its own account (networks
+    built, requests) and its first result.json."""
+
+    durations: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    peak_mb: float = float("nan")
+    info: dict[str, Any] = field(default_factory=dict)
+    first_result: Path | None = None
+
+
 def worker_cases(
-    package: Path, files: list[Path], root: Path, cases: int, code: Path | None = None
-) -> tuple[list[float], list[float], float, dict[str, Any], Path]:
-    """Seconds per request (the first includes starting the worker), the worker's CPU
-    seconds per request after the first, its peak RSS MB, its own account (networks
-    built, requests) and the first result.json. ``code``: the library the worker runs
-    (default: this tree's)."""
+    package: Path, files: list[Path], root: Path, cases: int, codes: list[Path | None]
+) -> list[WorkerRun]:
+    """``cases`` requests to one worker per entry of ``codes`` (the library it runs;
+    None: this tree's), the workers taking turns request by request, so a load that
+    comes and goes on the machine falls on all of them alike."""
     from VirtualBiopsyLib.slicer.process import PredictWorker, SubprocessRunner, worker_command
 
-    env = {"PYTHONPATH": child_environment(code)["PYTHONPATH"]}
-    command = worker_command(model_dir=package)
-    if code is not None:  # -P: the current folder (this tree) does not come before ``code``
-        command.insert(1, "-P")
-    worker = PredictWorker(SubprocessRunner, command, env)
-    durations, cpu_seconds, first_result = [], [], None
-    name = "worker" if code is None else "baseline-worker"
+    workers, runs = [], [WorkerRun() for _ in codes]
     try:
+        for code in codes:
+            env = {"PYTHONPATH": child_environment(code)["PYTHONPATH"]}
+            command = worker_command(model_dir=package)
+            if code is not None:  # -P: the current folder (this tree) not before ``code``
+                command.insert(1, "-P")
+            workers.append(PredictWorker(SubprocessRunner, command, env))
         for index in range(cases):
-            out = root / f"{name}-{index}"
-            cpu_start = _cpu_seconds_of(worker.info["pid"]) if index else 0.0
-            start = time.perf_counter()
-            job = worker.submit(files, out)
-            [result] = job.wait(timeout=600, poll_interval=0.005)
-            if not Path(result).is_file():
-                raise RuntimeError(f"{result}: not written")
-            durations.append(time.perf_counter() - start)
-            if index:
-                cpu_seconds.append(_cpu_seconds_of(worker.info["pid"]) - cpu_start)
-            first_result = first_result or Path(result)
-        peak_mb = _peak_rss_of(worker.info["pid"])
-        info = dict(worker.info)
-        if worker.starts != 1:
-            raise RuntimeError(f"the worker was started {worker.starts} times, not once")
+            for number, (worker, run) in enumerate(zip(workers, runs, strict=True)):
+                out = root / f"worker{number}-{index}"
+                cpu_start = _cpu_seconds_of(worker.info["pid"]) if index else 0.0
+                start = time.perf_counter()
+                job = worker.submit(files, out)
+                [result] = job.wait(timeout=600, poll_interval=0.005)
+                if not Path(result).is_file():
+                    raise RuntimeError(f"{result}: not written")
+                run.durations.append(time.perf_counter() - start)
+                if index:
+                    run.cpu_seconds.append(_cpu_seconds_of(worker.info["pid"]) - cpu_start)
+                run.first_result = run.first_result or Path(result)
+        for worker, run in zip(workers, runs, strict=True):
+            run.peak_mb = _peak_rss_of(worker.info["pid"])
+            run.info = dict(worker.info)
+            if worker.starts != 1:
+                raise RuntimeError(f"a worker was started {worker.starts} times, not once")
     finally:
-        worker.close()
-    assert first_result is not None
-    return durations, cpu_seconds, peak_mb, info, first_result
+        for worker in workers:
+            worker.close()
+    return runs
 
 
 def _cpu_seconds_of(pid: int) -> float:
@@ -320,10 +336,12 @@ def main() -> int:
             for index in range(args.baseline_cases)
         ]
         old_code = prepare_baseline(root, args.baseline_ref)
-        old = worker_cases(package, files, root, args.cases, old_code) if old_code else None
-        durations, cpu_seconds, worker_peak, info, worker_result = worker_cases(
-            package, files, root, args.cases
-        )
+        codes = [None, old_code] if old_code is not None else [None]
+        ours, *older = worker_cases(package, files, root, args.cases, codes)
+        old = older[0] if older else None
+        durations, cpu_seconds, worker_peak = ours.durations, ours.cpu_seconds, ours.peak_mb
+        info, worker_result = ours.info, ours.first_result
+        assert worker_result is not None
         rows = [
             summarise(
                 "one predict process per case",
@@ -336,9 +354,9 @@ def main() -> int:
             rows.append(
                 summarise(
                     f"worker of {args.baseline_ref[:7]}: cases 2..{args.cases}",
-                    old[0][1:],
-                    cpu_s=statistics.median(old[1]),
-                    peak_rss_mb=old[2],
+                    old.durations[1:],
+                    cpu_s=statistics.median(old.cpu_seconds),
+                    peak_rss_mb=old.peak_mb,
                 )
             )
         rows += [
@@ -369,7 +387,7 @@ def main() -> int:
             f"max |Δ probability| {delta:.2g} (tolerance {PROBABILITY_TOLERANCE:g})"
         )
         if old is not None:
-            old_files, old_delta, old_pixels = compare(worker_result, old[4])
+            old_files, old_delta, old_pixels = compare(worker_result, old.first_result)
             print(
                 f"worker vs {args.baseline_ref[:7]}'s worker: same files "
                 f"{'yes' if old_files else 'NO'}, NRRD pixels identical "
