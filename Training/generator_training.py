@@ -8,10 +8,11 @@ by side ×``lambda_adversarial`` (Isola et al. 2017). Either way every L1 term c
 the lesion up (``lesion_emphasis``, see :func:`emphasis_weights`): a lesion covers under
 1 % of the image, and a whole-image L1 is nearly blind to it.
 
-Adam, early stopping with warm-up, paired augmentation (the same random affine for LE
-and DES). The validation loss (``selection``) is the paper's whole-image L1 or the
-emphasis-weighted L1; the generator of the best epoch is kept. A generator pre-trained on
-another manifest (``initial_generator``) is fine-tuned the same way.
+Adam, early stopping with warm-up, paired augmentation (the same random affine for LE,
+DES and the lesion emphasis). The validation loss (``selection``) is the paper's
+whole-image L1 or the emphasis-weighted L1; the generator of the best epoch is kept. A
+generator pre-trained on another manifest (``initial_generator``) is fine-tuned the same
+way.
 
 >>> import torch
 >>> from Training.config import GeneratorConfig
@@ -24,7 +25,7 @@ another manifest (``initial_generator``) is fine-tuned the same way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,24 @@ class PairSet:
 
     le: torch.Tensor
     des: torch.Tensor
+    _emphasis: dict[tuple[float, float], torch.Tensor] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def __len__(self) -> int:
         return int(self.le.shape[0])
+
+    def emphasis(self, config: GeneratorConfig) -> torch.Tensor:
+        """:func:`emphasis_weights` of every DES, computed once per λ and window.
+
+        Its local median cost a third of an epoch when it was taken per batch; each
+        image's weights depend on that image only, so computing them once is the same.
+        """
+        key = (config.lesion_emphasis, config.emphasis_window)
+        if key not in self._emphasis:
+            chunks = [emphasis_weights(chunk, config) for chunk in self.des.split(64)]
+            self._emphasis[key] = torch.cat(chunks) if chunks else self.des.clone()
+        return self._emphasis[key]
 
 
 def train_generator(
@@ -184,8 +200,15 @@ class _GeneratorLoop(EpochLoop):
         for indices in _batches(
             len(train), self.config.batch_size, self.shuffle, self.runtime, self.seed, self.epoch
         ):
-            le, des = self.augment(train.le[indices], train.des[indices])
-            weights = emphasis_weights(des, self.config) if self.config.lesion_emphasis else None
+            if self.config.lesion_emphasis:
+                # the weights travel with their pair through the affine (as w − 1, so the
+                # zero fill outside the image weighs 1, like the background it is)
+                excess = train.emphasis(self.config)[indices] - 1.0
+                le, des, excess = self.augment(train.le[indices], train.des[indices], excess)
+                weights = 1.0 + excess
+            else:
+                le, des = self.augment(train.le[indices], train.des[indices])
+                weights = None
             if self.config.crop_size:
                 le, des, weights = self._crop(le, des, weights)
             # the whole batch is augmented and cropped on every rank (same draws), then
@@ -427,7 +450,7 @@ def validation_loss(
     synthetic = synthesize_des(generator, val.le, runtime)
     if config.selection == "l1":
         return float((synthetic - val.des).abs().mean())
-    weights = emphasis_weights(val.des, replace(config, lesion_emphasis=SELECTION_EMPHASIS))
+    weights = val.emphasis(replace(config, lesion_emphasis=SELECTION_EMPHASIS))
     return float(weighted_l1(synthetic, val.des, weights))
 
 

@@ -51,6 +51,18 @@ def test_emphasis_weights_peak_on_the_lesion_and_stay_one_on_flat_background() -
     assert float(background.mean()) < 1.5
 
 
+def test_a_pair_sets_emphasis_is_computed_once_and_equals_the_per_image_weights() -> None:
+    """Computed once per λ (in chunks of 64), the weights are those of each image alone."""
+    des = torch.cat([_des_with_lesion(4, 32)] * 18)  # 72 images: two chunks
+    pairs = PairSet(des.clone(), des)
+    weights = pairs.emphasis(PIX2PIX)
+    assert weights is pairs.emphasis(PIX2PIX)  # cached
+    assert torch.allclose(weights, emphasis_weights(des, PIX2PIX), atol=1e-6)
+    assert torch.allclose(weights[5:6], emphasis_weights(des[5:6], PIX2PIX), atol=1e-6)
+    other = pairs.emphasis(replace(PIX2PIX, lesion_emphasis=5.0))
+    assert float(other.max()) < float(weights.max())  # another λ, another entry
+
+
 def test_emphasis_l1_ranks_a_des_without_its_lesion_below_a_slightly_noisy_one() -> None:
     """Whole-image L1 prefers the DES with the lesion erased; the emphasis L1 does not."""
     real = _des_with_lesion()
