@@ -8,6 +8,10 @@ MCC[m,v], then modalities by MCC[m], both measured on the fold's validation spli
 - ``F``: view-fused LE;       ``C``: view-fused real DES;  ``Ĉ``: view-fused synthetic DES;
 - ``F+C``: LE and real DES;   ``F+Ĉ``: LE and synthetic DES (the paper's Eq. 7–8).
 
+Synthetic rows carry the probabilities ``predict`` would give: recalibrated with each
+DES classifier's logit shift for synthetic DES, fit on the fold's validation synthetic
+rows (:func:`synthetic_logit_shifts`, :func:`recalibrate_synthetic`).
+
 Every setting is scored on the same cases: those with at least one real LE and one real
 DES image (:func:`scored_cases`), so that C and Ĉ, F+C and F+Ĉ, and F against either are
 paired comparisons on one population. Metrics per fold are AUC, G-mean and MCC at the
@@ -27,7 +31,7 @@ import csv
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +43,7 @@ from Training.metrics import (
     mean_and_standard_error,
 )
 from VirtualBiopsyLib.atomic_io import write_text_atomic
+from VirtualBiopsyLib.calibration import fit_logit_shift, shift_probability
 from VirtualBiopsyLib.errors import CaseError
 from VirtualBiopsyLib.fusion import fuse_case, fuse_views
 from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, parse_slot, slot_name
@@ -157,6 +162,31 @@ def slot_mccs(val_predictions: Sequence[Prediction], threshold: float = 0.5) -> 
             labels = np.array([p.label for p in rows])
             result[slot] = _weight(mcc(labels, np.array([p.probability for p in rows]), threshold))
     return result
+
+
+def synthetic_logit_shifts(val_predictions: Sequence[Prediction]) -> dict[str, float]:
+    """Per DES classifier, the logit shift for synthetic DES fit on its validation
+    synthetic rows (:func:`VirtualBiopsyLib.calibration.fit_logit_shift`); a classifier
+    without such rows, or with one class among them, gets none."""
+    result = {}
+    for slot in SLOTS:
+        rows = [p for p in val_predictions if p.slot == slot and p.source == SYNTHETIC]
+        shift = fit_logit_shift([p.probability for p in rows], [p.label for p in rows])
+        if shift is not None:
+            result[slot] = shift
+    return result
+
+
+def recalibrate_synthetic(
+    predictions: Sequence[Prediction], shifts: Mapping[str, float]
+) -> list[Prediction]:
+    """The rows with each synthetic-DES probability shifted as ``predict`` shifts it."""
+    return [
+        replace(p, probability=shift_probability(p.probability, shifts[p.slot]))
+        if p.source == SYNTHETIC and p.slot in shifts
+        else p
+        for p in predictions
+    ]
 
 
 def _weight(value: float) -> float:

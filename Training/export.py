@@ -32,6 +32,10 @@ from VirtualBiopsyLib.models.safetensors_io import read_state_dict
 from VirtualBiopsyLib.roles import SLOTS, VIEWS, View
 
 GENERATOR_SELECTION = "per view, the fold whose generator had the lowest validation loss"
+SYNTHETIC_CALIBRATION = (
+    "per DES classifier, a logit shift for synthetic DES input, fit by class-balanced log "
+    "loss on its fold's validation synthetic DES (absent: none fit)"
+)
 
 
 def export_package(
@@ -71,6 +75,7 @@ def export_package(
             }
         ),
         "generator_selection": {"rule": GENERATOR_SELECTION, "folds": chosen},
+        "synthetic_calibration": SYNTHETIC_CALIBRATION,
         "pretrain_manifest_sha256": record.get("pretrain_manifest_sha256"),
     }
     return write_package(
@@ -121,6 +126,7 @@ def _fold_models(folder: Path, config: RunConfig) -> FoldModels:
         classifiers=classifiers,
         val_mcc=fold_record["val_mcc"],
         modality_mcc=fold_record["modality_mcc"],
+        synthetic_logit_shift=fold_record.get("synthetic_logit_shift", {}),
     )
 
 

@@ -4,7 +4,8 @@ Every fold's classifiers predict each held-out case; the library's
 :func:`VirtualBiopsyLib.ensemble.fold_ensemble` fuses them fold by fold with that fold's
 validation MCCs (Eq. 7–8) and averages over folds — the same function ``predict`` uses.
 Settings are those of the paper: ``F`` (LE), ``C`` (real DES), ``Ĉ`` (DES synthesised by
-the package's generator G_v from LE), ``F+C`` and ``F+Ĉ``.
+the package's generator G_v from LE, its probabilities recalibrated for synthetic DES as
+``predict`` does), ``F+C`` and ``F+Ĉ``.
 
 All five settings are scored on the same cases: those with at least one LE and one real
 DES image, so that C and Ĉ (and F+C and F+Ĉ) are paired comparisons on one population.
@@ -74,8 +75,9 @@ def score_package(
         for slot in SLOTS
     }
     synthetic = _synthetic_des(package, real)
-    per_fold_real = [_fold_probabilities(package, k, real) for k in range(len(package.folds))]
-    per_fold_fake = [_fold_probabilities(package, k, synthetic) for k in range(len(package.folds))]
+    folds = range(len(package.folds))
+    per_fold_real = [_fold_probabilities(package, k, real) for k in folds]
+    per_fold_fake = [_fold_probabilities(package, k, synthetic, synthetic=True) for k in folds]
     probabilities: dict[str, dict[str, float]] = {setting: {} for setting in SETTINGS}
     for case in cases:
         inputs = [
@@ -118,17 +120,23 @@ def _synthetic_des(package: Any, real: Images) -> Images:
 
 
 @torch.no_grad()
-def _fold_probabilities(package: Any, fold: int, images: Images) -> dict[str, dict[str, float]]:
-    """{case key: {slot: p}} of one fold's classifiers on the images given per slot."""
+def _fold_probabilities(
+    package: Any, fold: int, images: Images, synthetic: bool = False
+) -> dict[str, dict[str, float]]:
+    """{case key: {slot: p}} of one fold's classifiers on the images given per slot;
+    ``synthetic`` images get the classifier's synthetic-DES recalibration, as in
+    ``predict``."""
     result: dict[str, dict[str, float]] = {}
     for slot, by_case in images.items():
-        if not by_case or slot not in package.folds[fold].classifiers:
+        entry = package.folds[fold].classifiers.get(slot)
+        if not by_case or entry is None:
             continue
         keys = sorted(by_case)
         model = package.load_classifier(fold, slot, "cpu")
         batch = torch.from_numpy(np.stack([by_case[k] for k in keys]))[:, None]
         for key, probability in zip(keys, model.probability(batch).tolist(), strict=True):
-            result.setdefault(key, {})[slot] = float(probability)
+            value = entry.on_synthetic(probability) if synthetic else float(probability)
+            result.setdefault(key, {})[slot] = value
     return result
 
 

@@ -9,8 +9,10 @@ each is trained on its own (seeded per model, so the order does not change any w
   first ``GeneratorConfig.folds`` folds; none with ``train_generators=False``).
 - ``fold_<k>/<slot>``: the classifier of slot LE_CC, LE_MLO, DES_CC or DES_MLO in fold k.
   A DES classifier also scores the synthetic DES of its fold's generator of the same view
-  (its Ĉ rows), so it needs that generator to be finished: a job started before it fails
-  at once, naming the generator job (it does not wait; submit it with a dependency).
+  (its Ĉ rows, and its validation rows that fit its synthetic-DES calibration), so it
+  needs that generator to be finished: a job started before it fails at once, naming the
+  generator job (it does not wait; submit it with a dependency). In a fold without
+  generators it needs the first generator fold's, for its validation rows only.
 
 Job IDs count from 0 in that order (pre-training, generators, classifiers), so a Slurm
 array can run one stage after another (``virtual-biopsy-train jobs --ids generator``).
@@ -130,8 +132,9 @@ def plan_jobs(config: RunConfig, pretrain: bool = False) -> list[Job]:
         for slot in SLOTS:
             modality, view = parse_slot(slot)
             needs = ()
-            if modality.value == "DES" and fold in generator_folds:
-                needs = (f"fold_{fold}/G_{view.value}",)
+            if modality.value == "DES" and generator_folds:
+                own = fold if fold in generator_folds else generator_folds[0]
+                needs = (f"fold_{own}/G_{view.value}",)
             specs.append(("classifier", fold, slot, needs))
     return [Job(index, *spec) for index, spec in enumerate(specs)]
 

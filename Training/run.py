@@ -15,8 +15,10 @@ Output folder (``RUN_DIR``)::
                                     result.json (val loss history, test MSE/PSNR/SSIM)
     fold_<k>/classifiers/<slot>/    checkpoint/, classifier_<slot>.safetensors, result.json,
                                     predictions.csv (this classifier's val/test rows)
-    fold_<k>/predictions.csv        val/test probabilities, real and synthetic DES
-    fold_<k>/fold.json              validation MCC per slot and per modality
+    fold_<k>/predictions.csv        val/test probabilities, real and synthetic DES (the
+                                    synthetic rows recalibrated with the fold's shifts)
+    fold_<k>/fold.json              validation MCC per slot and per modality, and each DES
+                                    classifier's synthetic-DES logit shift
     predictions.csv       all folds' predictions
     metrics.json          per-fold and mean ± SE test metrics of F, C, Ĉ, F+C, F+Ĉ
     pretrain/<view>/      the generator pre-trained on ``--pretrain-manifest`` (optional)
@@ -70,8 +72,10 @@ from Training.evaluation import (
     per_fold_metrics,
     pooled_test_auc,
     read_predictions,
+    recalibrate_synthetic,
     slot_mccs,
     summarize,
+    synthetic_logit_shifts,
     write_predictions,
 )
 from Training.generator_training import (
@@ -537,7 +541,7 @@ def _classifier_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]
         progress=context.progress,
         description=f"fold {fold.fold} {slot}",
     )
-    synthetic = _synthetic_des(context, job, split_cases["val"] + split_cases["test"])
+    synthetic = _synthetic_des(context, job, split_cases)
     predictions = _predict(context, fold, slot, result.network, split_cases, synthetic)
 
     def write() -> None:
@@ -559,16 +563,24 @@ def _classifier_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]
 
 
 def _synthetic_des(
-    context: RunContext, job: Job, cases: list[TrainingCase]
+    context: RunContext, job: Job, split_cases: dict[str, list[TrainingCase]]
 ) -> dict[tuple[str, str], np.ndarray]:
-    """G_v(LE) of the fold's generator for a DES classifier's val/test cases with an LE of
-    view v: {(case, DES slot): image}. Empty for LE slots and folds without G_v."""
+    """G_v(LE) for a DES classifier's val/test cases with an LE of view v:
+    {(case, DES slot): image}. Empty for LE slots and runs without generators.
+
+    The fold's own G_v scores val and test (the Ĉ rows). A fold without generators
+    borrows the first generator fold's G_v for its validation cases only: they fit the
+    classifier's synthetic-DES calibration; test rows from a generator that may have
+    trained on those patients would overstate Ĉ, so there are none.
+    """
     if not job.needs:
         return {}
     generator_job = next(j for j in context.jobs if j.name == job.needs[0])
     folder = generator_job.folder(context.out_dir)
     if job_status(context.out_dir, generator_job)["status"] != COMPLETE:
         return {}  # skipped: no G_v in this fold, its Ĉ rows are absent, not faked
+    splits = ("val", "test") if generator_job.fold == job.fold else ("val",)
+    cases = [case for split in splits for case in split_cases[split]]
     view = View(generator_job.view)
     generator = build_config_generator(context.config.generator)
     generator.load_state_dict(
@@ -661,7 +673,9 @@ def finalize_run(out_dir: Path) -> Path:
 
 
 def _gather_fold(out_dir: Path, config: RunConfig, fold: int, jobs: list[Job]) -> list[Prediction]:
-    """One fold's classifier predictions in slot order, with its validation MCCs."""
+    """One fold's classifier predictions in slot order, with its validation MCCs and
+    synthetic-DES logit shifts; the synthetic rows it returns and writes are recalibrated
+    (each classifier's own ``predictions.csv`` keeps its raw output)."""
     fold_dir = out_dir / f"fold_{fold}"
     predictions: list[Prediction] = []
     cases: dict[str, int] = {}
@@ -672,10 +686,16 @@ def _gather_fold(out_dir: Path, config: RunConfig, fold: int, jobs: list[Job]) -
             predictions.extend(read_predictions(job.folder(out_dir) / "predictions.csv"))
     val = [p for p in predictions if p.split == "val"]
     slot_mcc = slot_mccs(val, config.threshold)
+    shifts = synthetic_logit_shifts(val)
+    predictions = recalibrate_synthetic(predictions, shifts)
     fold_record = {
         "fold": fold,
         "val_mcc": slot_mcc,
         "modality_mcc": modality_mccs(val, slot_mcc, config.threshold),
+        "synthetic_logit_shift": shifts,
+        "synthetic_calibration_cases": {
+            slot: sum(p.slot == slot and p.source == SYNTHETIC for p in val) for slot in shifts
+        },
         "cases": cases,
     }
     write_predictions(predictions, fold_dir / "predictions.csv")

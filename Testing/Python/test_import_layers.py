@@ -1,7 +1,7 @@
 """The import graph of VirtualBiopsyLib: no cycles, and every arrow points down the layers.
 
 Layers (docs/interfaces.md): base (roles, errors, limits, atomic files, fusion, fold
-ensemble) → images (readers, cases, preprocessing, NRRD, phantom) → models (torch) →
+ensemble, calibration) → images (readers, cases, preprocessing, NRRD, phantom) → models (torch) →
 inference → front ends (command line, Slicer bridge). Every ``import`` statement counts,
 also those inside functions (a lazy import still ties the modules together); imports
 only for type checking count for the layers (a type from a higher layer is still a
@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     (f"{PACKAGE}.atomic_io", 0),
     (f"{PACKAGE}.fusion", 0),
     (f"{PACKAGE}.ensemble", 0),
+    (f"{PACKAGE}.calibration", 0),
     (f"{PACKAGE}.images", 1),
     (f"{PACKAGE}.phantom", 1),
     (f"{PACKAGE}.nrrd_io", 1),

@@ -57,12 +57,15 @@ def test_the_paper_run_is_thirty_jobs_and_des_classifiers_need_their_generator()
     by_name = {j.name: j for j in jobs}
     assert by_name["fold_3/DES_MLO"].needs == ("fold_3/G_MLO",)
     assert by_name["fold_3/LE_MLO"].needs == ()
-    # generators in the first fold only (the demo recipe): 2 + 20 jobs, no Ĉ dependency after
+    # generators in the first fold only (the demo recipe): 2 + 20 jobs; a later fold's DES
+    # classifier needs fold 0's generator (validation rows for its synthetic calibration)
     config = RunConfig()
     one_fold = plan_jobs(replace(config, generator=replace(config.generator, folds=1)))
     assert len(one_fold) == 22
-    assert {j.name: j for j in one_fold}["fold_1/DES_CC"].needs == ()
-    assert len(plan_jobs(replace(config, train_generators=False))) == 20
+    assert {j.name: j for j in one_fold}["fold_1/DES_CC"].needs == ("fold_0/G_CC",)
+    assert {j.name: j for j in one_fold}["fold_1/LE_CC"].needs == ()
+    no_generators = plan_jobs(replace(config, train_generators=False))
+    assert len(no_generators) == 20 and all(not j.needs for j in no_generators)
     pretrained = plan_jobs(config, pretrain=True)
     assert [j.name for j in pretrained[:2]] == ["pretrain/G_CC", "pretrain/G_MLO"]
     assert {j.name: j for j in pretrained}["fold_2/G_CC"].needs == ("pretrain/G_CC",)

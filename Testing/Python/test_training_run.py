@@ -102,12 +102,42 @@ def test_the_method_recipe_runs_end_to_end_with_generators_in_fold_zero_only(
     assert len({p for f in folds for p in f.test}) == 20  # every patient tested once
     assert (run / "fold_0" / "generators" / "CC" / "result.json").exists()
     assert not (run / "fold_1" / "generators").exists()
-    synthetic_folds = {
-        p.fold for p in read_predictions(run / "predictions.csv") if p.source == "synthetic"
-    }
-    assert synthetic_folds == {0}
+    rows = read_predictions(run / "predictions.csv")
+    synthetic = [p for p in rows if p.source == "synthetic"]
+    # Ĉ test rows come from a fold's own generator only; every fold scores its validation
+    # patients' synthetic DES (fold 0's generator) to fit its synthetic-DES calibration
+    assert {p.fold for p in synthetic if p.split == "test"} == {0}
+    assert {p.fold for p in synthetic if p.split == "val"} == set(range(5))
     result = json.loads((run / "fold_0" / "generators" / "CC" / "result.json").read_text())
     assert "weighted" in result["val_loss_definition"]
     assert "breast_psnr" in result["test_generation"]
     package = load_package(export_package(run, tmp_path / "package"))
     assert package.pooling == "max" and package.generators["CC"].architecture == "unet"
+    _check_synthetic_calibration(run, package)
+
+
+def _check_synthetic_calibration(run: Path, package) -> None:
+    """Each fold's shifts are fit on its validation synthetic rows, applied to its
+    synthetic rows (and only those), and carried into the package."""
+    from VirtualBiopsyLib.calibration import fit_logit_shift, shift_probability
+
+    fitted = 0
+    for fold, entry in enumerate(package.folds):
+        record = json.loads((run / f"fold_{fold}" / "fold.json").read_text())
+        gathered = {
+            (p.split, p.case, p.slot, p.source): p.probability
+            for p in read_predictions(run / f"fold_{fold}" / "predictions.csv")
+        }
+        for slot in ("LE_CC", "LE_MLO", "DES_CC", "DES_MLO"):
+            raw = read_predictions(run / f"fold_{fold}" / "classifiers" / slot / "predictions.csv")
+            val = [p for p in raw if p.split == "val" and p.source == "synthetic"]
+            expected = fit_logit_shift([p.probability for p in val], [p.label for p in val])
+            assert record["synthetic_logit_shift"].get(slot) == expected
+            assert entry.classifiers[slot].synthetic_logit_shift == expected
+            fitted += expected is not None
+            for p in raw:
+                shift = expected if p.source == "synthetic" else None
+                assert gathered[p.split, p.case, p.slot, p.source] == pytest.approx(
+                    shift_probability(p.probability, shift), abs=1e-12
+                )
+    assert fitted > 0  # at least one fold's validation split holds both classes

@@ -38,8 +38,11 @@ def write_untrained_package(
     is_demo: bool = False,
     threshold: float = 0.5,
     seed: int = 0,
+    synthetic_logit_shift: float | None = None,
 ) -> Path:
-    """A model package with freshly initialised networks (deterministic for ``seed``)."""
+    """A model package with freshly initialised networks (deterministic for ``seed``);
+    ``synthetic_logit_shift`` gives the DES classifiers of fold k the synthetic-DES shift
+    ``synthetic_logit_shift + 0.25 k`` (none by default)."""
     import torch
 
     from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
@@ -54,6 +57,11 @@ def write_untrained_package(
             classifiers={slot: build_classifier(architecture) for slot in SLOTS},
             val_mcc={slot: value + 0.01 * fold for slot, value in mcc.items()},
             modality_mcc={"LE": 0.15, "DES": 0.55},
+            synthetic_logit_shift=(
+                {}
+                if synthetic_logit_shift is None
+                else {s: synthetic_logit_shift + 0.25 * fold for s in ("DES_CC", "DES_MLO")}
+            ),
         )
         for fold in range(n_folds)
     ]

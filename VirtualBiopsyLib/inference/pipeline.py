@@ -8,7 +8,9 @@ For a case of up to four images (LE and DES, CC and MLO):
    off); a synthetic DES is classified in preprocessed space directly and mapped back
    onto the LE's original grid only for the outputs;
 3. classify every available image with every fold's classifier of its modality-view pair;
-   with saliency on, the same forward pass also yields the Grad-CAM map;
+   with saliency on, the same forward pass also yields the Grad-CAM map; a synthetic
+   DES's probability is recalibrated for synthetic DES (:mod:`VirtualBiopsyLib.calibration`,
+   where the package has a shift for that classifier);
 4. fuse per fold (:func:`VirtualBiopsyLib.fusion.fuse_case`: views, then modalities,
    MCC-weighted with that fold's validation MCCs);
 5. average over folds and report the spread (std, standard error); malignant at
@@ -238,7 +240,7 @@ class Pipeline:
         warnings += synthesis_notes
         progress.report("classify", 0.5, f"{case.key}: classifying {len(slots)} image(s)")
         fold_probabilities, cams = self._classify(slots, progress)
-        warnings += _missing_warnings(slots)
+        warnings += _missing_warnings(slots) + _calibration_notes(slots, self.package)
         progress.report("fuse", 0.9, f"{case.key}: fusing views and modalities")
         result = self._assemble(case, slots, fold_probabilities, cams, warnings)
         progress.report("case", 1.0, f"{case.key}: {result.label}")
@@ -345,6 +347,9 @@ class Pipeline:
     ) -> tuple[list[dict[str, float]], dict[Slot, np.ndarray]]:
         """Per fold, p[m,v] of every slot; per slot, the fold-mean Grad-CAM (size × size).
 
+        A synthetic DES's probability is recalibrated with that fold's logit shift for
+        synthetic DES (:meth:`ClassifierEntry.on_synthetic`; step 3 of the module doc).
+
         Kept models load here, in the calling thread (:class:`LoadedModels` is not
         shared between threads); otherwise each worker loads the classifier of its pass
         and frees it after. The passes run side by side and report progress as they
@@ -363,7 +368,12 @@ class Pipeline:
         try:
             for done, future in enumerate(as_completed(passes), start=1):
                 slot, fold = passes[future]
-                fold_probabilities[fold][slot], cam = future.result()
+                probability, cam = future.result()
+                if slots[slot].source is Source.SYNTHETIC:
+                    probability = (
+                        self.package.folds[fold].classifiers[slot].on_synthetic(probability)
+                    )
+                fold_probabilities[fold][slot] = probability
                 if cam is not None:
                     fold_cams[slot, fold] = cam
                 progress.report(
@@ -440,6 +450,22 @@ def _import_builders(package: ModelPackage) -> None:
 def _lazy_map(cam: np.ndarray, prepared: PreparedSlot) -> SlotPicture:
     """A saliency map kept at the preprocessed size, drawn on the original grid when used."""
     return SlotPicture(cam, prepared.spacing, prepared.path, geometry=prepared.prepared.geometry)
+
+
+def _calibration_notes(slots: dict[Slot, PreparedSlot], package: ModelPackage) -> list[str]:
+    """Say where a synthetic DES's probability was recalibrated, and by how much."""
+    notes = []
+    for slot, prepared in slots.items():
+        if prepared.source is not Source.SYNTHETIC:
+            continue
+        shifts = [fold.classifiers[slot].synthetic_logit_shift for fold in package.folds]
+        if any(shift is not None for shift in shifts):
+            mean = float(np.mean([shift or 0.0 for shift in shifts]))
+            notes.append(
+                f"{slot}: probability recalibrated for synthetic DES "
+                f"(logit shift per fold, mean {mean:+.2f})"
+            )
+    return notes
 
 
 def _missing_warnings(slots: dict[Slot, PreparedSlot]) -> list[str]:

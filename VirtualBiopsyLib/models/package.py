@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import VirtualBiopsyLib
 from VirtualBiopsyLib.atomic_io import staged_folder, write_bytes_atomic
+from VirtualBiopsyLib.calibration import MAX_LOGIT_SHIFT, shift_probability
 from VirtualBiopsyLib.errors import ModelPackageError, OutputExistsError
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
 from VirtualBiopsyLib.limits import (
@@ -42,7 +43,7 @@ from VirtualBiopsyLib.models.safetensors_io import (
     verify_file,
     write_state_dict,
 )
-from VirtualBiopsyLib.roles import SLOTS, Modality, View
+from VirtualBiopsyLib.roles import SLOTS, Modality, View, parse_slot
 
 if TYPE_CHECKING:
     import torch
@@ -82,11 +83,18 @@ _REQUIRED_FIELDS = (
 
 @dataclass(frozen=True)
 class ClassifierEntry:
-    """One classifier f[m,v] of one fold: its weight file and validation MCC."""
+    """One classifier f[m,v] of one fold: its weight file, validation MCC and, for a DES
+    classifier, the logit shift of its output on synthetic DES
+    (:mod:`VirtualBiopsyLib.calibration`; None: used as it is)."""
 
     file: str
     sha256: str
     val_mcc: float
+    synthetic_logit_shift: float | None = None
+
+    def on_synthetic(self, probability: float) -> float:
+        """This classifier's probability for a synthetic DES input, recalibrated."""
+        return shift_probability(probability, self.synthetic_logit_shift)
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,7 @@ class FoldModels:
     classifiers: Mapping[str, nn.Module]
     val_mcc: Mapping[str, float]
     modality_mcc: Mapping[Modality | str, float]
+    synthetic_logit_shift: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -437,6 +446,13 @@ def _write_fold(
         )
         val_mcc = _mcc(fold.val_mcc[slot], f"fold {index} {slot}")
         classifiers[slot] = {"file": file, "sha256": digest, "val_mcc": val_mcc}
+        if slot in fold.synthetic_logit_shift:
+            shift = _logit_shift(fold.synthetic_logit_shift[slot], f"fold {index} {slot}")
+            classifiers[slot]["synthetic_logit_shift"] = shift
+    des = {s for s in classifiers if parse_slot(s)[0] is Modality.DES}
+    unusable = set(fold.synthetic_logit_shift) - des
+    if unusable:
+        raise ValueError(f"fold {index}: a synthetic-DES shift for {sorted(unusable)}")
     unknown = set(fold.classifiers) - set(SLOTS)
     if unknown:
         raise ValueError(f"fold {index}: unknown slots {sorted(unknown)}")
@@ -453,6 +469,14 @@ def _mcc(value: float, what: str) -> float:
     if not -1.0 <= mcc <= 1.0:  # also rejects NaN
         raise ValueError(f"{what}: validation MCC {value!r} is not a number in [-1, 1]")
     return mcc
+
+
+def _logit_shift(value: float, what: str) -> float:
+    """A synthetic-DES logit shift as stored: a finite number within ±MAX_LOGIT_SHIFT."""
+    shift = float(value)
+    if not -MAX_LOGIT_SHIFT <= shift <= MAX_LOGIT_SHIFT:  # also rejects NaN
+        raise ValueError(f"{what}: synthetic-DES logit shift {value!r} is not within ±10")
+    return shift
 
 
 def _write_generators(
@@ -622,10 +646,12 @@ def _fold_entry(fold: dict[str, Any]) -> FoldEntry:
     for slot, entry in fold["classifiers"].items():
         if slot not in SLOTS:
             raise ValueError(f"unknown slot {slot!r}")
+        shift = entry.get("synthetic_logit_shift")
         classifiers[slot] = ClassifierEntry(
             file=_file_name(entry["file"]),
             sha256=_digest(entry["sha256"]),
             val_mcc=_mcc(entry["val_mcc"], f"{slot} val_mcc"),
+            synthetic_logit_shift=None if shift is None else _logit_shift(shift, slot),
         )
     if not classifiers:
         raise ValueError("a fold without classifiers")
