@@ -406,7 +406,7 @@ def _draw_numbers(canvas: _Canvas, panel: Box, result: CaseResult) -> None:
     )
     _probability_bar(canvas, at, fused.mean, fused.std, result.threshold, colour)
     canvas.text(at(0.02, 0.69), _table(result), 10.5, mono=True)
-    warnings = [w for w in result.all_warnings()][:4]
+    warnings = list(result.all_warnings())[:6]
     if warnings:
         wrapped = "\n".join(textwrap.fill("• " + w, 62) for w in warnings)
         canvas.text(at(0.02, 0.27), wrapped, 9.5, NOTICE_COLOUR)
