@@ -25,6 +25,7 @@ killed run leaves either the previous or the new checkpoint, never a mix.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -199,7 +200,24 @@ def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = T
 
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
+            atexit.register(_leave_process_group)
     return Runtime(chosen, amp, channels_last, world_size, rank)
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group while the interpreter still runs.
+
+    Left to interpreter finalization, gloo's worker threads can still hold work whose
+    tensors need the GIL: the process aborts ("terminate called without an active
+    exception", SIGABRT) and torchrun reports a finished rank as failed (seen once in CI
+    on the resume run of test_training_distributed). PyTorch proposed the same atexit
+    handler inside ``init_process_group`` (pytorch/pytorch#179291, not merged); the
+    documented rule is to call ``destroy_process_group`` before exit.
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _convert_batch_norms(model: nn.Module) -> None:
