@@ -475,7 +475,9 @@ def _logit_shift(value: float, what: str) -> float:
     """A synthetic-DES logit shift as stored: a finite number within ±MAX_LOGIT_SHIFT."""
     shift = float(value)
     if not -MAX_LOGIT_SHIFT <= shift <= MAX_LOGIT_SHIFT:  # also rejects NaN
-        raise ValueError(f"{what}: synthetic-DES logit shift {value!r} is not within ±10")
+        raise ValueError(
+            f"{what}: synthetic-DES logit shift {value!r} is not within ±{MAX_LOGIT_SHIFT:g}"
+        )
     return shift
 
 
