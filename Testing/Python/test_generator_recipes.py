@@ -12,6 +12,7 @@ from Training.config import ConfigError, GeneratorConfig, RunConfig
 from Training.generator_training import (
     PairSet,
     emphasis_weights,
+    local_median,
     train_generator,
     validation_loss,
     weighted_l1,
@@ -49,6 +50,22 @@ def test_emphasis_weights_peak_on_the_lesion_and_stay_one_on_flat_background() -
     background = weights[0, 0, 40:60, 40:60]
     assert float(lesion.min()) > 15.0  # 1 + λ·r with r ≈ 1 at the lesion
     assert float(background.mean()) < 1.5
+
+
+@pytest.mark.parametrize(("shape", "window"), [((8, 1, 64, 64), 11), ((3, 2, 17, 23), 3)])
+def test_local_median_equals_the_sorted_median_of_every_mirrored_window(shape, window) -> None:
+    """The fast median is the definition's, bit for bit: torch's reflect-padded windows,
+    each median taken by sorting (so emphasis weights, and generators, train unchanged)."""
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(window))
+    images[0, 0, :4, :4] = 0.5  # ties
+    pad = window // 2
+    padded = torch.nn.functional.pad(images, (pad,) * 4, mode="reflect")
+    windows = torch.nn.functional.unfold(padded.flatten(0, 1)[:, None], window)
+    expected = windows.sort(dim=1).values[:, window * window // 2].view_as(images)
+    assert torch.equal(local_median(images, window), expected)
+    assert torch.equal(local_median(images.double(), window), expected)  # float32 inside
+    with pytest.raises(ValueError, match="odd"):
+        local_median(images, 4)
 
 
 def test_a_pair_sets_emphasis_is_computed_once_and_equals_the_per_image_weights() -> None:
