@@ -215,6 +215,7 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def enter(self) -> None:
         if self.logic is not None:
             self.initializeParameterNode()
+            self.prepareWorker()
 
     def exit(self) -> None:
         if self.logic is not None:
@@ -270,6 +271,7 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         if self._parameterNode:
             self._parameterNode.modelFolder = model_folder_text(path)
+            self.prepareWorker()
 
     def onAutoAssign(self) -> None:
         """Fill the slots from the loaded volumes; say which rule decided each."""
@@ -281,6 +283,23 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if assignment.laterality is not None:
             self._parameterNode.laterality = assignment.laterality.value
         self.ui.statusLabel.text = "\n".join(assignment.summary() + assignment.problems)
+        self.prepareWorker()
+
+    def prepareWorker(self) -> None:
+        """Once an exam is assigned, start the session's worker, so that Run finds the
+        networks built instead of waiting for the worker's start-up (imports, checksums,
+        every network). Only when every package is installed: Run asks about those."""
+        from VirtualBiopsyLib.slicer.dependencies import install_plan
+
+        if not self._parameterNode or self._handle is not None or self.reviewRunning():
+            return
+        if not any(getattr(self._parameterNode, name) for name in SLOT_PARAMETERS.values()):
+            return
+        try:
+            if install_plan().nothing_to_do:
+                self.logic.prepare_worker(self.runOptions())
+        except Exception:  # noqa: BLE001 - a head start only; Run reports what fails
+            logging.warning("VirtualBiopsy: the worker could not be started ahead", exc_info=True)
 
     def onRun(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Virtual biopsy could not start."), waitCursor=True):

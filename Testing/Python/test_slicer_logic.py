@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +255,9 @@ def test_runs_reuse_the_session_worker_and_cancel_starts_a_fresh_one(scene, tmp_
         node.RemoveAttribute("VirtualBiopsy.Result")  # a user's volume, not ours
     logic = VirtualBiopsyLogic(scene, work_root=tmp_path / "work")
     options = RunOptions(model_dir=package, python=sys.executable)
+    # the widget starts the worker once an exam is assigned; the first Run uses it
+    assert logic.prepare_worker(options) and not logic.prepare_worker(options)
+    assert not logic.prepare_worker(replace(options, worker=False))  # one-shot: nothing
 
     (first,) = logic.run(options=options, timeout=120)
     worker = logic.workers.worker

@@ -71,14 +71,31 @@ def assert_same_numbers(got, expected, where="probabilities"):
         assert got == expected, where
 
 
+def wait_until_ready(worker: PredictWorker, timeout: float = 120) -> dict:
+    """The worker's account from its ready line (polling its output until it comes)."""
+    deadline = time.monotonic() + timeout
+    while not worker.info and time.monotonic() < deadline:
+        worker.poll()
+        time.sleep(0.05)
+    return worker.info
+
+
 def test_requests_share_one_process_and_match_one_shot_predict(inputs, tmp_path):
+    from VirtualBiopsyLib.models.package import load_package
+
+    package = load_package(inputs["package"])
+    every_network = len(package.folds) * len(package.slots) + len(package.generators)
     worker = start_worker(inputs["package"])
     try:
+        # started ahead of any request (as the Slicer module does once an exam is
+        # assigned): ready only once every network is built
+        assert worker.start() and not worker.start()
+        assert wait_until_ready(worker)["networks_built"] == every_network == 10
         seen = []
         first = worker.submit([inputs["a"]], tmp_path / "worker", on_progress=seen.append)
         (result_a,) = first.wait(timeout=120)
         built = worker.info["networks_built"]
-        assert built > 0 and worker.info["package_loads"] == 1
+        assert built == every_network and worker.info["package_loads"] == 1
         assert [p.step for p in seen][-1] == "done" and all(p.request == "r1" for p in seen)
         pid = worker.info["pid"]
 

@@ -1,11 +1,12 @@
 """``virtual-biopsy worker``: ``predict`` requests one JSON line at a time, models loaded once.
 
 A Slicer session (or a script) starts one worker and sends it every case; the package is
-loaded and verified once and the networks stay in memory, so only the first request
-pays for them. Each request runs exactly what ``predict`` runs
-(:func:`~VirtualBiopsyLib.inference.runner.predict_paths` with the worker's open
-pipeline, then :func:`VirtualBiopsyLib.commands.predict.finish_run`), so it writes the same
-files with the same probabilities.
+loaded and verified once and every network is built before the worker says it is ready,
+and they stay in memory, so no request waits for them (the Slicer module starts its
+worker once an exam is assigned, before the first Run). Each request runs exactly what
+``predict`` runs (:func:`~VirtualBiopsyLib.inference.runner.predict_paths` with the
+worker's open pipeline, then :func:`VirtualBiopsyLib.commands.predict.finish_run`), so it
+writes the same files with the same probabilities.
 
 Requests, one JSON object per line on stdin::
 
@@ -19,7 +20,7 @@ Requests, one JSON object per line on stdin::
 (``synthesis``, ``saliency``, ``device``, ``synthesis_precision``) but a different value
 fails that request with exit code 2: start another worker for other model options.
 
-Answers on stdout: first ``{"step": "ready", …}`` once the package is loaded; per request
+Answers on stdout: first ``{"step": "ready", …}`` once the networks are built; per request
 the JSON lines ``predict --progress json`` writes, each with ``"request": id``, then one
 terminal line::
 
@@ -177,6 +178,7 @@ class Worker:
             saliency=args.saliency,
             synthesis_precision=args.synthesis_precision,
         )
+        pipeline.load_networks()  # the first request waits for none of them
         worker = cls(
             pipeline, package, stream, export_dicom=args.export_dicom, overwrite=args.overwrite
         )

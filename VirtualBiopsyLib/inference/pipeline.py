@@ -225,6 +225,24 @@ class Pipeline:
             package.name, package.version, package.architecture, package.sha256, package.is_demo
         )
 
+    def load_networks(self) -> int:
+        """Load now every network a case can use: each fold's classifier of every slot,
+        and each view's generator when synthesis is on; returns how many are loaded.
+
+        For a long-lived pipeline (the worker loads them before it says it is ready, so
+        that its first case is as quick as the next); with ``keep_models=False`` nothing
+        is kept, so nothing is loaded.
+        """
+        if not self.keep_models:
+            return 0
+        for fold in range(len(self.package.folds)):
+            for slot in self.package.slots:
+                self.models.classifier(fold, slot)
+        if self.synthesis:
+            for view in self.package.generators:
+                self.models.generator(view)
+        return self.models.loaded
+
     def run(self, case: Case, progress: ProgressReporter | None = None) -> CaseResult:
         """The virtual biopsy of ``case``; raises :class:`CaseError` when it has no image."""
         progress = progress or NullProgress()

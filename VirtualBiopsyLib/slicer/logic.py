@@ -143,6 +143,11 @@ def library_path_entry() -> str:
     return str(Path(VirtualBiopsyLib.__file__).resolve().parent.parent)
 
 
+def _child_env() -> dict[str, str]:
+    """What a predict or worker process gets on top of Slicer's environment."""
+    return {"PYTHONPATH": child_python_path()}
+
+
 def child_python_path() -> str:
     """PYTHONPATH of a predict or worker process: the library first."""
     return os.pathsep.join(filter(None, [library_path_entry(), os.environ.get("PYTHONPATH")]))
@@ -245,6 +250,17 @@ class VirtualBiopsyLogic:
         )
         return RunHandle(job, inputs, work_dir, input_dir, out_dir, prepared)
 
+    def prepare_worker(self, options: RunOptions | None = None) -> bool:
+        """Start the session's worker for ``options`` now, so that the first Run finds
+        the package loaded and the networks built (a one-shot run has nothing to prepare).
+        True when a process was started; the worker a later Run with other model options
+        needs replaces it then.
+        """
+        options = options or RunOptions()
+        if not options.worker:
+            return False
+        return self.workers.get(options.worker_command(), _child_env()).start()
+
     def _start_job(
         self,
         paths: list[Path],
@@ -252,12 +268,11 @@ class VirtualBiopsyLogic:
         options: RunOptions,
         on_progress: Callable[[Progress], None] | None,
     ) -> PredictJob | WorkerJob:
-        env = {"PYTHONPATH": child_python_path()}
         if options.worker:
-            worker = self.workers.get(options.worker_command(), env)
+            worker = self.workers.get(options.worker_command(), _child_env())
             return worker.submit(paths, out_dir, on_progress=on_progress)
         args = options.predict_command(paths, out_dir)
-        job = PredictJob(self.runner_factory(), args, on_progress, env)
+        job = PredictJob(self.runner_factory(), args, on_progress, _child_env())
         job.start()
         return job
 

@@ -601,6 +601,19 @@ class PredictWorker:
         self._runner = runner  # type: ignore[assignment]
         return self._runner
 
+    def start(self) -> bool:
+        """Start the worker process now unless one is running; True when one was started.
+
+        A session calls it ahead of its first request (an exam was assigned), so that the
+        package is loaded and the networks are built by the time the user clicks Run.
+        """
+        if self._runner is not None and not self._pending:
+            self._notice_an_idle_end(self._runner)
+        if self._runner is not None:
+            return False
+        self._start()
+        return True
+
     def submit(
         self,
         paths: Sequence[Path | str],
@@ -613,9 +626,9 @@ class PredictWorker:
         """Send one predict request (starting the worker if needed); returns at once."""
         if not paths:
             raise ValueError("a request needs at least one input file or folder")
-        if self._runner is not None and not self._pending:
-            self._notice_an_idle_end(self._runner)
-        runner = self._runner or self._start()
+        self.start()
+        runner = self._runner
+        assert runner is not None
         request_id = f"r{next(self._ids)}"
         job = WorkerJob(self, request_id, on_progress)
         self._pending[request_id] = job
