@@ -170,11 +170,16 @@ def synthetic_logit_shifts(val_predictions: Sequence[Prediction]) -> dict[str, f
     without such rows, or with one class among them, gets none."""
     result = {}
     for slot in SLOTS:
-        rows = [p for p in val_predictions if p.slot == slot and p.source == SYNTHETIC]
+        rows = synthetic_rows(val_predictions, slot)
         shift = fit_logit_shift([p.probability for p in rows], [p.label for p in rows])
         if shift is not None:
             result[slot] = shift
     return result
+
+
+def synthetic_rows(predictions: Sequence[Prediction], slot: str) -> list[Prediction]:
+    """The rows of ``slot`` scored on synthetic DES (what a logit shift is fit on)."""
+    return [p for p in predictions if p.slot == slot and p.source == SYNTHETIC]
 
 
 def recalibrate_synthetic(

@@ -76,6 +76,7 @@ from Training.evaluation import (
     slot_mccs,
     summarize,
     synthetic_logit_shifts,
+    synthetic_rows,
     write_predictions,
 )
 from Training.generator_training import (
@@ -693,9 +694,7 @@ def _gather_fold(out_dir: Path, config: RunConfig, fold: int, jobs: list[Job]) -
         "val_mcc": slot_mcc,
         "modality_mcc": modality_mccs(val, slot_mcc, config.threshold),
         "synthetic_logit_shift": shifts,
-        "synthetic_calibration_cases": {
-            slot: sum(p.slot == slot and p.source == SYNTHETIC for p in val) for slot in shifts
-        },
+        "synthetic_calibration_cases": {slot: len(synthetic_rows(val, slot)) for slot in shifts},
         "cases": cases,
     }
     write_predictions(predictions, fold_dir / "predictions.csv")

@@ -53,17 +53,21 @@ def shift_probability(probability: float, shift: float | None) -> float:
 def fit_logit_shift(probabilities: Sequence[float], labels: Sequence[int]) -> float | None:
     """The shift that minimises the class-balanced log loss of σ(logit(p) + b).
 
-    None when ``labels`` hold one class only (nothing to balance) or nothing at all.
-    At the optimum the balanced mean of σ(logit(p) + b) − y is zero: each class weighs
-    half, whatever its count.
+    None when ``labels`` hold one class only (nothing to balance) or nothing at all;
+    ValueError for a label other than 0 (benign) and 1 (malignant). At the optimum the
+    balanced mean of σ(logit(p) + b) − y is zero: each class weighs half, whatever its
+    count.
     """
     x = np.asarray(logit(np.asarray(probabilities, dtype=float)), dtype=float)
     y = np.asarray(labels, dtype=float)
     if x.shape != y.shape:
         raise ValueError(f"{x.size} probabilities for {y.size} labels")
+    unknown = sorted(set(y[(y != 0) & (y != 1)].tolist()))
+    if unknown:
+        raise ValueError(f"labels must be 0 (benign) or 1 (malignant), not {unknown}")
     positives = int(np.sum(y == 1))
-    negatives = int(np.sum(y == 0))
-    if positives == 0 or negatives == 0 or positives + negatives != y.size:
+    negatives = y.size - positives
+    if positives == 0 or negatives == 0:
         return None
     weights = np.where(y == 1, 0.5 / positives, 0.5 / negatives)
 

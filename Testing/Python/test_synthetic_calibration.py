@@ -85,6 +85,8 @@ def test_a_fainter_synthetic_path_gets_its_sensitivity_back_and_keeps_its_auc() 
 def test_no_shift_without_both_classes_and_a_bounded_one_when_separable() -> None:
     assert fit_logit_shift([0.2, 0.3, 0.9], [1, 1, 1]) is None
     assert fit_logit_shift([], []) is None
+    with pytest.raises(ValueError, match=r"0 \(benign\) or 1 \(malignant\), not \[2.0\]"):
+        fit_logit_shift([0.2, 0.3, 0.9], [0, 1, 2])
     with pytest.raises(ValueError, match="3 probabilities for 2 labels"):
         fit_logit_shift([0.1, 0.2, 0.3], [0, 1])
     extreme = fit_logit_shift([1e-12, 2e-12, 3e-12], [0, 1, 1])

@@ -186,3 +186,32 @@ def test_the_torchrun_result_matches_one_process_within_the_stated_tolerance(lau
         )
     assert {p.source for p in read_predictions(straight / relative)} == {"real", "synthetic"}
     assert largest <= PROBABILITY_TOLERANCE
+
+
+def test_joining_a_group_registers_its_destruction_before_interpreter_exit(monkeypatch) -> None:
+    """make_runtime under torchrun joins the group and registers the handler that
+    destroys it at exit (left to interpreter finalization, gloo aborted a finished rank);
+    a real one-rank gloo group stands in for torchrun's two."""
+    import torch.distributed as dist
+
+    from Training import runtime
+
+    join = dist.init_process_group
+    registered = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(runtime.atexit, "register", registered.append)
+    monkeypatch.setattr(
+        dist,
+        "init_process_group",
+        lambda backend: join(backend, store=dist.HashStore(), rank=0, world_size=1),
+    )
+    assert not dist.is_initialized()
+    try:
+        runtime.make_runtime("cpu")
+        assert dist.is_initialized() and registered == [runtime._leave_process_group]
+        registered[0]()
+        assert not dist.is_initialized()
+        registered[0]()  # at exit again (or after the run destroyed it): nothing to do
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
