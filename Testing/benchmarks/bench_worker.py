@@ -1,9 +1,11 @@
 """Benchmark: request → result files through the persistent worker, beside one ``predict``
 process per case, measured in the same run.
 
-What Slicer does since the worker exists: the first Run starts ``virtual-biopsy worker``
-(imports, package verified once, networks built on first use) and sends the case; every
-later Run or review case is one more request to the same process. The baseline is what it
+What Slicer does since the worker exists: the module starts ``virtual-biopsy worker``
+(imports, package verified once, every network built) once an exam is assigned, or at
+the first Run, and sends the case; every later Run or review case is one more request to
+the same process. Rows: a worker started by its first request (start-up + case), one
+started ahead (seconds until ready, then its first request), later requests. The baseline is what it
 did before: a fresh ``python -m VirtualBiopsyLib predict … --progress json`` process per
 case. Both are driven as the module drives them (``VirtualBiopsyLib.slicer.process``:
 :class:`PredictWorker` and :class:`SubprocessRunner`), and a case counts as done when its
@@ -159,6 +161,32 @@ def worker_cases(
         for worker in workers:
             worker.close()
     return runs
+
+
+def head_start(package: Path, files: list[Path], root: Path) -> tuple[float, float]:
+    """What the Slicer module does since it starts its worker once an exam is assigned:
+    seconds from start to the ready line (imports, checksums, every network built; the
+    user is still looking at the exam), then seconds of the first request."""
+    from VirtualBiopsyLib.slicer.process import PredictWorker, SubprocessRunner, worker_command
+
+    env = {"PYTHONPATH": child_environment(None)["PYTHONPATH"]}
+    worker = PredictWorker(SubprocessRunner, worker_command(model_dir=package), env)
+    try:
+        start = time.perf_counter()
+        worker.start()
+        while not worker.info:
+            if not worker.running:
+                raise RuntimeError(f"the worker ended before it was ready: {worker.log_tail}")
+            worker.poll()
+            time.sleep(0.005)
+        ready = time.perf_counter() - start
+        start = time.perf_counter()
+        [result] = worker.submit(files, root / "head-start").wait(timeout=600, poll_interval=0.005)
+        if not Path(result).is_file():
+            raise RuntimeError(f"{result}: not written")
+        return ready, time.perf_counter() - start
+    finally:
+        worker.close()
 
 
 def _cpu_seconds_of(pid: int) -> float:
@@ -338,6 +366,7 @@ def main() -> int:
         old_code = prepare_baseline(root, args.baseline_ref)
         codes = [None, old_code] if old_code is not None else [None]
         ours, *older = worker_cases(package, files, root, args.cases, codes)
+        ready_s, head_start_s = head_start(package, files, root)
         old = older[0] if older else None
         durations, cpu_seconds, worker_peak = ours.durations, ours.cpu_seconds, ours.peak_mb
         info, worker_result = ours.info, ours.first_result
@@ -363,6 +392,8 @@ def main() -> int:
             summarise(
                 "worker: case 1 (start + load + case)", durations[:1], peak_rss_mb=worker_peak
             ),
+            summarise("worker started ahead: until ready", [ready_s]),
+            summarise("worker started ahead: case 1", [head_start_s]),
             summarise(
                 f"worker: cases 2..{args.cases}",
                 durations[1:],
