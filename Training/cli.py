@@ -439,8 +439,10 @@ def run_demo_model(args: argparse.Namespace) -> int:
         raise OutputExistsError(f"{args.out}: exists and is not a demo package (use --overwrite)")
     _set_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="virtual-biopsy-demo-") as work:
-        manifest = generate_cohort(Path(work) / "cohort", patients=args.patients, seed=args.seed)
         workers = args.workers or default_workers()
+        manifest = generate_cohort(
+            Path(work) / "cohort", patients=args.patients, seed=args.seed, workers=workers
+        )
         if workers > 1:
             run_dir = run_jobs_locally(
                 manifest,

@@ -44,6 +44,7 @@ from Training.cache import PreprocessedCache
 from Training.datasets import group_cases, read_manifest
 from Training.evaluation import SETTINGS
 from Training.holdout import PackageScores, score_package
+from Training.local_jobs import default_workers
 from Training.metrics import auc, masked_generation_metrics
 from Training.phantom_truth import CaseTruth, hand_feature, lesion_contrast, phantom_truth
 from VirtualBiopsyLib.atomic_io import write_text_atomic
@@ -81,7 +82,9 @@ def run_phantom_check(
     """Write a fresh phantom cohort, score ``package`` on it and measure the bounds."""
     with tempfile.TemporaryDirectory(prefix="virtual-biopsy-phantom-check-") as temporary:
         folder = Path(work_dir or temporary)
-        manifest = generate_cohort(folder / "cohort", patients=patients, seed=seed)
+        manifest = generate_cohort(
+            folder / "cohort", patients=patients, seed=seed, workers=default_workers()
+        )
         cases = group_cases(read_manifest(manifest).rows, phase="early")
         cache = PreprocessedCache(folder / "cache", package.preprocessing)
         scores = score_package(package, cases, cache)

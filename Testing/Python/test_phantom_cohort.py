@@ -156,8 +156,10 @@ def test_windowing_the_stored_values_gives_back_the_rendered_image(dicom_cohort)
 
 
 def test_same_seed_same_bytes_other_seed_other_cohort(dicom_cohort, tmp_path):
-    again = generate_cohort(tmp_path / "again", PATIENTS, SEED)
+    """Also when two processes render the patients (``workers``; in patient order)."""
+    again = generate_cohort(tmp_path / "again", PATIENTS, SEED, workers=2)
     assert again.read_bytes() == (dicom_cohort / "manifest.csv").read_bytes()
+    assert len(_dicom_files(tmp_path / "again")) == len(_dicom_files(dicom_cohort))
     for path in _dicom_files(dicom_cohort):
         twin = tmp_path / "again" / path.relative_to(dicom_cohort)
         assert twin.read_bytes() == path.read_bytes(), path
@@ -209,6 +211,14 @@ def test_existing_output_is_never_overwritten(tmp_path):
 def test_command_line(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["phantom", "--out", str(out), "--patients", "2", "--seed", "9"]) == 0
+    two = tmp_path / "two-workers"
+    assert (
+        main(["phantom", "--out", str(two), "--patients", "2", "--seed", "9", "--workers", "2"])
+        == 0
+    )
+    assert (two / "manifest.csv").read_text().replace(str(two), "") == (
+        out / "manifest.csv"
+    ).read_text().replace(str(out), "")
     printed = capsys.readouterr().out
     assert str(out / "manifest.csv") in printed and SYNTHETIC_NOTICE in printed
     assert main(["phantom", "--out", str(out), "--patients", "2", "--seed", "9"]) == 5

@@ -68,6 +68,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(valid DICOM, but the Debian dciodvfy reports it as an error)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes rendering patients side by side (DICOM layout; default 1); the "
+        "files are the same for any number",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace an earlier phantom cohort in DIR"
     )
     parser.set_defaults(func=run)
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace, reporter: CommandReporter) -> int:
         overwrite=args.overwrite,
         progress=progress,
         contrast_value3=args.cp1342_value3,
+        workers=args.workers,
     )
     print(manifest)
     print(SYNTHETIC_NOTICE)
