@@ -80,6 +80,29 @@ def test_one_case_loading_gives_the_kept_models_numbers_bit_for_bit(package, exa
     assert single_loaded == 0  # nothing held once the case is done
 
 
+def test_a_worker_pipeline_prepared_ahead_gives_the_same_numbers(package, exam):
+    """What the worker does before it says ready (every network loaded, one warm-up pass
+    of each kind on a blank image) leaves no trace in a case's numbers; one-case
+    pipelines load nothing ahead and still warm up."""
+    expected, _ = _run(package, exam, keep_models=True, precision="float32")
+    [case] = gather_cases([exam]).cases
+    with Pipeline(package, synthesis_precision="float32") as pipeline:
+        assert pipeline.load_networks() == 4 * len(package.folds) + len(package.generators)
+        pipeline.warm_up()
+        loaded = pipeline.models.loaded
+        prepared = pipeline.run(case)
+        assert pipeline.models.loaded == loaded  # the case built nothing more
+    assert json.dumps(_numbers(prepared), sort_keys=True) == json.dumps(
+        _numbers(expected), sort_keys=True
+    )
+    for slot, picture in expected.saliency.items():
+        assert np.array_equal(prepared.saliency[slot].pixels, picture.pixels), slot
+    with Pipeline(package, keep_models=False) as single:
+        assert single.load_networks() == 0
+        single.warm_up()
+        assert single.models.loaded == 0
+
+
 def test_one_case_pipeline_reads_its_weights_for_each_case(package, exam, tmp_path):
     """Nothing is cached behind the caller's back: a removed file is missed at once."""
     copy = load_package(shutil.copytree(package.directory, tmp_path / "package"))

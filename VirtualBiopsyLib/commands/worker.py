@@ -1,9 +1,10 @@
 """``virtual-biopsy worker``: ``predict`` requests one JSON line at a time, models loaded once.
 
 A Slicer session (or a script) starts one worker and sends it every case; the package is
-loaded and verified once and every network is built before the worker says it is ready,
-and they stay in memory, so no request waits for them (the Slicer module starts its
-worker once an exam is assigned, before the first Run). Each request runs exactly what
+loaded and verified once, and every network is built and one blank image goes through
+preprocessing and a pass of each kind of network (imports, first-call set-up) before the
+worker says it is ready; the networks stay in memory, so no request waits for any of it
+(the Slicer module starts its worker once an exam is assigned, before the first Run). Each request runs exactly what
 ``predict`` runs (:func:`~VirtualBiopsyLib.inference.runner.predict_paths` with the
 worker's open pipeline, then :func:`VirtualBiopsyLib.commands.predict.finish_run`), so it
 writes the same files with the same probabilities.
@@ -20,7 +21,7 @@ Requests, one JSON object per line on stdin::
 (``synthesis``, ``saliency``, ``device``, ``synthesis_precision``) but a different value
 fails that request with exit code 2: start another worker for other model options.
 
-Answers on stdout: first ``{"step": "ready", …}`` once the networks are built; per request
+Answers on stdout: first ``{"step": "ready", …}`` once that is done; per request
 the JSON lines ``predict --progress json`` writes, each with ``"request": id``, then one
 terminal line::
 
@@ -178,7 +179,8 @@ class Worker:
             saliency=args.saliency,
             synthesis_precision=args.synthesis_precision,
         )
-        pipeline.load_networks()  # the first request waits for none of them
+        pipeline.load_networks()  # the first request waits for none of them,
+        pipeline.warm_up()  # nor for the imports and set-up of a first pass
         worker = cls(
             pipeline, package, stream, export_dicom=args.export_dicom, overwrite=args.overwrite
         )

@@ -243,6 +243,31 @@ class Pipeline:
                 self.models.generator(view)
         return self.models.loaded
 
+    def warm_up(self) -> None:
+        """Preprocess a blank image and run one pass of each kind of network on it,
+        side by side, discarding the results: the imports and first-call set-up a case
+        needs (SciPy behind Otsu's threshold, oneDNN's kernels, the worker threads)
+        happen now instead of in the first case. For a long-lived pipeline (the worker,
+        before it says ready); about one generator pass of CPU.
+        """
+        size = self.package.preprocessing.size
+        ramp = np.linspace(0.0, 1.0, 4 * size * size, dtype=np.float32).reshape(2 * size, -1)
+        image = MammogramImage(ImageInfo(Path("warm-up"), "nrrd"), ramp, windowed=True)
+        prepared = preprocess(image, self.package.preprocessing)
+        le = PreparedSlot(Slot.LE_CC, Source.REAL, prepared.array, prepared, image.spacing, None)
+        passes = []
+        if self.synthesis and self.package.generators:
+            view = next(iter(self.package.generators))
+            generator = self.models.generator(view) if self.keep_models else view
+            passes.append(self.workers.submit(self._synthesize, le, Slot.DES_CC, generator))
+        if self.package.slots:
+            slot = Slot(self.package.slots[0])
+            classifier = self.models.classifier(0, slot) if self.keep_models else None
+            images = torch.from_numpy(le.array)[None, None].to(self.device)
+            passes.append(self.workers.submit(self._classify_one, classifier, images, 0, slot))
+        for future in passes:
+            future.result()
+
     def run(self, case: Case, progress: ProgressReporter | None = None) -> CaseResult:
         """The virtual biopsy of ``case``; raises :class:`CaseError` when it has no image."""
         progress = progress or NullProgress()
