@@ -4,10 +4,11 @@ A Slicer session (or a script) starts one worker and sends it every case; the pa
 loaded and verified once, and every network is built and one blank image goes through
 preprocessing and a pass of each kind of network (imports, first-call set-up) before the
 worker says it is ready; the networks stay in memory, so no request waits for any of it
-(the Slicer module starts its worker once an exam is assigned, before the first Run). Each request runs exactly what
-``predict`` runs (:func:`~VirtualBiopsyLib.inference.runner.predict_paths` with the
-worker's open pipeline, then :func:`VirtualBiopsyLib.commands.predict.finish_run`), so it
-writes the same files with the same probabilities.
+(the Slicer module starts its worker once an exam is assigned, before the first Run).
+Each request runs exactly what ``predict`` runs
+(:func:`~VirtualBiopsyLib.inference.runner.predict_paths` with the worker's open
+pipeline, then :func:`VirtualBiopsyLib.commands.predict.finish_run`), so it writes the
+same files with the same probabilities.
 
 Requests, one JSON object per line on stdin::
 
