@@ -246,12 +246,14 @@ class Pipeline:
     def warm_up(self) -> None:
         """Preprocess a blank image and run one pass of each kind of network on it,
         side by side, discarding the results: the imports and first-call set-up a case
-        needs (SciPy behind Otsu's threshold, oneDNN's kernels, the worker threads)
+        needs (SciPy behind Otsu's threshold, scikit-image's resize, oneDNN's kernels, the
+        worker threads)
         happen now instead of in the first case. For a long-lived pipeline (the worker,
         before it says ready); about one generator pass of CPU.
         """
         size = self.package.preprocessing.size
-        ramp = np.linspace(0.0, 1.0, 4 * size * size, dtype=np.float32).reshape(2 * size, -1)
+        shape = (2 * size + 7, 2 * size - 5)  # not a multiple of the block: resized as well
+        ramp = np.linspace(0.0, 1.0, shape[0] * shape[1], dtype=np.float32).reshape(shape)
         image = MammogramImage(ImageInfo(Path("warm-up"), "nrrd"), ramp, windowed=True)
         prepared = preprocess(image, self.package.preprocessing)
         le = PreparedSlot(Slot.LE_CC, Source.REAL, prepared.array, prepared, image.spacing, None)
