@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -47,12 +48,15 @@ from Training.holdout import PackageScores, score_package
 from Training.local_jobs import default_workers
 from Training.metrics import auc, masked_generation_metrics
 from Training.phantom_truth import CaseTruth, hand_feature, lesion_contrast, phantom_truth
+from Training.report.delong import auc_covariance, delong_test
 from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.phantom import generate_cohort
 from VirtualBiopsyLib.roles import VIEWS, slot_name
 
 PHANTOM_CHECK_SEED = 2027  # no training cohort uses it (the demo model trains on seed 7)
 PHANTOM_CHECK_PATIENTS = 60
+#: The method issue's targets that compare two settings, as (A, B) for AUC(A) − AUC(B).
+COMPARISONS: tuple[tuple[str, str], ...] = (("Ĉ", "F"), ("F+Ĉ", "F"), ("F+C", "F"), ("C", "Ĉ"))
 
 
 @dataclass
@@ -63,7 +67,8 @@ class PhantomCheck:
     patients: int
     seed: int
     cases: int
-    settings: dict[str, dict[str, float]]
+    settings: dict[str, dict[str, float]]  # auc, g_mean, mcc, cases, auc_ci_low/high
+    comparisons: list[dict[str, Any]]  # the targets' AUC differences, paired (DeLong)
     bounds: dict[str, float]
     lesion_contrast: dict[str, float]
     generation: dict[str, float]
@@ -94,12 +99,53 @@ def run_phantom_check(
         patients=patients,
         seed=seed,
         cases=len(scores.cases),
-        settings=scores.metrics(),
+        settings=_with_auc_intervals(scores),
+        comparisons=[_compare(scores, a, b) for a, b in COMPARISONS],
         bounds=_bounds(scores, truth),
         lesion_contrast=_contrast_summary(scores, truth),
         generation=_generation_summary(scores, truth),
         notices=[VirtualBiopsyLib.SYNTHETIC_NOTICE, VirtualBiopsyLib.RESEARCH_USE_NOTICE],
     )
+
+
+def _with_auc_intervals(scores: PackageScores) -> dict[str, dict[str, float]]:
+    """Each setting's metrics with the 95 % DeLong interval of its AUC (NaN when a class
+    is missing)."""
+    settings = scores.metrics()
+    quantile = float(norm.ppf(0.975))
+    for setting, metrics in settings.items():
+        keys = sorted(scores.probabilities[setting])
+        labels = scores.labels(keys)
+        low = high = math.nan
+        if 0 < labels.sum() < labels.size:
+            values = np.array([scores.probabilities[setting][k] for k in keys])
+            aucs, covariance = auc_covariance(labels, values)
+            error = math.sqrt(max(float(covariance[0, 0]), 0.0))
+            low = max(0.0, float(aucs[0]) - quantile * error)
+            high = min(1.0, float(aucs[0]) + quantile * error)
+        metrics.update(auc_ci_low=low, auc_ci_high=high)
+    return settings
+
+
+def _compare(scores: PackageScores, a: str, b: str) -> dict[str, Any]:
+    """AUC(a) − AUC(b) on the cases both settings score, DeLong's paired test: does a
+    target such as "Ĉ above F" hold beyond chance on this cohort?"""
+    keys = sorted(set(scores.probabilities[a]) & set(scores.probabilities[b]))
+    labels = scores.labels(keys)
+    record: dict[str, Any] = {"a": a, "b": b, "cases": len(keys)}
+    if not 0 < labels.sum() < labels.size:  # undefined, as every AUC of one class
+        return record | dict.fromkeys(("difference", "ci_low", "ci_high", "p_value"), math.nan)
+    result = delong_test(
+        labels,
+        np.array([scores.probabilities[a][k] for k in keys]),
+        np.array([scores.probabilities[b][k] for k in keys]),
+    )
+    return record | {
+        "difference": result.difference,
+        "ci_low": result.ci_low,
+        "ci_high": result.ci_high,
+        "p_value": result.p_value,
+    }
 
 
 def _case_max(images: dict[str, dict[str, np.ndarray]], truth: dict[str, CaseTruth], key: str):
@@ -231,6 +277,18 @@ def _number(value: float | None, percent: bool = True) -> str:
     return f"{100 * value:.1f}" if percent else f"{value:.3f}"
 
 
+def _signed(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{100 * value:+.1f}"
+
+
+def _p_value(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def format_phantom_check(check: PhantomCheck) -> str:
     """The check as Markdown: settings, bounds, lesion contrast, generation quality."""
     lines = [f"# Phantom check: {check.package}", ""]
@@ -240,14 +298,26 @@ def format_phantom_check(check: PhantomCheck) -> str:
         f"{check.cases} cases (LE and real DES) of {check.patients} fresh phantom patients "
         f"(seed {check.seed}); fold ensemble as in `predict`.",
         "",
-        "| setting | AUC (%) | G-mean (%) | MCC (%) | cases |",
-        "|---|---|---|---|---|",
+        "| setting | AUC (%) | AUC 95 % CI (DeLong) | G-mean (%) | MCC (%) | cases |",
+        "|---|---|---|---|---|---|",
     ]
     for setting in SETTINGS:
         m = check.settings[setting]
+        interval = f"{_number(m.get('auc_ci_low'))}–{_number(m.get('auc_ci_high'))}"
         lines.append(
-            f"| {setting} | {_number(m['auc'])} | {_number(m['g_mean'])} | "
+            f"| {setting} | {_number(m['auc'])} | {interval} | {_number(m['g_mean'])} | "
             f"{_number(m['mcc'])} | {m['cases']} |"
+        )
+    lines += [
+        "",
+        "| paired comparison (same cases, DeLong) | AUC difference (%) | 95 % CI | p | cases |",
+        "|---|---|---|---|---|",
+    ]
+    for c in check.comparisons:
+        lines.append(
+            f"| {c['a']} − {c['b']} | {_signed(c.get('difference'))} | "
+            f"{_signed(c.get('ci_low'))} to {_signed(c.get('ci_high'))} | "
+            f"{_p_value(c.get('p_value'))} | {c['cases']} |"
         )
     titles = {
         "oracle_des_auc": "oracle: everything DES shows (enhancement, rim, lesion size/shape)",

@@ -81,6 +81,31 @@ def test_phantom_check_scores_all_settings_on_one_population_and_reports_bounds(
     assert contrast["real_malignant"] > contrast["real_benign"] > 0.0
     assert {"psnr", "ssim", "breast_psnr", "lesion_mae"} <= set(check.generation)
     assert SYNTHETIC_NOTICE in check.notices
+    for metrics in check.settings.values():  # each AUC inside its own 95 % interval
+        assert metrics["auc_ci_low"] <= metrics["auc"] <= metrics["auc_ci_high"]
+    pairs = {(c["a"], c["b"]): c for c in check.comparisons}
+    assert set(pairs) == {("Ĉ", "F"), ("F+Ĉ", "F"), ("F+C", "F"), ("C", "Ĉ")}
+    for (a, b), c in pairs.items():  # AUC(a) − AUC(b) on the same cases, with its interval
+        expected = check.settings[a]["auc"] - check.settings[b]["auc"]
+        assert c["difference"] == pytest.approx(expected, abs=1e-12)
+        assert c["ci_low"] <= c["difference"] <= c["ci_high"] and 0.0 <= c["p_value"] <= 1.0
+        assert c["cases"] == check.cases
+
+
+def test_a_comparison_on_one_class_is_undefined_not_zero() -> None:
+    """As every metric of a one-class subset (the method issue): NaN, written as null."""
+    from Training.datasets import TrainingCase
+    from Training.holdout import PackageScores
+    from Training.phantom_check import _compare
+
+    cases = [TrainingCase(f"P{n}", "1.2", "L", 1, "b") for n in range(2)]  # both malignant
+    a, b = (case.key for case in cases)
+    probabilities = {"Ĉ": {a: 0.2, b: 0.9}, "F": {a: 0.5, b: 0.4}}
+    one_class = PackageScores(cases, probabilities, {}, {}, 0.5)
+    result = _compare(one_class, "Ĉ", "F")
+    assert result["cases"] == 2 and all(
+        math.isnan(result[key]) for key in ("difference", "ci_low", "ci_high", "p_value")
+    )
 
 
 def test_phantom_check_command_writes_json_and_markdown(tmp_path: Path, capsys) -> None:
@@ -88,6 +113,7 @@ def test_phantom_check_command_writes_json_and_markdown(tmp_path: Path, capsys) 
     printed = capsys.readouterr().out
     assert code == 0
     assert "| F+Ĉ |" in printed and SYNTHETIC_NOTICE in printed
+    assert "| Ĉ − F |" in printed and "DeLong" in printed
     record = json.loads((tmp_path / "phantom_check.json").read_text())
     assert record["patients"] == 12 and record["settings"]["C"]["cases"] > 0
     assert (tmp_path / "phantom_check.md").read_text().startswith("# Phantom check")
