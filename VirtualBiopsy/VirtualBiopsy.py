@@ -271,7 +271,9 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         if self._parameterNode:
             self._parameterNode.modelFolder = model_folder_text(path)
-            self.prepareWorker()
+            # a path being typed changes with every key: start a worker for a package only
+            if not path or (pathlib.Path(path) / "model.json").is_file():
+                self.prepareWorker()
 
     def onAutoAssign(self) -> None:
         """Fill the slots from the loaded volumes; say which rule decided each."""
