@@ -271,8 +271,10 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         if self._parameterNode:
             self._parameterNode.modelFolder = model_folder_text(path)
+            from VirtualBiopsyLib.models.package import MANIFEST_NAME
+
             # a path being typed changes with every key: start a worker for a package only
-            if not path or (pathlib.Path(path) / "model.json").is_file():
+            if not path or (pathlib.Path(path) / MANIFEST_NAME).is_file():
                 self.prepareWorker()
 
     def onAutoAssign(self) -> None:
