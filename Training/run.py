@@ -529,7 +529,11 @@ def _classifier_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]
     folder = job.folder(context.out_dir)
     file = folder / f"classifier_{slot}.safetensors"
     config = context.config.classifier
+    synthetic = _synthetic_des(context, job, split_cases)
     train = _image_set(context, cases_with_slot(split_cases["train"], slot), slot)
+    real_train = len(train)
+    if config.synthetic_des_training:
+        train = _with_synthetic(train, split_cases["train"], slot, synthetic)
     val = _image_set(context, cases_with_slot(split_cases["val"], slot), slot)
     result = train_classifier(
         train,
@@ -542,7 +546,6 @@ def _classifier_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]
         progress=context.progress,
         description=f"fold {fold.fold} {slot}",
     )
-    synthetic = _synthetic_des(context, job, split_cases)
     predictions = _predict(context, fold, slot, result.network, split_cases, synthetic)
 
     def write() -> None:
@@ -554,7 +557,11 @@ def _classifier_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]
                 "fold": fold.fold,
                 "architecture": config.architecture,
                 **result.summary(),
-                "images": {"train": len(train), "val": len(val)},
+                "images": {
+                    "train": real_train,
+                    "synthetic_train": len(train) - real_train,
+                    "val": len(val),
+                },
             },
         )
         write_predictions(predictions, folder / "predictions.csv")  # last: the job is done
@@ -566,13 +573,17 @@ def _classifier_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]
 def _synthetic_des(
     context: RunContext, job: Job, split_cases: dict[str, list[TrainingCase]]
 ) -> dict[tuple[str, str], np.ndarray]:
-    """G_v(LE) for a DES classifier's val/test cases with an LE of view v:
-    {(case, DES slot): image}. Empty for LE slots and runs without generators.
+    """G_v(LE) for a DES classifier's val/test cases with an LE of view v (and its
+    training cases with ``synthetic_des_training``): {(case, DES slot): image}. Empty for
+    LE slots and runs without generators.
 
     The fold's own G_v scores val and test (the Ĉ rows). A fold without generators
-    borrows the first generator fold's G_v for its validation cases only: they fit the
-    classifier's synthetic-DES calibration; test rows from a generator that may have
-    trained on those patients would overstate Ĉ, so there are none.
+    borrows the first generator fold's G_v for its validation (and training) cases
+    only: they fit the classifier's synthetic-DES calibration; test rows from a
+    generator that may have trained on those patients would overstate Ĉ, so there are
+    none. (Such a generator also saw real DES of this fold's test patients; what its
+    synthetic DES of *other* patients carries of them into this fold's training is at
+    most indirect. A fresh phantom cohort, the phantom check, is free of it.)
     """
     if not job.needs:
         return {}
@@ -581,6 +592,8 @@ def _synthetic_des(
     if job_status(context.out_dir, generator_job)["status"] != COMPLETE:
         return {}  # skipped: no G_v in this fold, its Ĉ rows are absent, not faked
     splits = ("val", "test") if generator_job.fold == job.fold else ("val",)
+    if context.config.classifier.synthetic_des_training:
+        splits = ("train", *splits)
     cases = [case for split in splits for case in split_cases[split]]
     view = View(generator_job.view)
     generator = build_config_generator(context.config.generator)
@@ -597,6 +610,22 @@ def _synthetic_des(
         (case.key, job.slot): image[0].numpy()
         for case, image in zip(with_le, synthetic, strict=True)
     }
+
+
+def _with_synthetic(
+    train: ImageSet,
+    cases: list[TrainingCase],
+    slot: str,
+    synthetic: dict[tuple[str, str], np.ndarray],
+) -> ImageSet:
+    """``train`` followed by the synthetic DES of its cases that have one, same labels
+    (patients without a real DES count too: their LE gives one)."""
+    twins = [case for case in cases if (case.key, slot) in synthetic]
+    if not twins:
+        return train
+    images = torch.from_numpy(np.stack([synthetic[(case.key, slot)] for case in twins]))
+    labels = torch.tensor([case.label for case in twins], dtype=torch.long)
+    return ImageSet(torch.cat([train.images, images[:, None]]), torch.cat([train.labels, labels]))
 
 
 def _predict(

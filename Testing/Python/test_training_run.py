@@ -81,7 +81,7 @@ def test_the_method_recipe_runs_end_to_end_with_generators_in_fold_zero_only(
     base = toy_config()
     config = replace(
         base,
-        classifier=replace(base.classifier, pooling="max"),
+        classifier=replace(base.classifier, pooling="max", synthetic_des_training=True),
         generator=replace(
             base.generator,
             recipe="pix2pix",
@@ -114,6 +114,26 @@ def test_the_method_recipe_runs_end_to_end_with_generators_in_fold_zero_only(
     package = load_package(export_package(run, tmp_path / "package"))
     assert package.pooling == "max" and package.generators["CC"].architecture == "unet"
     _check_synthetic_calibration(run, package)
+    _check_synthetic_training(run, manifest, folds)
+
+
+def _check_synthetic_training(run: Path, manifest: Path, folds) -> None:
+    """Every fold's DES classifiers also trained on fold 0's G_v(LE) of each training
+    case with an LE of that view; LE classifiers on their real images only."""
+    from Training.datasets import group_cases, read_manifest
+
+    cases = group_cases(read_manifest(manifest).rows, phase="early")
+    for fold in folds:
+        train = [case for case in cases if fold.split_of(case.patient) == "train"]
+        for slot in ("LE_CC", "LE_MLO", "DES_CC", "DES_MLO"):
+            images = json.loads(
+                (run / f"fold_{fold.fold}" / "classifiers" / slot / "result.json").read_text()
+            )["images"]
+            assert images["train"] == sum(slot in case.slots for case in train)
+            view = slot.split("_")[1]
+            expected = sum(f"LE_{view}" in case.slots for case in train) if "DES" in slot else 0
+            assert images["synthetic_train"] == expected, (fold.fold, slot)
+            assert expected > 0 or "LE" in slot
 
 
 def _check_synthetic_calibration(run: Path, package) -> None:
