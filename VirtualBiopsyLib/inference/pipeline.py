@@ -246,10 +246,9 @@ class Pipeline:
     def warm_up(self) -> None:
         """Preprocess a blank image and run one pass of each kind of network on it,
         side by side, discarding the results: the imports and first-call set-up a case
-        needs (SciPy behind Otsu's threshold, scikit-image's resize, oneDNN's kernels, the
-        worker threads)
-        happen now instead of in the first case. For a long-lived pipeline (the worker,
-        before it says ready); about one generator pass of CPU.
+        needs (SciPy behind Otsu's threshold, scikit-image's resize, oneDNN's kernels,
+        the worker threads) happen now instead of in the first case. For a long-lived
+        pipeline (the worker, before it says ready); about one generator pass of CPU.
         """
         size = self.package.preprocessing.size
         shape = (2 * size + 7, 2 * size - 5)  # not a multiple of the block: resized as well
