@@ -546,5 +546,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def console_main() -> None:
+    """The ``virtual-biopsy-train`` command: :func:`main`, then the exit a rank needs."""
+    from Training.runtime import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -31,10 +31,11 @@ import json
 import os
 import random
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import torch
@@ -218,6 +219,31 @@ def _leave_process_group() -> None:
 
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one rank of several (``torchrun`` sets ``WORLD_SIZE``)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with ``code``; a torchrun rank skips interpreter finalization.
+
+    Even with the group destroyed first (:func:`_leave_process_group`), a rank that had
+    written everything still aborted now and then at exit ("terminate called without an
+    active exception", SIGABRT: a C++ thread torn down by static destructors; seen in CI
+    on test_training_distributed's resume launch), and torchrun then reports the run as
+    failed. So a rank runs Python's exit handlers (the group's destruction, logging's
+    flush, temporary folders' removal), flushes its streams and leaves with
+    ``os._exit``, which runs no C++ destructors. A single process exits as usual.
+    """
+    if not launched_by_torchrun():
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what normal exit would run first; CPython keeps it public enough
+    _leave_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _convert_batch_norms(model: nn.Module) -> None:

@@ -173,24 +173,6 @@ def main() -> None:
         run(args.out / "interrupted", args.manifest, resume=True)
 
 
-def _exit_after_finishing() -> None:
-    """Leave the group, flush, and end without interpreter finalization.
-
-    A rank that finished its work still aborted now and then at exit ("terminate called
-    without an active exception", SIGABRT) even with the group destroyed by the atexit
-    handler (seen twice in CI on the resume launch): a C++ thread torn down by static
-    destructors. Everything this rank writes is written and flushed by now; an error in
-    ``main`` raises before this and exits non-zero as usual.
-    """
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 if __name__ == "__main__":
     main()
-    _exit_after_finishing()
+    runtime_module.exit_process(0)  # as virtual-biopsy-train ends a rank; errors raise first

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import replace
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ from Training.run import train_run
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
+REPOSITORY = Path(__file__).resolve().parents[2]
 JOBS = ["fold_0/G_CC", "fold_0/LE_CC", "fold_0/LE_MLO", "fold_0/DES_CC"]
 GRADIENT_TOLERANCE = 5e-5  # × the network's largest gradient (float32 summation order)
 PROBABILITY_TOLERANCE = 0.03  # batch norm per rank, Adam on zero-gradient biases
@@ -215,3 +217,51 @@ def test_joining_a_group_registers_its_destruction_before_interpreter_exit(monke
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+_ENDING_RANK = """
+import atexit, pathlib, sys
+import torch.distributed as dist
+from Training.runtime import exit_process
+
+folder = pathlib.Path(sys.argv[1])
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+atexit.register(lambda: (folder / "exit_handlers_ran").write_text("yes"))
+
+
+class Finalized:
+    def __del__(self):
+        (folder / "interpreter_finalized").write_text("yes")
+
+
+kept_until_teardown = Finalized()
+print("all written", end="")  # a pipe buffers it: only a flush gets it out
+exit_process(3)
+"""
+
+
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_a_rank_ends_with_its_code_after_exit_handlers_without_finalization(
+    tmp_path, world_size
+) -> None:
+    """virtual-biopsy-train's exit (Training.cli.console_main → runtime.exit_process): a
+    torchrun rank runs Python's exit handlers, flushes, then skips interpreter teardown,
+    where a finished rank aborted (SIGABRT) now and then; one process exits as usual."""
+    environment = {**os.environ, "WORLD_SIZE": world_size, "PYTHONPATH": str(REPOSITORY)}
+    ended = subprocess.run(
+        [sys.executable, "-c", _ENDING_RANK, str(tmp_path)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ended.returncode == 3, ended.stderr[-2000:]
+    assert ended.stdout == "all written"
+    assert (tmp_path / "exit_handlers_ran").exists()
+    assert (tmp_path / "interpreter_finalized").exists() == (world_size == "1")
+
+
+def test_the_train_command_ends_through_exit_process() -> None:
+    (command,) = entry_points(group="console_scripts", name="virtual-biopsy-train")
+    assert command.value == "Training.cli:console_main"
