@@ -25,11 +25,12 @@ data, 4 bad model package, 5 output exists); 130 when interrupted (resume with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import VirtualBiopsyLib
@@ -258,6 +259,13 @@ def _add_demo_model(commands: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--overwrite", action="store_true", help="replace OUT even when it is not a demo package"
     )
+    demo.add_argument(
+        "--keep-run",
+        type=Path,
+        metavar="DIR",
+        help="keep the phantom cohort and the training run (histories, predictions) in DIR, "
+        "which must be new (default: a temporary folder, removed)",
+    )
     demo.set_defaults(func=run_demo_model)
 
 
@@ -437,8 +445,10 @@ def run_demo_model(args: argparse.Namespace) -> int:
     overwrite = args.overwrite or _is_demo_package(args.out)
     if args.out.exists() and any(args.out.iterdir()) and not overwrite:
         raise OutputExistsError(f"{args.out}: exists and is not a demo package (use --overwrite)")
+    if args.keep_run is not None and args.keep_run.exists():
+        raise OutputExistsError(f"{args.keep_run}: exists (--keep-run needs a new folder)")
     _set_threads(args.threads)
-    with tempfile.TemporaryDirectory(prefix="virtual-biopsy-demo-") as work:
+    with _work_folder(args.keep_run) as work:
         workers = args.workers or default_workers()
         manifest = generate_cohort(
             Path(work) / "cohort", patients=args.patients, seed=args.seed, workers=workers
@@ -473,6 +483,17 @@ def run_demo_model(args: argparse.Namespace) -> int:
     print(f"demo model package written to {out}")
     print(VirtualBiopsyLib.SYNTHETIC_NOTICE)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _work_folder(kept: Path | None) -> Iterator[Path]:
+    """``kept`` (created) when given, else a temporary folder removed afterwards."""
+    if kept is not None:
+        kept.mkdir(parents=True)
+        yield kept
+        return
+    with tempfile.TemporaryDirectory(prefix="virtual-biopsy-demo-") as work:
+        yield Path(work)
 
 
 def _print_job_done(job) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import VirtualBiopsyLib
-from Training.cli import build_parser, main
+from Training.cli import _work_folder, build_parser, main
 from VirtualBiopsyLib.models.package import demo_package_path, load_package
 from VirtualBiopsyLib.roles import View
 
@@ -63,3 +63,22 @@ def test_demo_model_refuses_to_replace_a_folder_that_is_not_a_demo(tmp_path, cap
     (tmp_path / "notes.txt").write_text("user data")
     assert main(["demo-model", "--out", str(tmp_path)]) == 5
     assert (tmp_path / "notes.txt").read_text() == "user data"
+
+
+def test_demo_model_keeps_its_run_only_in_a_new_folder(tmp_path, capsys) -> None:
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("user data")
+    out = tmp_path / "package"
+    assert main(["demo-model", "--out", str(out), "--keep-run", str(kept)]) == 5
+    assert "--keep-run needs a new folder" in capsys.readouterr().err
+    assert (kept / "notes.txt").read_text() == "user data" and not out.exists()
+
+
+def test_the_demo_work_folder_is_kept_when_named_and_removed_otherwise(tmp_path) -> None:
+    with _work_folder(tmp_path / "run") as work:
+        (work / "history.json").write_text("{}")
+    assert (tmp_path / "run" / "history.json").exists()
+    with _work_folder(None) as work:
+        (work / "history.json").write_text("{}")
+    assert not work.exists()
