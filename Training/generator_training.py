@@ -105,7 +105,7 @@ def train_generator(
     ``initial_generator`` holds LE → DES weights to fine-tune (pre-training);
     ``max_epochs`` overrides ``config.max_epochs`` (used for the pre-training phase).
     """
-    runtime = runtime or make_runtime("cpu")
+    runtime = generator_runtime(runtime or make_runtime("cpu"))
     torch.manual_seed(seed)
     loop_type = _Pix2PixLoop if config.recipe == "pix2pix" else _CycleGanLoop
     loop = loop_type(config, seed, runtime)
@@ -470,12 +470,25 @@ def validation_loss(
     return float(weighted_l1(synthetic, val.des, weights))
 
 
+def generator_runtime(runtime: Runtime) -> Runtime:
+    """``runtime`` for the generators: contiguous memory on CPU, channels-last on CUDA.
+
+    On CPU a U-Net training step is no faster channels-last (72 vs 74 ms, batch 8 at 64²,
+    one thread), unlike the classifiers' (``Training.runtime``), and contiguous memory
+    keeps CPU generator training and synthesis the same computation as before, bit for
+    bit (the demo generators are reproduced exactly).
+    """
+    if runtime.device.type == "cpu" and runtime.channels_last:
+        return replace(runtime, channels_last=False)
+    return runtime
+
+
 @torch.no_grad()
 def synthesize_des(
     generator: nn.Module, le: torch.Tensor, runtime: Runtime | None = None, batch_size: int = 16
 ) -> torch.Tensor:
     """Synthetic DES ``[N, 1, H, W]`` (CPU float32) from LE images with G in eval mode."""
-    runtime = runtime or make_runtime("cpu")
+    runtime = generator_runtime(runtime or make_runtime("cpu"))
     outputs: list[torch.Tensor] = []
     with evaluating(generator):
         for start in range(0, le.shape[0], batch_size):
