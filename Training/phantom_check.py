@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -48,7 +47,7 @@ from Training.holdout import PackageScores, score_package
 from Training.local_jobs import default_workers
 from Training.metrics import auc, masked_generation_metrics
 from Training.phantom_truth import CaseTruth, hand_feature, lesion_contrast, phantom_truth
-from Training.report.delong import auc_covariance, delong_test
+from Training.report.delong import auc_interval, delong_test
 from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.phantom import generate_cohort
 from VirtualBiopsyLib.roles import VIEWS, slot_name
@@ -112,17 +111,13 @@ def _with_auc_intervals(scores: PackageScores) -> dict[str, dict[str, float]]:
     """Each setting's metrics with the 95 % DeLong interval of its AUC (NaN when a class
     is missing)."""
     settings = scores.metrics()
-    quantile = float(norm.ppf(0.975))
     for setting, metrics in settings.items():
         keys = sorted(scores.probabilities[setting])
         labels = scores.labels(keys)
         low = high = math.nan
         if 0 < labels.sum() < labels.size:
             values = np.array([scores.probabilities[setting][k] for k in keys])
-            aucs, covariance = auc_covariance(labels, values)
-            error = math.sqrt(max(float(covariance[0, 0]), 0.0))
-            low = max(0.0, float(aucs[0]) - quantile * error)
-            high = min(1.0, float(aucs[0]) + quantile * error)
+            _, low, high = auc_interval(labels, values)
         metrics.update(auc_ci_low=low, auc_ci_high=high)
     return settings
 

@@ -39,7 +39,13 @@ from Training.report.calibration import (
     reliability_bins,
     weighted_brier,
 )
-from Training.report.delong import auc_covariance, delong_test, holm_adjust, structural_components
+from Training.report.delong import (
+    auc_covariance,
+    auc_interval,
+    delong_test,
+    holm_adjust,
+    structural_components,
+)
 from Training.report.roc import (
     rank_auc,
     roc_band,
@@ -263,6 +269,20 @@ def test_delong_standard_error_of_a_paired_difference_matches_a_paired_bootstrap
     assert result.standard_error == pytest.approx(differences.std(), rel=0.12)
     assert result.difference == pytest.approx(roc_auc_score(labels, a) - roc_auc_score(labels, b))
     assert result.p_value == pytest.approx(2 * (1 - _phi(abs(result.z))))
+
+
+def test_delong_interval_of_one_auc_has_the_bootstrap_width_and_stays_in_0_1() -> None:
+    rng = np.random.default_rng(28)
+    n = 400
+    labels = rng.integers(0, 2, n)
+    scores = rng.normal(labels * 1.0, 1.0)
+    auc, low, high = auc_interval(labels, scores)
+    bootstrap = weighted_auc(labels, scores, patient_counts(n, 3000, seed=29))
+    assert auc == pytest.approx(roc_auc_score(labels, scores))
+    assert low < auc < high and high - auc == pytest.approx(auc - low)
+    assert (high - low) / (2 * 1.959964) == pytest.approx(bootstrap.std(), rel=0.12)
+    assert auc_interval(labels, labels + 0.0)[1:] == (1.0, 1.0)  # perfect: no spread
+    assert auc_interval(labels, rng.normal(labels * 4.0, 1.0))[2] <= 1.0
 
 
 def _phi(z: float) -> float:

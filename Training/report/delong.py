@@ -71,6 +71,17 @@ def auc_covariance(labels: np.ndarray, *score_sets: np.ndarray) -> tuple[np.ndar
     return np.array(aucs), s10 / m + s01 / n
 
 
+def auc_interval(
+    labels: np.ndarray, scores: np.ndarray, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """``(auc, low, high)``: one AUC and its DeLong (normal) interval, clipped to [0, 1]."""
+    aucs, covariance = auc_covariance(labels, scores)
+    error = math.sqrt(max(float(covariance[0, 0]), 0.0))
+    quantile = float(norm.ppf(0.5 + confidence / 2.0))
+    auc = float(aucs[0])
+    return auc, max(0.0, auc - quantile * error), min(1.0, auc + quantile * error)
+
+
 def delong_test(
     labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, confidence: float = 0.95
 ) -> DeLongResult:
