@@ -129,16 +129,9 @@ def worker_cases(
     """``cases`` requests to one worker per entry of ``codes`` (the library it runs;
     None: this tree's), the workers taking turns request by request, so a load that
     comes and goes on the machine falls on all of them alike."""
-    from VirtualBiopsyLib.slicer.process import PredictWorker, SubprocessRunner, worker_command
-
     workers, runs = [], [WorkerRun() for _ in codes]
     try:
-        for code in codes:
-            env = {"PYTHONPATH": child_environment(code)["PYTHONPATH"]}
-            command = worker_command(model_dir=package)
-            if code is not None:  # -P: the current folder (this tree) not before ``code``
-                command.insert(1, "-P")
-            workers.append(PredictWorker(SubprocessRunner, command, env))
+        workers.extend(new_worker(package, code) for code in codes)
         for index in range(cases):
             for number, (worker, run) in enumerate(zip(workers, runs, strict=True)):
                 out = root / f"worker{number}-{index}"
@@ -163,14 +156,23 @@ def worker_cases(
     return runs
 
 
+def new_worker(package: Path, code: Path | None = None):
+    """A (not yet started) worker as the Slicer module builds it, running the library in
+    ``code`` (None: this tree's); its environment holds only that ``PYTHONPATH``."""
+    from VirtualBiopsyLib.slicer.process import PredictWorker, SubprocessRunner, worker_command
+
+    command = worker_command(model_dir=package)
+    if code is not None:  # -P: the current folder (this tree) not before ``code``
+        command.insert(1, "-P")
+    env = {"PYTHONPATH": child_environment(code)["PYTHONPATH"]}
+    return PredictWorker(SubprocessRunner, command, env)
+
+
 def head_start(package: Path, files: list[Path], root: Path) -> tuple[float, float]:
     """What the Slicer module does since it starts its worker once an exam is assigned:
     seconds from start to the ready line (imports, checksums, every network built; the
     user is still looking at the exam), then seconds of the first request."""
-    from VirtualBiopsyLib.slicer.process import PredictWorker, SubprocessRunner, worker_command
-
-    env = {"PYTHONPATH": child_environment(None)["PYTHONPATH"]}
-    worker = PredictWorker(SubprocessRunner, worker_command(model_dir=package), env)
+    worker = new_worker(package)
     try:
         start = time.perf_counter()
         worker.start()
