@@ -113,6 +113,8 @@ class GeneratorConfig:
     whole images (None). ``folds`` trains generators in the first N folds only (None:
     every fold, the paper): synthesis is most of a run's cost, the package keeps one
     generator per view, and folds without one simply have no Ĉ / F+Ĉ rows.
+    ``lr_decay_epochs`` N: the learning rate falls linearly towards 0 over the last N
+    epochs (pix2pix's and CycleGAN's own schedule); 0 keeps it constant (the paper).
     """
 
     recipe: str = "cyclegan"
@@ -141,6 +143,7 @@ class GeneratorConfig:
     early_stopping_patience: int = 50
     warmup_epochs: int = 50
     pretrain_epochs: int = 200
+    lr_decay_epochs: int = 0  # linear decay to 0 over the last N epochs (0: constant, paper)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

@@ -116,6 +116,7 @@ def train_generator(
     if resume and store is not None and store.exists():
         loop.restore(store)
     limit = max_epochs if max_epochs is not None else config.max_epochs
+    loop.planned_epochs = limit
     return run_epochs(
         loop,
         train,
@@ -139,6 +140,21 @@ def build_config_generator(config: GeneratorConfig) -> nn.Module:
         "levels": config.levels,
     }
     return build_named_generator(config.architecture, sizes)
+
+
+def learning_rate_factor(epoch: int, planned_epochs: int, decay_epochs: int) -> float:
+    """The learning rate of (0-based) ``epoch`` over the configured one: 1, then linear
+    down over the last ``decay_epochs`` of ``planned_epochs`` (pix2pix's and CycleGAN's
+    schedule: constant, then linearly to 0; the last epoch keeps 1 / (decay + 1)).
+
+    A function of the epoch alone, so a resumed run sets the same rates.
+
+    >>> [round(learning_rate_factor(e, 6, 3), 2) for e in range(6)]
+    [1.0, 1.0, 1.0, 0.75, 0.5, 0.25]
+    """
+    if decay_epochs <= 0:
+        return 1.0
+    return min(1.0, (planned_epochs - epoch) / (decay_epochs + 1))
 
 
 class _GeneratorLoop(EpochLoop):
@@ -180,6 +196,7 @@ class _GeneratorLoop(EpochLoop):
         )
         self.best_state = copy_state(self.networks["le_to_des"])
         self.loss_factor = 1.0  # this rank's share of the batch loss (Runtime.shard)
+        self.planned_epochs = config.max_epochs  # the phase's length, for the decay
 
     def _step(
         self, le: torch.Tensor, des: torch.Tensor, weights: torch.Tensor | None
@@ -188,11 +205,16 @@ class _GeneratorLoop(EpochLoop):
         raise NotImplementedError
 
     def run_epoch(self, train: PairSet, val: PairSet) -> dict[str, float]:
+        factor = learning_rate_factor(self.epoch, self.planned_epochs, self.config.lr_decay_epochs)
+        for optimizer in (self.optimizer_g, self.optimizer_d):
+            for group in optimizer.param_groups if optimizer is not None else ():
+                group["lr"] = self.config.learning_rate * factor
         losses = self._train_one_epoch(train)
         val_loss = validation_loss(self.networks["le_to_des"], val, self.config, self.runtime)
         if self.stopper.update(val_loss):
             self.best_state = copy_state(self.networks["le_to_des"])
         record = {"epoch": self.epoch, **losses, "val_loss": val_loss}
+        record["lr"] = self.config.learning_rate * factor
         self.history.append(record)
         self.epoch += 1
         return record

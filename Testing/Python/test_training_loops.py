@@ -147,6 +147,21 @@ def test_killed_and_resumed_generator_run_ends_with_identical_weights(tmp_path: 
     )
 
 
+def test_generator_learning_rate_decays_linearly_and_resumes_on_schedule(tmp_path) -> None:
+    train, val = _pairs(), _pairs(n=2, seed=5)
+    config = replace(GENERATOR, max_epochs=5, lr_decay_epochs=3, learning_rate=1e-3)
+    straight = train_generator(train, val, config, tmp_path / "a", seed=1, progress=False)
+    assert [r["lr"] for r in straight.history] == pytest.approx([1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    train_generator(train, val, config, tmp_path / "b", seed=1, progress=False, stop_after_epochs=3)
+    resumed = train_generator(
+        train, val, config, tmp_path / "b", seed=1, progress=False, resume=True
+    )
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in straight.history]
+    assert _same_weights(resumed.network.state_dict(), straight.network.state_dict())
+    constant = train_generator(train, val, GENERATOR, None, seed=1, progress=False)
+    assert {r["lr"] for r in constant.history} == {GENERATOR.learning_rate}
+
+
 def test_generator_learns_and_keeps_its_best_validation_l1() -> None:
     train, val = _pairs(n=8), _pairs(n=2, seed=5)
     config = replace(GENERATOR, max_epochs=6, learning_rate=3e-3)
