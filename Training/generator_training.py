@@ -206,15 +206,15 @@ class _GeneratorLoop(EpochLoop):
 
     def run_epoch(self, train: PairSet, val: PairSet) -> dict[str, float]:
         factor = learning_rate_factor(self.epoch, self.planned_epochs, self.config.lr_decay_epochs)
-        for optimizer in (self.optimizer_g, self.optimizer_d):
-            for group in optimizer.param_groups if optimizer is not None else ():
-                group["lr"] = self.config.learning_rate * factor
+        learning_rate = self.config.learning_rate * factor
+        for optimizer in filter(None, (self.optimizer_g, self.optimizer_d)):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
         losses = self._train_one_epoch(train)
         val_loss = validation_loss(self.networks["le_to_des"], val, self.config, self.runtime)
         if self.stopper.update(val_loss):
             self.best_state = copy_state(self.networks["le_to_des"])
-        record = {"epoch": self.epoch, **losses, "val_loss": val_loss}
-        record["lr"] = self.config.learning_rate * factor
+        record = {"epoch": self.epoch, **losses, "val_loss": val_loss, "lr": learning_rate}
         self.history.append(record)
         self.epoch += 1
         return record

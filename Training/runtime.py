@@ -243,7 +243,7 @@ def exit_process(code: int) -> NoReturn:
     """
     if not launched_by_torchrun():
         sys.exit(code)
-    atexit._run_exitfuncs()  # what normal exit would run first; CPython keeps it public enough
+    atexit._run_exitfuncs()  # what sys.exit runs first (private, but in CPython since 2.x)
     _leave_process_group()
     sys.stdout.flush()
     sys.stderr.flush()
