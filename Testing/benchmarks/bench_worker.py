@@ -32,8 +32,9 @@ written alone on one thread (report.png, every NRRD map: its CPU cost) and the w
 writer as the worker runs it (files side by side).
 
 Target (issue 14): cases 2..N through the worker ≤ 1.2 s from request to result files
-(median). Peak RSS: the worker's ``VmHWM`` (Linux) and each predict process's
-``ru_maxrss`` (``os.wait4``). *CPU s/case* (user + system time of the worker, or of the
+(median). Peak RSS: the worker's and each predict process's own ``VmHWM`` (Linux; a
+child's ``ru_maxrss`` would start from this script's peak, inherited across fork, which
+holds the untrained package it wrote). *CPU s/case* (user + system time of the worker, or of the
 predict process) says what a case costs whatever else runs: on a shared 2-core machine
 the wall time can be well above the idle figure.
 
@@ -50,7 +51,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,7 +64,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from _common import CASE_COLUMNS, check_target, machine_line, print_table, summarise  # noqa: E402
-from bench_predict import prepare_baseline, prepare_inputs  # noqa: E402  (the same case)
+from bench_predict import (  # noqa: E402  (the same case, the same one-shot launcher)
+    REPO,
+    prepare_baseline,
+    prepare_inputs,
+    run_predict_process,
+)
 
 TARGET_LATER_CASES_S = 1.2
 PROBABILITY_TOLERANCE = 1e-6
@@ -73,38 +78,25 @@ PROBABILITY_TOLERANCE = 1e-6
 BASELINE_REF = "ddf0479fbba6d6db1658f577d38ba72e81e7aeb0"
 
 
-def child_environment(code: Path | None = None) -> dict[str, str]:
-    """The children's environment; ``code``: run the library found there instead."""
-    from VirtualBiopsyLib.slicer.logic import child_python_path
+def child_python_path(code: Path | None = None) -> str:
+    """A worker's PYTHONPATH: the Slicer module's, or ``code`` to run the library there."""
+    from VirtualBiopsyLib.slicer.logic import child_python_path as module_python_path
 
-    path = str(code) if code is not None else child_python_path()
-    return {**os.environ, "PYTHONPATH": path}
+    return str(code) if code is not None else module_python_path()
 
 
 # --------------------------------------------------------------------------- baseline
 
 
 def one_shot_case(package: Path, files: list[Path], out: Path) -> tuple[float, float, float, Path]:
-    """(seconds, CPU seconds, peak RSS MB, result.json) of one ``predict`` process."""
-    args = [sys.executable, "-m", "VirtualBiopsyLib", "predict", *map(str, files)]
-    args += ["--out", str(out), "--model", str(package), "--progress", "json"]
-    errors = out.with_name(out.name + "-stderr.txt")
-    start = time.perf_counter()
-    with open(errors, "w") as stderr:
-        process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=stderr, env=child_environment(), text=True
-        )
-        stdout = process.stdout.read()  # the JSON lines, up to the end of the process
-        _, status, usage = os.wait4(process.pid, 0)  # its own peak RSS, not the others'
-    seconds = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
-    process.returncode = code  # reaped by wait4
-    if code != 0:
-        raise RuntimeError(f"predict failed ({code}):\n{errors.read_text()[-4000:]}")
-    done = json.loads(stdout.strip().splitlines()[-1])
-    [result] = done["results"]
-    peak_mb = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
-    return seconds, usage.ru_utime + usage.ru_stime, peak_mb, Path(result)
+    """(seconds, CPU seconds, peak RSS MB, result.json) of one ``predict`` process, run
+    by ``bench_predict``'s launcher, which reads the process's own peak at its exit."""
+    arguments = ["predict", *map(str, files), "--out", str(out), "--model", str(package)]
+    record = run_predict_process(
+        [*arguments, "--progress", "json"], REPO, out.with_name(out.name + "-peak.json")
+    )
+    [result] = out.glob("*/result.json")
+    return record["wall_s"], record["cpu_s"], record["peak_mb"], result
 
 
 # --------------------------------------------------------------------------- worker
@@ -164,7 +156,7 @@ def new_worker(package: Path, code: Path | None = None):
     command = worker_command(model_dir=package)
     if code is not None:  # -P: the current folder (this tree) not before ``code``
         command.insert(1, "-P")
-    env = {"PYTHONPATH": child_environment(code)["PYTHONPATH"]}
+    env = {"PYTHONPATH": child_python_path(code)}
     return PredictWorker(SubprocessRunner, command, env)
 
 
