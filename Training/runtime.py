@@ -191,7 +191,7 @@ def make_runtime(device: str = "auto", amp: bool = True, channels_last: bool = T
     >>> make_runtime("cpu").device.type
     'cpu'
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = _world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
@@ -225,9 +225,14 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+def _world_size() -> int:
+    """How many ranks this process is one of (``torchrun`` sets ``WORLD_SIZE``; 1 alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launched_by_torchrun() -> bool:
-    """Whether this process is one rank of several (``torchrun`` sets ``WORLD_SIZE``)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Whether this process is one rank of several."""
+    return _world_size() > 1
 
 
 def exit_process(code: int) -> NoReturn:
