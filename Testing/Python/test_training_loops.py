@@ -10,8 +10,13 @@ import torch
 
 from Training.classifier_training import ImageSet, _ClassifierLoop, train_classifier
 from Training.config import ClassifierConfig, GeneratorConfig
-from Training.generator_training import PairSet, train_generator, validation_loss
-from Training.runtime import CheckpointStore, EarlyStopping, make_runtime
+from Training.generator_training import (
+    PairSet,
+    generator_runtime,
+    train_generator,
+    validation_loss,
+)
+from Training.runtime import CheckpointStore, EarlyStopping, Runtime, make_runtime
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
 
 CLASSIFIER = ClassifierConfig(
@@ -173,3 +178,21 @@ def test_generator_learns_and_keeps_its_best_validation_l1() -> None:
     loss = validation_loss(result.network, val, config)
     assert loss == pytest.approx(result.best_val_loss, rel=1e-5)
     assert result.best_val_loss < untrained.best_val_loss
+
+
+def test_classifiers_train_channels_last_on_cpu_and_generators_stay_contiguous() -> None:
+    """Channels-last halves a demo classifier's CPU step; the generators gain nothing
+    from it on CPU and stay contiguous (the committed demo generators, bit for bit)."""
+    runtime = make_runtime("cpu")
+    conv = runtime.prepare_model(torch.nn.Conv2d(2, 4, 3))
+    batch = runtime.prepare_batch(torch.rand(2, 2, 8, 8))
+    assert runtime.channels_last
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert not batch.is_contiguous()
+    generators = generator_runtime(runtime)
+    assert not generators.channels_last and generators.device == runtime.device
+    plain = generators.prepare_batch(torch.rand(2, 2, 8, 8))
+    assert plain.is_contiguous() and not plain.is_contiguous(memory_format=torch.channels_last)
+    cuda = Runtime(torch.device("cuda"), channels_last=True)  # nothing moves: policy only
+    assert generator_runtime(cuda) is cuda
