@@ -106,6 +106,8 @@ def train_generator(
     ``max_epochs`` overrides ``config.max_epochs`` (used for the pre-training phase).
     """
     runtime = generator_runtime(runtime or make_runtime("cpu"))
+    if max_epochs is not None:  # the phase's own length (the learning-rate decay reads it)
+        config = replace(config, max_epochs=max_epochs)
     torch.manual_seed(seed)
     loop_type = _Pix2PixLoop if config.recipe == "pix2pix" else _CycleGanLoop
     loop = loop_type(config, seed, runtime)
@@ -115,13 +117,11 @@ def train_generator(
     store = CheckpointStore(work_dir) if work_dir is not None else None
     if resume and store is not None and store.exists():
         loop.restore(store)
-    limit = max_epochs if max_epochs is not None else config.max_epochs
-    loop.planned_epochs = limit
     return run_epochs(
         loop,
         train,
         val,
-        limit=limit,
+        limit=config.max_epochs,
         store=store,
         progress=progress,
         description=description,
@@ -196,7 +196,6 @@ class _GeneratorLoop(EpochLoop):
         )
         self.best_state = copy_state(self.networks["le_to_des"])
         self.loss_factor = 1.0  # this rank's share of the batch loss (Runtime.shard)
-        self.planned_epochs = config.max_epochs  # the phase's length, for the decay
 
     def _step(
         self, le: torch.Tensor, des: torch.Tensor, weights: torch.Tensor | None
@@ -205,7 +204,9 @@ class _GeneratorLoop(EpochLoop):
         raise NotImplementedError
 
     def run_epoch(self, train: PairSet, val: PairSet) -> dict[str, float]:
-        factor = learning_rate_factor(self.epoch, self.planned_epochs, self.config.lr_decay_epochs)
+        factor = learning_rate_factor(
+            self.epoch, self.config.max_epochs, self.config.lr_decay_epochs
+        )
         learning_rate = self.config.learning_rate * factor
         for optimizer in filter(None, (self.optimizer_g, self.optimizer_d)):
             for group in optimizer.param_groups:

@@ -249,7 +249,7 @@ def exit_process(code: int) -> NoReturn:
     if not launched_by_torchrun():
         sys.exit(code)
     atexit._run_exitfuncs()  # what sys.exit runs first (private, but in CPython since 2.x)
-    _leave_process_group()
+    _leave_process_group()  # a group another caller initialised has no exit handler of ours
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
