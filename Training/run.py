@@ -528,7 +528,7 @@ def _classifier_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]
         return True, {**details, "reason": f"no {slot} images to train or validate on"}
     folder = job.folder(context.out_dir)
     file = folder / f"classifier_{slot}.safetensors"
-    config = context.config.classifier
+    config = context.config.classifier.for_slot(slot)
     synthetic = _synthetic_des(context, job, split_cases)
     train = _image_set(context, cases_with_slot(split_cases["train"], slot), slot)
     real_train = len(train)

@@ -88,6 +88,9 @@ def test_demo_config_is_the_recipe_that_sees_the_lesion() -> None:
     assert demo.generator.max_epochs > tiny.generator.max_epochs
     assert demo.image_size == 128 > tiny.image_size
     assert demo.classifier.pooling == "max" and tiny.classifier.pooling == "avg"
+    c = demo.classifier  # a constant rate; DES epochs hold real and synthetic images
+    assert c.min_learning_rate == c.learning_rate and c.synthetic_des_training
+    assert c.for_slot("LE_CC").max_epochs == 2 * c.for_slot("DES_MLO").max_epochs == 60
     g = demo.generator
     assert (g.recipe, g.architecture, g.selection) == ("pix2pix", "unet", "emphasis_l1")
     assert g.lesion_emphasis > 0 and g.crop_size == 64 and g.folds == 1
@@ -95,3 +98,15 @@ def test_demo_config_is_the_recipe_that_sees_the_lesion() -> None:
     paper = RunConfig()
     assert (paper.generator.recipe, paper.generator.lesion_emphasis) == ("cyclegan", 0.0)
     assert (paper.classifier.pooling, paper.splits.protocol) == ("avg", "paper")
+
+
+def test_des_max_epochs_is_the_des_slots_limit_and_is_checked(tmp_path: Path) -> None:
+    classifier = tiny_config().classifier
+    assert classifier.des_max_epochs is None
+    assert {classifier.for_slot(s).max_epochs for s in ("LE_CC", "DES_CC")} == {40}
+    data = tiny_config().to_dict()
+    data["classifier"]["des_max_epochs"] = 0
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="des_max_epochs must be a positive integer"):
+        RunConfig.load(path)

@@ -81,7 +81,9 @@ def test_the_method_recipe_runs_end_to_end_with_generators_in_fold_zero_only(
     base = toy_config()
     config = replace(
         base,
-        classifier=replace(base.classifier, pooling="max", synthetic_des_training=True),
+        classifier=replace(
+            base.classifier, pooling="max", synthetic_des_training=True, des_max_epochs=1
+        ),
         generator=replace(
             base.generator,
             recipe="pix2pix",
@@ -111,6 +113,9 @@ def test_the_method_recipe_runs_end_to_end_with_generators_in_fold_zero_only(
     result = json.loads((run / "fold_0" / "generators" / "CC" / "result.json").read_text())
     assert "weighted" in result["val_loss_definition"]
     assert "breast_psnr" in result["test_generation"]
+    for slot, epochs in (("LE_CC", 2), ("LE_MLO", 2), ("DES_CC", 1), ("DES_MLO", 1)):
+        classifier = run / "fold_3" / "classifiers" / slot / "result.json"
+        assert json.loads(classifier.read_text())["epochs_run"] == epochs  # des_max_epochs
     package = load_package(export_package(run, tmp_path / "package"))
     assert package.pooling == "max" and package.generators["CC"].architecture == "unet"
     _check_synthetic_calibration(run, package)
