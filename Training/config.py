@@ -321,7 +321,7 @@ def demo_config(seed: int = 0) -> RunConfig:
     """The demo package's setting: the recipe that makes the method work on the phantom.
 
     Chosen from phantom measurements (README, "Making the method work"); with the 300
-    patients of ``demo-model`` it takes about 23 minutes on two CPU cores (two workers):
+    patients of ``demo-model`` it takes about 27 minutes on two CPU cores (two workers):
 
     - 128² images: at 64² a phantom lesion spans 2–7 pixels and neither LE morphology nor
       its enhancement survives; at 128² it spans 4–14.
@@ -332,7 +332,7 @@ def demo_config(seed: int = 0) -> RunConfig:
       (validation splits of a dozen patients are too noisy to pick an epoch). LE
       classifiers train 60 epochs: with the rate falling to a floor of 1e-4 within 40,
       four of the five LE_CC folds stayed at chance (AUC 0.49–0.57 on 321 fresh cases);
-      a constant rate for 60 epochs brought three such folds to 0.66–0.78. DES classifiers
+      a constant rate for 60 epochs brought three such folds to 0.66–0.76. DES classifiers
       also train on fold 0's synthetic DES of their training patients (trained on real DES
       only, one ranked synthetic DES at AUC 0.63, with it 0.72–0.73), so their epochs
       hold twice the images: 30 of them (the same number of steps; real DES AUC 0.861 /
