@@ -133,7 +133,12 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         help="the CI/demo setting: 64² images, demo networks, few epochs",
     )
     parser.add_argument("--architecture", choices=CLASSIFIER_ARCHITECTURES)
-    parser.add_argument("--epochs", type=int, help="classifier max epochs (paper: 300)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="every classifier's max epochs, DES included (paper: 300; replaces a config's "
+        "des_max_epochs)",
+    )
     parser.add_argument("--generator-epochs", type=int, help="generator max epochs (paper: 200)")
     parser.add_argument("--batch-size", type=int, help="classifier batch size")
     parser.add_argument("--image-size", type=int, help="preprocessed side in pixels (paper: 256)")
@@ -297,6 +302,8 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
             data[key].update({k: v for k, v in value.items() if v is not None})
         elif value is not None:
             data[key] = value
+    if args.epochs is not None:  # one limit for every slot, as the help says
+        data["classifier"]["des_max_epochs"] = None
     return RunConfig.from_dict(data)  # validates the overrides
 
 

@@ -110,3 +110,15 @@ def test_des_max_epochs_is_the_des_slots_limit_and_is_checked(tmp_path: Path) ->
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="des_max_epochs must be a positive integer"):
         RunConfig.load(path)
+
+
+def test_the_epochs_option_is_every_classifiers_limit(tmp_path: Path) -> None:
+    from Training.cli import _run_config, build_parser
+
+    path = tmp_path / "demo.json"
+    demo_config().save(path)
+    train = ["train", "m.csv", "--out", "o", "--config", str(path)]
+    kept = _run_config(build_parser().parse_args(train))
+    assert kept.classifier.for_slot("DES_CC").max_epochs == 30  # the config's own split
+    overridden = _run_config(build_parser().parse_args([*train, "--epochs", "5"])).classifier
+    assert {overridden.for_slot(s).max_epochs for s in ("LE_CC", "DES_MLO")} == {5}
