@@ -6,14 +6,20 @@ results are printed beside bounds that need no training:
 
 - the hand feature (brightest DES pixel in the eroded breast minus the breast median,
   no fitting) on real and on synthetic DES;
-- oracles from the phantom's ground truth: what DES can show (enhancement strength,
-  rim pattern, and the enhancing lesion's size and shape, which follow the latent
-  aggressiveness) and what LE can show (the aggressiveness, which drives margin,
-  spicules and density, and the diameter), each a logistic regression scored by 5-fold
-  cross-validation on the check cohort, plus single ground-truth values;
+- oracles from the phantom's ground truth (:mod:`Training.phantom_bounds`), each a
+  logistic regression scored by 5-fold cross-validation on the check cohort: what DES
+  shows at the networks' grid (enhancement strength, pattern, diameter), the same with
+  the margin's shape resolved, what LE shows (masked density, diameter, spicules, margin
+  blur and irregularity) and the latent aggressiveness behind it, plus single values;
+- the same ceilings on 20 000 lesions drawn from the phantom's generative model, free of
+  the cohort's sampling noise;
+- image oracles: measurements of the network-grid images where the lesion is (the
+  phantom's mask), fitted the same way; what the pixels hold for a reader that knew the
+  location, for LE, DES, both, and the synthetic DES;
 - lesion contrast (lesion minus ring) of real and synthetic DES per label, their
   correlation, and the correlation an LE-only predictor could reach at best (the real
-  contrast fitted in-sample on the aggressiveness).
+  contrast predicted out of fold from the lesion's LE truth: the latent aggressiveness,
+  the diameter and what LE shows).
 
 Whole-image, in-breast and in-lesion errors of the synthetic DES are reported beside the
 paper's whole-image PSNR/SSIM, which cannot see a lesion under 1 % of the image.
@@ -33,11 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.model_selection import KFold, cross_val_predict
 
 import VirtualBiopsyLib
 from Training.cache import PreprocessedCache
@@ -46,7 +49,22 @@ from Training.evaluation import SETTINGS
 from Training.holdout import PackageScores, score_package
 from Training.local_jobs import default_workers
 from Training.metrics import auc, masked_generation_metrics
-from Training.phantom_truth import CaseTruth, hand_feature, lesion_contrast, phantom_truth
+from Training.phantom_bounds import (
+    CV_FOLDS,
+    FEATURE_SETS,
+    POPULATION_LESIONS,
+    ceilings,
+    cross_validated_probabilities,
+    population_bounds,
+)
+from Training.phantom_truth import (
+    MEASUREMENTS,
+    CaseTruth,
+    hand_feature,
+    lesion_contrast,
+    lesion_measurements,
+    phantom_truth,
+)
 from Training.report.delong import auc_interval, delong_test
 from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.phantom import generate_cohort
@@ -56,6 +74,38 @@ PHANTOM_CHECK_SEED = 2027  # no training cohort uses it (the demo model trains o
 PHANTOM_CHECK_PATIENTS = 60
 #: The method issue's targets that compare two settings, as (A, B) for AUC(A) − AUC(B).
 COMPARISONS: tuple[tuple[str, str], ...] = (("Ĉ", "F"), ("F+Ĉ", "F"), ("F+C", "F"), ("C", "Ĉ"))
+
+#: The lesion truth an LE-only predictor of the real contrast may use (with the latent).
+LE_TRUTH = FEATURE_SETS["le_visible"]
+#: What each bound measures, as the check prints it.
+BOUND_TITLES = {
+    "image_oracle_des_auc": "image oracle: DES measured where the lesion is (true mask; "
+    "contrast, peak, rim, size, margin): a reference for C",
+    "image_oracle_le_auc": "image oracle: LE measured where the lesion is (true mask; "
+    "contrast, surround, size, margin, spicule texture): a reference for F and Ĉ",
+    "image_oracle_le_des_auc": "image oracle: LE and DES measured where the lesion is: a "
+    "reference for F+C",
+    "image_oracle_synthetic_des_auc": "image oracle: synthetic DES measured where the lesion "
+    "is: what the generators' images hold for Ĉ",
+    "oracle_des_auc": "oracle: everything DES shows, the margin's shape resolved (enhancement, "
+    "pattern, diameter, aggressiveness for the shape)",
+    "oracle_des_visible_auc": "oracle: what DES shows at the networks' grid (enhancement, "
+    "pattern, diameter)",
+    "oracle_le_visible_auc": "oracle: what LE shows (masked density, diameter, spicules, "
+    "margin blur and irregularity)",
+    "oracle_le_auc": "oracle: latent aggressiveness and diameter (what drives LE)",
+    "hand_feature_real_des_auc": "hand feature on real DES (no fitting)",
+    "hand_feature_synthetic_des_auc": "hand feature on synthetic DES (no fitting)",
+    "oracle_des_enhancement_auc": "oracle: true DES enhancement",
+    "oracle_le_aggressiveness_auc": "oracle: latent aggressiveness",
+    "oracle_lesion_diameter_auc": "oracle: true lesion diameter",
+}
+POPULATION_TITLES = {
+    "enhancement": "true DES enhancement alone",
+    "des_visible": "what DES shows at the networks' grid: a ceiling for C",
+    "des_all": "everything DES shows, the margin's shape resolved",
+    "le_visible": "what LE shows: a ceiling for F and Ĉ (and for F+C with des_all)",
+}
 
 
 @dataclass
@@ -68,7 +118,8 @@ class PhantomCheck:
     cases: int
     settings: dict[str, dict[str, float]]  # auc, g_mean, mcc, cases, auc_ci_low/high
     comparisons: list[dict[str, Any]]  # the targets' AUC differences, paired (DeLong)
-    bounds: dict[str, float]
+    bounds: dict[str, float]  # ground-truth oracles and hand features on this cohort
+    population: dict[str, float]  # the same ceilings on a large draw (no cohort noise)
     lesion_contrast: dict[str, float]
     generation: dict[str, float]
     notices: list[str] = field(default_factory=list)
@@ -101,6 +152,7 @@ def run_phantom_check(
         settings=_with_auc_intervals(scores),
         comparisons=[_compare(scores, a, b) for a, b in COMPARISONS],
         bounds=_bounds(scores, truth),
+        population=dict(population_bounds()),
         lesion_contrast=_contrast_summary(scores, truth),
         generation=_generation_summary(scores, truth),
         notices=[VirtualBiopsyLib.SYNTHETIC_NOTICE, VirtualBiopsyLib.RESEARCH_USE_NOTICE],
@@ -164,15 +216,24 @@ def _bounds(scores: PackageScores, truth: dict[str, CaseTruth]) -> dict[str, flo
         y, x = zip(*usable, strict=True)
         return auc(np.array(y), np.array(x))
 
-    des_truth = [
-        [truth[k].enhancement, truth[k].pattern == "rim", truth[k].aggressiveness]
-        + [truth[k].diameter_mm]
-        for k in keys
-    ]
-    le_truth = [[truth[k].aggressiveness, truth[k].diameter_mm] for k in keys]
+    cohort = ceilings([truth[k].features for k in keys], labels)
+    latent = [[truth[k].aggressiveness, truth[k].diameter_mm] for k in keys]
+    measured = {m: _case_measurements(scores.real, truth, keys, m) for m in ("LE", "DES")}
+    both = np.hstack([measured["LE"], measured["DES"]])
+    synthetic = _case_measurements(scores.synthetic, truth, keys, "DES")
     return {
-        "oracle_des_auc": auc_of(_cross_validated(des_truth, labels)),
-        "oracle_le_auc": auc_of(_cross_validated(le_truth, labels)),
+        "image_oracle_des_auc": auc_of(
+            list(cross_validated_probabilities(measured["DES"], labels))
+        ),
+        "image_oracle_le_auc": auc_of(list(cross_validated_probabilities(measured["LE"], labels))),
+        "image_oracle_le_des_auc": auc_of(list(cross_validated_probabilities(both, labels))),
+        "image_oracle_synthetic_des_auc": auc_of(
+            list(cross_validated_probabilities(synthetic, labels))
+        ),
+        "oracle_des_auc": cohort["des_all"],
+        "oracle_des_visible_auc": cohort["des_visible"],
+        "oracle_le_visible_auc": cohort["le_visible"],
+        "oracle_le_auc": auc_of(list(cross_validated_probabilities(latent, labels))),
         "hand_feature_real_des_auc": auc_of([_case_max(scores.real, truth, k) for k in keys]),
         "hand_feature_synthetic_des_auc": auc_of(
             [_case_max(scores.synthetic, truth, k) for k in keys]
@@ -183,14 +244,33 @@ def _bounds(scores: PackageScores, truth: dict[str, CaseTruth]) -> dict[str, flo
     }
 
 
-def _cross_validated(features: list[list[float]], labels: np.ndarray) -> list[float]:
-    """Out-of-fold probabilities of a standardised logistic regression (5 folds)."""
-    if min(np.bincount(labels, minlength=2)) < 5:
-        return [math.nan] * len(labels)
-    model = make_pipeline(StandardScaler(), LogisticRegression())
-    folds = StratifiedKFold(5, shuffle=True, random_state=0)
-    x = np.asarray(features, dtype=float)
-    return list(cross_val_predict(model, x, labels, cv=folds, method="predict_proba")[:, 1])
+def _case_measurements(
+    images: dict[str, dict[str, np.ndarray]],
+    truth: dict[str, CaseTruth],
+    keys: list[str],
+    modality: str,
+) -> np.ndarray:
+    """``[case, measurement]``: :func:`lesion_measurements` of a modality's images, the
+    mean over a case's views; a value no view has takes its column's mean."""
+    rows = np.full((len(keys), len(MEASUREMENTS)), np.nan)
+    for row, key in enumerate(keys):
+        record = truth[key]
+        views = [
+            lesion_measurements(
+                images[slot][key], record.lesion_masks[slot], record.breast_masks[slot]
+            )
+            for slot in (slot_name(modality, view) for view in VIEWS)
+            if key in images.get(slot, {}) and slot in record.lesion_masks
+        ]
+        measured = np.array(views)
+        for column in range(len(MEASUREMENTS)):
+            values = measured[:, column][~np.isnan(measured[:, column])] if views else []
+            if len(values):
+                rows[row, column] = values.mean()
+    for column in range(len(MEASUREMENTS)):
+        missing = np.isnan(rows[:, column])
+        rows[missing, column] = 0.0 if missing.all() else rows[~missing, column].mean()
+    return rows
 
 
 def _des_images(scores: PackageScores, truth: dict[str, CaseTruth]):
@@ -207,15 +287,15 @@ def _des_images(scores: PackageScores, truth: dict[str, CaseTruth]):
 
 def _contrast_pairs(
     scores: PackageScores, truth: dict[str, CaseTruth]
-) -> list[tuple[int, float, float, float]]:
-    """(label, real contrast, synthetic contrast, aggressiveness) per case and DES view."""
+) -> list[tuple[int, float, float, CaseTruth]]:
+    """(label, real contrast, synthetic contrast, truth) per case and DES view."""
     pairs = []
     for case, record, slot, real, fake in _des_images(scores, truth):
         mask, breast = record.lesion_masks[slot], record.breast_masks[slot]
         real_contrast = lesion_contrast(real, mask, breast)
         fake_contrast = lesion_contrast(fake, mask, breast)
         if not (math.isnan(real_contrast) or math.isnan(fake_contrast)):
-            pairs.append((case.label, real_contrast, fake_contrast, record.aggressiveness))
+            pairs.append((case.label, real_contrast, fake_contrast, record))
     return pairs
 
 
@@ -223,16 +303,32 @@ def _contrast_summary(scores: PackageScores, truth: dict[str, CaseTruth]) -> dic
     pairs = _contrast_pairs(scores, truth)
     if len(pairs) < 3:
         return {"images": len(pairs)}
-    labels, real, fake, aggressiveness = (np.array(column) for column in zip(*pairs, strict=True))
-    fitted = IsotonicRegression(out_of_bounds="clip").fit_transform(aggressiveness, real)
+    labels, real, fake = (np.array(column) for column in list(zip(*pairs, strict=True))[:3])
     summary = {"images": len(pairs)}
     for name, label in (("benign", 0), ("malignant", 1)):
         chosen = labels == label
         summary[f"real_{name}"] = float(real[chosen].mean()) if chosen.any() else math.nan
         summary[f"synthetic_{name}"] = float(fake[chosen].mean()) if chosen.any() else math.nan
     summary["pearson_r_real_vs_synthetic"] = _pearson(real, fake)
-    summary["pearson_r_bound_from_le"] = _pearson(real, fitted)
+    summary["pearson_r_bound_from_le"] = _pearson(real, _le_prediction(pairs))
     return summary
+
+
+def _le_prediction(pairs: list[tuple[int, float, float, CaseTruth]]) -> np.ndarray:
+    """Each image's real lesion contrast as the lesion's LE truth predicts it, out of fold.
+
+    The best an LE→DES generator could draw: gradient boosting (5 folds) on the latent
+    aggressiveness, the diameter and what LE shows (:data:`LE_TRUTH`); whatever the real
+    contrast owes to the label alone or to chance no LE predictor can know.
+    """
+    real = np.array([pair[1] for pair in pairs])
+    x = np.array(
+        [[pair[3].aggressiveness] + [pair[3].features[f] for f in LE_TRUTH] for pair in pairs]
+    )
+    if len(pairs) < 2 * CV_FOLDS:
+        return np.full(len(pairs), math.nan)
+    model = HistGradientBoostingRegressor(max_depth=3, max_iter=200, random_state=0)
+    return cross_val_predict(model, x, real, cv=KFold(CV_FOLDS, shuffle=True, random_state=0))
 
 
 def _generation_summary(scores: PackageScores, truth: dict[str, CaseTruth]) -> dict[str, float]:
@@ -314,17 +410,16 @@ def format_phantom_check(check: PhantomCheck) -> str:
             f"{_signed(c.get('ci_low'))} to {_signed(c.get('ci_high'))} | "
             f"{_p_value(c.get('p_value'))} | {c['cases']} |"
         )
-    titles = {
-        "oracle_des_auc": "oracle: everything DES shows (enhancement, rim, lesion size/shape)",
-        "oracle_le_auc": "oracle: everything LE shows (aggressiveness, diameter)",
-        "hand_feature_real_des_auc": "hand feature on real DES (no fitting)",
-        "hand_feature_synthetic_des_auc": "hand feature on synthetic DES (no fitting)",
-        "oracle_des_enhancement_auc": "oracle: true DES enhancement",
-        "oracle_le_aggressiveness_auc": "oracle: latent aggressiveness (what LE can show)",
-        "oracle_lesion_diameter_auc": "oracle: true lesion diameter",
-    }
-    lines += ["", "| bound | AUC (%) |", "|---|---|"]
-    lines += [f"| {titles[name]} | {_number(value)} |" for name, value in check.bounds.items()]
+    lines += ["", "| bound (this cohort) | AUC (%) |", "|---|---|"]
+    lines += [f"| {BOUND_TITLES[key]} | {_number(value)} |" for key, value in check.bounds.items()]
+    lines += [
+        "",
+        f"| ceiling of the phantom itself ({POPULATION_LESIONS} drawn lesions, no cohort "
+        "noise) | AUC (%) |",
+        "|---|---|",
+    ]
+    population = check.population.items()
+    lines += [f"| {POPULATION_TITLES[key]} | {_number(value)} |" for key, value in population]
     contrast = check.lesion_contrast
     lines += ["", "| lesion contrast (lesion − ring) | benign | malignant |", "|---|---|---|"]
     for source in ("real", "synthetic"):
@@ -337,7 +432,7 @@ def format_phantom_check(check: PhantomCheck) -> str:
         f"Pearson r of lesion contrast, real vs synthetic: "
         f"{_number(contrast.get('pearson_r_real_vs_synthetic'), False)} over "
         f"{contrast.get('images', 0)} DES images; best an LE-only predictor reaches "
-        f"(in-sample fit on the aggressiveness): "
+        f"(out of fold, from the lesion's LE truth): "
         f"{_number(contrast.get('pearson_r_bound_from_le'), False)}.",
         "",
         "| generation (synthetic vs real DES, data_range 1) | value |",

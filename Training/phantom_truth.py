@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from Training.datasets import TrainingCase
+from Training.phantom_bounds import lesion_features
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams, preprocess
 from VirtualBiopsyLib.images.readers import read_image
 from VirtualBiopsyLib.phantom.plan import plan_cohort, render_patient
@@ -43,6 +44,7 @@ class CaseTruth:
     enhancement: float  # DES enhancement strength (0 for non-enhancing lesions)
     pattern: str
     diameter_mm: float
+    features: dict[str, float] = field(default_factory=dict)  # phantom_bounds.lesion_features
     lesion_masks: dict[str, np.ndarray] = field(default_factory=dict)  # per slot, bool
     breast_masks: dict[str, np.ndarray] = field(default_factory=dict)  # per slot, bool
 
@@ -70,6 +72,7 @@ def phantom_truth(
                 enhancement=lesion.enhancement if lesion.pattern != "none" else 0.0,
                 pattern=lesion.pattern,
                 diameter_mm=lesion.diameter_mm,
+                features=lesion_features(lesion, np.mean(list(breast.glandular_fraction.values()))),
             )
             for view in VIEWS:
                 for modality in ("LE", "DES"):
@@ -102,3 +105,41 @@ def hand_feature(des: np.ndarray, breast: np.ndarray) -> float:
     if not inner.any():
         return float("nan")
     return float(des[inner].max() - np.median(des[breast]))
+
+
+#: What :func:`lesion_measurements` measures, in its order.
+MEASUREMENTS = ("contrast", "surround", "peak", "rim", "area", "edge", "ring_texture")
+
+
+def lesion_measurements(image: np.ndarray, lesion: np.ndarray, breast: np.ndarray) -> np.ndarray:
+    """Measurements of an image where its lesion is known (the phantom's mask), on the
+    network's grid: what a classifier could read from the pixels if it knew the location.
+
+    contrast: lesion mean − ring mean; surround: ring mean − the mean of the band beyond
+    it (blurred margins and spicules spill outwards); peak: the lesion's 90th percentile −
+    ring mean; rim: the lesion's one-pixel shell mean − its core mean (0 without a core);
+    area: lesion pixels; edge: mean gradient magnitude on the margin (sharp or blurred);
+    ring_texture: standard deviation of the high-pass image in the ring (spicules).
+    NaN everywhere without a lesion or a ring inside the breast.
+    """
+    ring = ndimage.binary_dilation(lesion, iterations=RING_PIXELS) & ~lesion & breast
+    if not lesion.any() or not ring.any():
+        return np.full(len(MEASUREMENTS), np.nan)
+    beyond = ndimage.binary_dilation(lesion, iterations=3 * RING_PIXELS) & breast
+    beyond &= ~ndimage.binary_dilation(lesion, iterations=RING_PIXELS)
+    core = ndimage.binary_erosion(lesion)
+    margin = ndimage.binary_dilation(lesion) & ~core
+    ring_mean = image[ring].mean()
+    gradient = ndimage.gaussian_gradient_magnitude(image, sigma=1.0)
+    high_pass = image - ndimage.gaussian_filter(image, sigma=2.0)
+    return np.array(
+        [
+            image[lesion].mean() - ring_mean,
+            ring_mean - image[beyond].mean() if beyond.any() else 0.0,
+            np.percentile(image[lesion], 90) - ring_mean,
+            image[lesion & ~core].mean() - image[core].mean() if core.any() else 0.0,
+            float(lesion.sum()),
+            gradient[margin].mean(),
+            high_pass[ring].std(),
+        ]
+    )

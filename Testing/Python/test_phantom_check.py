@@ -13,8 +13,15 @@ import pytest
 from Training.cache import PreprocessedCache
 from Training.cli import main
 from Training.datasets import group_cases, read_manifest
+from Training.phantom_bounds import FEATURE_SETS
 from Training.phantom_check import run_phantom_check
-from Training.phantom_truth import hand_feature, lesion_contrast, phantom_truth
+from Training.phantom_truth import (
+    MEASUREMENTS,
+    hand_feature,
+    lesion_contrast,
+    lesion_measurements,
+    phantom_truth,
+)
 from VirtualBiopsyLib import SYNTHETIC_NOTICE
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
 from VirtualBiopsyLib.models.package import demo_package_path, load_package
@@ -62,6 +69,8 @@ def test_every_case_has_truth_and_masks_inside_the_breast(cohort) -> None:
         for slot, mask in record.lesion_masks.items():
             breast = record.breast_masks[slot]
             assert mask.any() and (mask & breast).sum() >= 0.9 * mask.sum()
+        assert record.features["enhancement"] == record.enhancement  # the same lesion
+        assert record.features["diameter_mm"] == record.diameter_mm
 
 
 def test_hand_feature_and_contrast_are_undefined_without_a_region() -> None:
@@ -69,14 +78,39 @@ def test_hand_feature_and_contrast_are_undefined_without_a_region() -> None:
     empty = np.zeros((32, 32), bool)
     assert math.isnan(lesion_contrast(image, empty, ~empty))
     assert math.isnan(hand_feature(image, empty))
+    assert np.isnan(lesion_measurements(image, empty, ~empty)).all()
+
+
+def test_lesion_measurements_tell_a_rim_from_a_filled_lesion() -> None:
+    """Measured where the lesion is: contrast, area, and a rim brighter than its core."""
+    rows, cols = np.mgrid[:48, :48]
+    radius = np.hypot(rows - 24, cols - 24)
+    lesion, breast = radius <= 8, np.ones((48, 48), bool)
+    filled = np.where(lesion, 0.6, 0.3)
+    rim = np.where(lesion & (radius > 5), 0.6, np.where(lesion, 0.35, 0.3))
+    measured = {
+        name: dict(zip(MEASUREMENTS, lesion_measurements(image, lesion, breast), strict=True))
+        for name, image in (("filled", filled), ("rim", rim))
+    }
+    assert measured["filled"]["contrast"] == pytest.approx(0.3)
+    assert measured["filled"]["area"] == lesion.sum()
+    assert measured["rim"]["rim"] > 0.1 > abs(measured["filled"]["rim"])
+    assert measured["filled"]["edge"] > 0.0
+    assert measured["filled"]["surround"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_phantom_check_scores_all_settings_on_one_population_and_reports_bounds() -> None:
     check = run_phantom_check(load_package(demo_package_path()), patients=24, seed=11)
     sizes = {setting: m["cases"] for setting, m in check.settings.items()}
     assert len(set(sizes.values())) == 1 and check.cases == sizes["C"] > 0
-    assert set(check.bounds) >= {"oracle_des_auc", "oracle_le_auc", "hand_feature_real_des_auc"}
+    assert set(check.bounds) >= {
+        "oracle_des_auc", "oracle_des_visible_auc", "oracle_le_visible_auc", "oracle_le_auc",
+        "hand_feature_real_des_auc", "image_oracle_des_auc", "image_oracle_le_auc",
+        "image_oracle_le_des_auc", "image_oracle_synthetic_des_auc",
+    }  # fmt: skip
     assert check.bounds["oracle_des_auc"] > 0.6  # the phantom's DES carries its label
+    assert set(check.population) == set(FEATURE_SETS)  # the ceilings without cohort noise
+    assert check.population["des_visible"] < check.population["des_all"]
     contrast = check.lesion_contrast
     assert contrast["real_malignant"] > contrast["real_benign"] > 0.0
     assert {"psnr", "ssim", "breast_psnr", "lesion_mae"} <= set(check.generation)
@@ -114,6 +148,7 @@ def test_phantom_check_command_writes_json_and_markdown(tmp_path: Path, capsys) 
     assert code == 0
     assert "| F+Ĉ |" in printed and SYNTHETIC_NOTICE in printed
     assert "| Ĉ − F |" in printed and "DeLong" in printed
+    assert "ceiling of the phantom itself" in printed and "a ceiling for C" in printed
     record = json.loads((tmp_path / "phantom_check.json").read_text())
     assert record["patients"] == 12 and record["settings"]["C"]["cases"] > 0
     assert (tmp_path / "phantom_check.md").read_text().startswith("# Phantom check")

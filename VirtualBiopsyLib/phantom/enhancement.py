@@ -35,6 +35,8 @@ _BPE_PROBABILITIES = {  # denser breasts tend to enhance more
     "c": (0.30, 0.35, 0.22, 0.13),
     "d": (0.25, 0.30, 0.25, 0.20),
 }
+#: How much of the lesion's LE density dense tissue hides (1 − this × glandular is left).
+LE_DENSITY_MASKING = 0.8
 LATE_PHASE_FACTOR = {"malignant": 0.75, "benign": 1.25}  # washout versus persistent uptake
 
 
@@ -106,7 +108,7 @@ def form_low_energy(components: ViewComponents, rng: np.random.Generator) -> np.
     """LE image: tissue attenuation; lesion density masked by dense tissue."""
     anatomy, lesion = components.anatomy, components.lesion
     maps = components.lesion_maps
-    masking = 1.0 - 0.8 * anatomy.glandular
+    masking = 1.0 - LE_DENSITY_MASKING * anatomy.glandular
     lesion_density = lesion.le_density * masking * (maps.body + 0.7 * maps.spicules)
     tissue = (
         0.20

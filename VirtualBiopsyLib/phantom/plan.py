@@ -16,7 +16,8 @@ from VirtualBiopsyLib.phantom.exam import RenderedBreast, render_breast
 from VirtualBiopsyLib.roles import Laterality
 
 MALIGNANT_SHARE = 0.7  # as in the paper's classification subset (83 of 115)
-_ACR_WEIGHTS = (0.1, 0.4, 0.4, 0.1)
+#: Share of each ACR density category after the first four patients (typical screening mix).
+ACR_WEIGHTS: dict[str, float] = dict(zip(ACR_CATEGORIES, (0.1, 0.4, 0.4, 0.1), strict=True))
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def _densities(seed: int, patients: int) -> list[str]:
     """ACR categories: the first four patients cover a–d, the rest follow typical shares."""
     rng = np.random.default_rng([seed, 0xACE])
     first = list(rng.permutation(ACR_CATEGORIES))[: min(4, patients)]
-    rest = rng.choice(ACR_CATEGORIES, size=max(0, patients - 4), p=_ACR_WEIGHTS)
+    rest = rng.choice(ACR_CATEGORIES, size=max(0, patients - 4), p=list(ACR_WEIGHTS.values()))
     return [str(category) for category in [*first, *rest]]
 
 
