@@ -216,24 +216,21 @@ def _bounds(scores: PackageScores, truth: dict[str, CaseTruth]) -> dict[str, flo
         y, x = zip(*usable, strict=True)
         return auc(np.array(y), np.array(x))
 
+    def fitted(features: Any) -> float:
+        return auc_of(list(cross_validated_probabilities(features, labels)))
+
     cohort = ceilings([truth[k].features for k in keys], labels)
-    latent = [[truth[k].aggressiveness, truth[k].diameter_mm] for k in keys]
     measured = {m: _case_measurements(scores.real, truth, keys, m) for m in ("LE", "DES")}
-    both = np.hstack([measured["LE"], measured["DES"]])
     synthetic = _case_measurements(scores.synthetic, truth, keys, "DES")
     return {
-        "image_oracle_des_auc": auc_of(
-            list(cross_validated_probabilities(measured["DES"], labels))
-        ),
-        "image_oracle_le_auc": auc_of(list(cross_validated_probabilities(measured["LE"], labels))),
-        "image_oracle_le_des_auc": auc_of(list(cross_validated_probabilities(both, labels))),
-        "image_oracle_synthetic_des_auc": auc_of(
-            list(cross_validated_probabilities(synthetic, labels))
-        ),
+        "image_oracle_des_auc": fitted(measured["DES"]),
+        "image_oracle_le_auc": fitted(measured["LE"]),
+        "image_oracle_le_des_auc": fitted(np.hstack([measured["LE"], measured["DES"]])),
+        "image_oracle_synthetic_des_auc": fitted(synthetic),
         "oracle_des_auc": cohort["des_all"],
         "oracle_des_visible_auc": cohort["des_visible"],
         "oracle_le_visible_auc": cohort["le_visible"],
-        "oracle_le_auc": auc_of(list(cross_validated_probabilities(latent, labels))),
+        "oracle_le_auc": fitted([[truth[k].aggressiveness, truth[k].diameter_mm] for k in keys]),
         "hand_feature_real_des_auc": auc_of([_case_max(scores.real, truth, k) for k in keys]),
         "hand_feature_synthetic_des_auc": auc_of(
             [_case_max(scores.synthetic, truth, k) for k in keys]
@@ -262,14 +259,10 @@ def _case_measurements(
             for slot in (slot_name(modality, view) for view in VIEWS)
             if key in images.get(slot, {}) and slot in record.lesion_masks
         ]
-        measured = np.array(views)
-        for column in range(len(MEASUREMENTS)):
-            values = measured[:, column][~np.isnan(measured[:, column])] if views else []
-            if len(values):
-                rows[row, column] = values.mean()
-    for column in range(len(MEASUREMENTS)):
-        missing = np.isnan(rows[:, column])
-        rows[missing, column] = 0.0 if missing.all() else rows[~missing, column].mean()
+        if views:  # NaN-free mean over the views (NaN where no view has a value)
+            rows[row] = np.ma.masked_invalid(np.array(views)).mean(axis=0).filled(np.nan)
+    column_means = np.ma.masked_invalid(rows).mean(axis=0).filled(0.0)
+    rows = np.where(np.isnan(rows), column_means, rows)
     return rows
 
 
