@@ -10,7 +10,7 @@ It separates what an image shows from the hidden variables behind it:
 - ``des_visible``: enhancement strength, pattern (rim, none, heterogeneous) and diameter,
   everything a DES shows whose scale survives the networks' grid. The enhancing margin's
   lobulation also carries the label (it grows with the latent aggressiveness), but at most
-  17 % of a radius that spans 2–8 pixels at 128², a pixel or less, so it is left out;
+  17 % of a radius that spans 2–7 pixels at 128², a pixel or less, so it is left out;
 - ``des_all``: the same with the latent aggressiveness standing for the margin's shape,
   the ceiling when every detail of the DES is resolved;
 - ``le_visible``: LE density as dense tissue masks it, diameter, spicule count, margin
