@@ -27,6 +27,8 @@ from VirtualBiopsyLib.roles import Modality, Slot
 
 CLASSIFIER_ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet50", "vgg16", "demo")
 CLASS_WEIGHTINGS: tuple[str, ...] = ("none", "balanced")
+#: Whose classifiers also train on the other view's images (``other_view_training``).
+OTHER_VIEW_TRAINING: tuple[str, ...] = ("none", "LE", "DES", "all")
 GENERATOR_RECIPES: tuple[str, ...] = ("cyclegan", "pix2pix")
 GENERATOR_SELECTIONS: tuple[str, ...] = ("l1", "emphasis_l1")
 SPLIT_PROTOCOLS: tuple[str, ...] = ("paper", "every-patient")
@@ -70,6 +72,12 @@ class ClassifierConfig:
     given when DES is missing (the Ĉ path) as well as real ones. Its epochs then hold
     twice the images, hence ``des_max_epochs``: the DES classifiers' epoch limit when it
     differs from the LE classifiers' (None: ``max_epochs`` for every slot).
+
+    ``other_view_training`` (not in the paper): the classifiers of these modalities (``"LE"``,
+    ``"DES"``, ``"all"``; ``"none"`` is the paper) also train on the *other* view's images
+    of their training patients, with the same labels: f[LE,CC] sees LE MLO images too. Each
+    is still one network per modality-view pair, validated and weighted on its own view;
+    it only gets twice the examples of a small lesion, and each epoch twice the steps.
     """
 
     architecture: str = "resnet18"
@@ -91,7 +99,16 @@ class ClassifierConfig:
     keep_best: bool = True  # keep the best-validation-loss weights (paper); False: the last
     class_weighting: str = "none"  # "none" (paper) or "balanced" (inverse class frequency)
     synthetic_des_training: bool = False  # DES classifiers also see G_v(LE) (not the paper)
+    other_view_training: str = "none"  # "none" (paper), "LE", "DES" or "all" (see above)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def trains_on_other_view(self, slot: Slot | str) -> bool:
+        """Whether ``slot``'s classifier also trains on the other view's images.
+
+        >>> ClassifierConfig(other_view_training="LE").trains_on_other_view("LE_MLO")
+        True
+        """
+        return self.other_view_training in ("all", Slot(slot).modality.value)
 
     def for_slot(self, slot: Slot | str) -> ClassifierConfig:
         """The recipe of one slot's classifier: ``des_max_epochs`` is a DES slot's limit.
@@ -248,6 +265,7 @@ def _validate(config: Any) -> None:
             f"expected one of {', '.join(CLASS_WEIGHTINGS)}"
         )
     _check_choice(config, "pooling", POOLINGS)
+    _check_choice(config, "other_view_training", OTHER_VIEW_TRAINING)
     _check_choice(config, "recipe", GENERATOR_RECIPES)
     _check_choice(config, "selection", GENERATOR_SELECTIONS)
     _check_choice(config, "protocol", SPLIT_PROTOCOLS)

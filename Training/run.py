@@ -114,7 +114,7 @@ from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict, write_state_dict
-from VirtualBiopsyLib.roles import SLOTS, VIEWS, View, parse_slot, slot_name
+from VirtualBiopsyLib.roles import SLOTS, VIEWS, Slot, View, parse_slot, slot_name
 
 logger = logging.getLogger(__name__)
 
@@ -534,6 +534,9 @@ def _classifier_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]
     real_train = len(train)
     if config.synthetic_des_training:
         train = _with_synthetic(train, split_cases["train"], slot, synthetic)
+    with_synthetic = len(train)
+    if config.trains_on_other_view(slot):
+        train = _with_other_view(context, train, split_cases["train"], Slot(slot))
     val = _image_set(context, cases_with_slot(split_cases["val"], slot), slot)
     result = train_classifier(
         train,
@@ -559,7 +562,8 @@ def _classifier_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]
                 **result.summary(),
                 "images": {
                     "train": real_train,
-                    "synthetic_train": len(train) - real_train,
+                    "synthetic_train": with_synthetic - real_train,
+                    "other_view_train": len(train) - with_synthetic,
                     "val": len(val),
                 },
             },
@@ -626,6 +630,18 @@ def _with_synthetic(
     images = torch.from_numpy(np.stack([synthetic[(case.key, slot)] for case in twins]))
     labels = torch.tensor([case.label for case in twins], dtype=torch.long)
     return ImageSet(torch.cat([train.images, images[:, None]]), torch.cat([train.labels, labels]))
+
+
+def _with_other_view(
+    context: RunContext, train: ImageSet, cases: list[TrainingCase], slot: Slot
+) -> ImageSet:
+    """``train`` followed by the same training patients' images of the slot's other view
+    (``ClassifierConfig.other_view_training``), with their labels."""
+    other = slot_name(slot.modality, next(view for view in VIEWS if view is not slot.view))
+    extra = _image_set(context, cases_with_slot(cases, other), other)
+    return ImageSet(
+        torch.cat([train.images, extra.images]), torch.cat([train.labels, extra.labels])
+    )
 
 
 def _predict(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from Training.config import ConfigError, RunConfig, demo_config, tiny_config
+from Training.config import ClassifierConfig, ConfigError, RunConfig, demo_config, tiny_config
+from VirtualBiopsyLib.roles import SLOTS
 
 
 def test_defaults_are_the_papers_numbers() -> None:
@@ -109,6 +110,25 @@ def test_des_max_epochs_is_the_des_slots_limit_and_is_checked(tmp_path: Path) ->
     path = tmp_path / "config.json"
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="des_max_epochs must be a positive integer"):
+        RunConfig.load(path)
+
+
+def test_other_view_training_names_modalities_and_is_checked(tmp_path: Path) -> None:
+    """The paper trains each classifier on its own view only ("none", the default)."""
+    assert ClassifierConfig().other_view_training == "none"
+    for choice, trained in (
+        ("none", set()),
+        ("LE", {"LE_CC", "LE_MLO"}),
+        ("DES", {"DES_CC", "DES_MLO"}),
+        ("all", {"LE_CC", "LE_MLO", "DES_CC", "DES_MLO"}),
+    ):
+        config = ClassifierConfig(other_view_training=choice)
+        assert {s for s in SLOTS if config.trains_on_other_view(s)} == trained
+    data = tiny_config().to_dict()
+    data["classifier"]["other_view_training"] = "MLO"
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="unknown other_view_training 'MLO'"):
         RunConfig.load(path)
 
 

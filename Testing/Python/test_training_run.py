@@ -82,7 +82,11 @@ def test_the_method_recipe_runs_end_to_end_with_generators_in_fold_zero_only(
     config = replace(
         base,
         classifier=replace(
-            base.classifier, pooling="max", synthetic_des_training=True, des_max_epochs=1
+            base.classifier,
+            pooling="max",
+            synthetic_des_training=True,
+            des_max_epochs=1,
+            other_view_training="LE",
         ),
         generator=replace(
             base.generator,
@@ -124,7 +128,8 @@ def test_the_method_recipe_runs_end_to_end_with_generators_in_fold_zero_only(
 
 def _check_synthetic_training(run: Path, manifest: Path, folds) -> None:
     """Every fold's DES classifiers also trained on fold 0's G_v(LE) of each training
-    case with an LE of that view; LE classifiers on their real images only."""
+    case with an LE of that view; LE classifiers on no synthetic image, but on the other
+    view's LE images of their training patients too (``other_view_training="LE"``)."""
     from Training.datasets import group_cases, read_manifest
 
     cases = group_cases(read_manifest(manifest).rows, phase="early")
@@ -139,6 +144,10 @@ def _check_synthetic_training(run: Path, manifest: Path, folds) -> None:
             expected = sum(f"LE_{view}" in case.slots for case in train) if "DES" in slot else 0
             assert images["synthetic_train"] == expected, (fold.fold, slot)
             assert expected > 0 or "LE" in slot
+            other = f"LE_{'MLO' if view == 'CC' else 'CC'}"
+            other_view = sum(other in case.slots for case in train) if "LE" in slot else 0
+            assert images["other_view_train"] == other_view, (fold.fold, slot)
+            assert other_view > 0 or "DES" in slot
 
 
 def _check_synthetic_calibration(run: Path, package) -> None:
