@@ -18,8 +18,8 @@ It separates what an image shows from the hidden variables behind it:
 - ``enhancement``: the enhancement strength alone (no fitting).
 
 :func:`population_bounds` computes them on a large draw of the generative model (no
-rendering; about two seconds for 20 000 lesions), so the ceilings carry no cohort
-sampling noise; :func:`cohort_bounds` computes the same on a check cohort's own lesions.
+rendering; 5–10 s for 20 000 lesions on two cores), so the ceilings carry no cohort
+sampling noise; :func:`ceilings` computes the same on any lesions, a check cohort's own.
 Phantom figures are synthetic: they say what the phantom allows, nothing clinical.
 
 >>> bounds = population_bounds(2000, seed=0)
@@ -56,14 +56,14 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
         "heterogeneous",
         "diameter_mm",
         "aggressiveness",
-    ),  # fmt: skip
+    ),
     "le_visible": (
         "masked_density",
         "diameter_mm",
         "spicules",
         "margin_blur",
         "margin_irregularity",
-    ),  # fmt: skip
+    ),
 }
 POPULATION_LESIONS = 20_000
 CV_FOLDS = 5

@@ -75,8 +75,9 @@ PHANTOM_CHECK_PATIENTS = 60
 #: The method issue's targets that compare two settings, as (A, B) for AUC(A) − AUC(B).
 COMPARISONS: tuple[tuple[str, str], ...] = (("Ĉ", "F"), ("F+Ĉ", "F"), ("F+C", "F"), ("C", "Ĉ"))
 
-#: The lesion truth an LE-only predictor of the real contrast may use (with the latent).
-LE_TRUTH = FEATURE_SETS["le_visible"]
+#: The lesion truth an LE-only predictor of the real contrast may use: the latent and
+#: what LE shows (columns of :func:`Training.phantom_bounds.lesion_features`).
+LE_TRUTH = ("aggressiveness", *FEATURE_SETS["le_visible"])
 #: What each bound measures, as the check prints it.
 BOUND_TITLES = {
     "image_oracle_des_auc": "image oracle: DES measured where the lesion is (true mask; "
@@ -311,15 +312,13 @@ def _le_prediction(pairs: list[tuple[int, float, float, CaseTruth]]) -> np.ndarr
     """Each image's real lesion contrast as the lesion's LE truth predicts it, out of fold.
 
     The best an LE→DES generator could draw: gradient boosting (5 folds) on the latent
-    aggressiveness, the diameter and what LE shows (:data:`LE_TRUTH`); whatever the real
-    contrast owes to the label alone or to chance no LE predictor can know.
+    aggressiveness and what LE shows, the diameter included (:data:`LE_TRUTH`); whatever
+    the real contrast owes to the label alone or to chance no LE predictor can know.
     """
-    real = np.array([pair[1] for pair in pairs])
-    x = np.array(
-        [[pair[3].aggressiveness] + [pair[3].features[f] for f in LE_TRUTH] for pair in pairs]
-    )
     if len(pairs) < 2 * CV_FOLDS:
         return np.full(len(pairs), math.nan)
+    real = np.array([pair[1] for pair in pairs])
+    x = np.array([[pair[3].features[column] for column in LE_TRUTH] for pair in pairs])
     model = HistGradientBoostingRegressor(max_depth=3, max_iter=200, random_state=0)
     return cross_val_predict(model, x, real, cv=KFold(CV_FOLDS, shuffle=True, random_state=0))
 
