@@ -238,6 +238,13 @@ def _add_phantom_check(commands: argparse._SubParsersAction) -> None:
     check.add_argument("package", type=Path, nargs="?", help="model package (default: demo)")
     check.add_argument("--patients", type=int, default=None, help="fresh phantom patients (60)")
     check.add_argument("--seed", type=int, default=None, help="phantom seed (2027)")
+    check.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="PACKAGE",
+        help="also score this package on the same cases and test each setting's AUC "
+        "difference paired (DeLong): a retrain against what it replaces",
+    )
     check.add_argument("--out", type=Path, help="also write phantom_check.json and .md here")
     check.set_defaults(func=run_phantom_check_command)
 
@@ -433,7 +440,8 @@ def run_phantom_check_command(args: argparse.Namespace) -> int:
     package = load_package(args.package or demo_package_path())
     patients = PHANTOM_CHECK_PATIENTS if args.patients is None else args.patients
     seed = PHANTOM_CHECK_SEED if args.seed is None else args.seed
-    check = run_phantom_check(package, patients=patients, seed=seed)
+    baseline = None if args.baseline is None else load_package(args.baseline)
+    check = run_phantom_check(package, patients=patients, seed=seed, baseline=baseline)
     print(format_phantom_check(check), end="")
     if args.out is not None:
         for path in write_phantom_check(check, args.out):

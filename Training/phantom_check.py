@@ -124,6 +124,9 @@ class PhantomCheck:
     lesion_contrast: dict[str, float]
     generation: dict[str, float]
     notices: list[str] = field(default_factory=list)
+    #: Another package scored on the same cases: its name, its settings' metrics and
+    #: each setting's AUC(package) − AUC(baseline), paired (DeLong). None without one.
+    baseline: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(asdict(self))
@@ -134,8 +137,13 @@ def run_phantom_check(
     patients: int = PHANTOM_CHECK_PATIENTS,
     seed: int = PHANTOM_CHECK_SEED,
     work_dir: Path | None = None,
+    baseline: Any | None = None,
 ) -> PhantomCheck:
-    """Write a fresh phantom cohort, score ``package`` on it and measure the bounds."""
+    """Write a fresh phantom cohort, score ``package`` on it and measure the bounds.
+
+    With a ``baseline`` package (an earlier model, say) it scores the same cases too, so a
+    retrain is compared with what it replaces case by case, not across cohorts.
+    """
     with tempfile.TemporaryDirectory(prefix="virtual-biopsy-phantom-check-") as temporary:
         folder = Path(work_dir or temporary)
         manifest = generate_cohort(
@@ -145,6 +153,12 @@ def run_phantom_check(
         cache = PreprocessedCache(folder / "cache", package.preprocessing)
         scores = score_package(package, cases, cache)
         truth = phantom_truth(scores.cases, patients, seed, package.preprocessing)
+        against = None
+        if baseline is not None:
+            baseline_cache = PreprocessedCache(folder / "baseline-cache", baseline.preprocessing)
+            against = _against_baseline(
+                scores, score_package(baseline, cases, baseline_cache), str(baseline.name)
+            )
     return PhantomCheck(
         package=str(package.name),
         patients=patients,
@@ -157,6 +171,7 @@ def run_phantom_check(
         lesion_contrast=_contrast_summary(scores, truth),
         generation=_generation_summary(scores, truth),
         notices=[VirtualBiopsyLib.SYNTHETIC_NOTICE, VirtualBiopsyLib.RESEARCH_USE_NOTICE],
+        baseline=against,
     )
 
 
@@ -178,16 +193,36 @@ def _with_auc_intervals(scores: PackageScores) -> dict[str, dict[str, float]]:
 def _compare(scores: PackageScores, a: str, b: str) -> dict[str, Any]:
     """AUC(a) − AUC(b) on the cases both settings score, DeLong's paired test: does a
     target such as "Ĉ above F" hold beyond chance on this cohort?"""
-    keys = sorted(set(scores.probabilities[a]) & set(scores.probabilities[b]))
+    paired = _paired_difference(scores, scores.probabilities[a], scores.probabilities[b])
+    return {"a": a, "b": b} | paired
+
+
+def _against_baseline(scores: PackageScores, baseline: PackageScores, name: str) -> dict[str, Any]:
+    """Each setting's AUC(package) − AUC(baseline) on the same cases (paired DeLong)."""
+    differences = [
+        {"setting": setting}
+        | _paired_difference(scores, scores.probabilities[setting], baseline.probabilities[setting])
+        for setting in SETTINGS
+    ]
+    return {
+        "package": name,
+        "settings": _with_auc_intervals(baseline),
+        "differences": differences,
+        "comparisons": [_compare(baseline, a, b) for a, b in COMPARISONS],
+    }
+
+
+def _paired_difference(
+    scores: PackageScores, a: dict[str, float], b: dict[str, float]
+) -> dict[str, Any]:
+    """AUC(a) − AUC(b) over the cases both score, with its DeLong interval and p (NaN
+    when those cases hold one class, as every AUC of one class)."""
+    keys = sorted(set(a) & set(b))
     labels = scores.labels(keys)
-    record: dict[str, Any] = {"a": a, "b": b, "cases": len(keys)}
-    if not 0 < labels.sum() < labels.size:  # undefined, as every AUC of one class
+    record: dict[str, Any] = {"cases": len(keys)}
+    if not 0 < labels.sum() < labels.size:
         return record | dict.fromkeys(("difference", "ci_low", "ci_high", "p_value"), math.nan)
-    result = delong_test(
-        labels,
-        np.array([scores.probabilities[a][k] for k in keys]),
-        np.array([scores.probabilities[b][k] for k in keys]),
-    )
+    result = delong_test(labels, np.array([a[k] for k in keys]), np.array([b[k] for k in keys]))
     return record | {
         "difference": result.difference,
         "ci_low": result.ci_low,
@@ -391,17 +426,9 @@ def format_phantom_check(check: PhantomCheck) -> str:
             f"| {setting} | {_number(m['auc'])} | {interval} | {_number(m['g_mean'])} | "
             f"{_number(m['mcc'])} | {m['cases']} |"
         )
-    lines += [
-        "",
-        "| paired comparison (same cases, DeLong) | AUC difference (%) | 95 % CI | p | cases |",
-        "|---|---|---|---|---|",
-    ]
-    for c in check.comparisons:
-        lines.append(
-            f"| {c['a']} − {c['b']} | {_signed(c.get('difference'))} | "
-            f"{_signed(c.get('ci_low'))} to {_signed(c.get('ci_high'))} | "
-            f"{_p_value(c.get('p_value'))} | {c['cases']} |"
-        )
+    lines += ["", *_comparison_table(check.comparisons)]
+    if check.baseline is not None:
+        lines += ["", *_baseline_tables(check.settings, check.baseline)]
     lines += ["", "| bound (this cohort) | AUC (%) |", "|---|---|"]
     lines += [f"| {BOUND_TITLES[key]} | {_number(value)} |" for key, value in check.bounds.items()]
     lines += [
@@ -432,6 +459,48 @@ def format_phantom_check(check: PhantomCheck) -> str:
     ]
     lines += [f"| {name} | {_number(value, False)} |" for name, value in check.generation.items()]
     return "\n".join(lines) + "\n"
+
+
+def _comparison_table(comparisons: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| paired comparison (same cases, DeLong) | AUC difference (%) | 95 % CI | p | cases |",
+        "|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        lines.append(f"| {c['a']} − {c['b']} | {_difference_cells(c)} | {c['cases']} |")
+    return lines
+
+
+def _baseline_tables(settings: dict[str, dict[str, float]], baseline: dict[str, Any]) -> list[str]:
+    """This package against the baseline, setting by setting, then the baseline's own
+    target comparisons."""
+    lines = [
+        f"Against the baseline package {baseline['package']}, on the same cases:",
+        "",
+        "| setting | AUC (%) | baseline AUC (%) | difference (%) | 95 % CI | p | cases |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in baseline["differences"]:
+        setting = d["setting"]
+        lines.append(
+            f"| {setting} | {_number(settings[setting]['auc'])} | "
+            f"{_number(baseline['settings'][setting]['auc'])} | {_difference_cells(d)} | "
+            f"{d['cases']} |"
+        )
+    return [
+        *lines,
+        "",
+        "The baseline's own comparisons:",
+        "",
+        *_comparison_table(baseline["comparisons"]),
+    ]
+
+
+def _difference_cells(record: dict[str, Any]) -> str:
+    return (
+        f"{_signed(record.get('difference'))} | {_signed(record.get('ci_low'))} to "
+        f"{_signed(record.get('ci_high'))} | {_p_value(record.get('p_value'))}"
+    )
 
 
 def write_phantom_check(check: PhantomCheck, out_dir: Path) -> list[Path]:

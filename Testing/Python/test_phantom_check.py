@@ -24,6 +24,7 @@ from Training.phantom_truth import (
 )
 from VirtualBiopsyLib import SYNTHETIC_NOTICE
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
+from VirtualBiopsyLib.inference.fixtures import write_untrained_package
 from VirtualBiopsyLib.models.package import demo_package_path, load_package
 from VirtualBiopsyLib.phantom import generate_cohort
 
@@ -143,12 +144,30 @@ def test_a_comparison_on_one_class_is_undefined_not_zero() -> None:
 
 
 def test_phantom_check_command_writes_json_and_markdown(tmp_path: Path, capsys) -> None:
-    code = main(["phantom-check", "--patients", "12", "--seed", "3", "--out", str(tmp_path)])
+    """With ``--baseline`` (here an untrained package) both score the same cases and each
+    setting's AUC difference is tested paired."""
+    baseline = write_untrained_package(tmp_path / "untrained", n_folds=2, image_size=64)
+    out = tmp_path / "check"
+    code = main(
+        ["phantom-check", "--patients", "12", "--seed", "3", "--out", str(out)]
+        + ["--baseline", str(baseline)]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "| F+Ĉ |" in printed and SYNTHETIC_NOTICE in printed
     assert "| Ĉ − F |" in printed and "DeLong" in printed
     assert "ceiling of the phantom itself" in printed and "a ceiling for C" in printed
-    record = json.loads((tmp_path / "phantom_check.json").read_text())
+    assert "Against the baseline package" in printed
+    record = json.loads((out / "phantom_check.json").read_text())
     assert record["patients"] == 12 and record["settings"]["C"]["cases"] > 0
-    assert (tmp_path / "phantom_check.md").read_text().startswith("# Phantom check")
+    assert (out / "phantom_check.md").read_text().startswith("# Phantom check")
+    against = record["baseline"]
+    assert [d["setting"] for d in against["differences"]] == list(record["settings"])
+    for d in against["differences"]:  # AUC(package) − AUC(baseline) on the same cases
+        ours, theirs = record["settings"][d["setting"]], against["settings"][d["setting"]]
+        assert d["cases"] == ours["cases"] == theirs["cases"]
+        assert d["difference"] == pytest.approx(ours["auc"] - theirs["auc"], abs=1e-12)
+        assert d["ci_low"] <= d["difference"] <= d["ci_high"]
+    assert {(c["a"], c["b"]) for c in against["comparisons"]} == {
+        (c["a"], c["b"]) for c in record["comparisons"]
+    }

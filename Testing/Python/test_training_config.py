@@ -92,6 +92,8 @@ def test_demo_config_is_the_recipe_that_sees_the_lesion() -> None:
     c = demo.classifier  # a constant rate; DES epochs hold real and synthetic images
     assert c.min_learning_rate == c.learning_rate and c.synthetic_des_training
     assert c.for_slot("LE_CC").max_epochs == 2 * c.for_slot("DES_MLO").max_epochs == 60
+    # LE classifiers learn from both views' LE images; DES ones from their own view's
+    assert c.trains_on_other_view("LE_MLO") and not c.trains_on_other_view("DES_CC")
     g = demo.generator
     assert (g.recipe, g.architecture, g.selection) == ("pix2pix", "unet", "emphasis_l1")
     assert g.lesion_emphasis > 0 and g.crop_size == 64 and g.folds == 1
