@@ -157,7 +157,9 @@ def run_phantom_check(
         if baseline is not None:
             baseline_cache = PreprocessedCache(folder / "baseline-cache", baseline.preprocessing)
             against = _against_baseline(
-                scores, score_package(baseline, cases, baseline_cache), str(baseline.name)
+                scores,
+                score_package(baseline, cases, baseline_cache),
+                f"{baseline.name} (model.json sha256 {baseline.sha256[:12]})",
             )
     return PhantomCheck(
         package=str(package.name),

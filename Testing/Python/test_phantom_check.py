@@ -157,7 +157,7 @@ def test_phantom_check_command_writes_json_and_markdown(tmp_path: Path, capsys) 
     assert "| F+Ĉ |" in printed and SYNTHETIC_NOTICE in printed
     assert "| Ĉ − F |" in printed and "DeLong" in printed
     assert "ceiling of the phantom itself" in printed and "a ceiling for C" in printed
-    assert "Against the baseline package" in printed
+    assert "Against the baseline package untrained-test (model.json sha256 " in printed
     record = json.loads((out / "phantom_check.json").read_text())
     assert record["patients"] == 12 and record["settings"]["C"]["cases"] > 0
     assert (out / "phantom_check.md").read_text().startswith("# Phantom check")
