@@ -45,8 +45,10 @@ def mcc(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -
 
 
 def g_mean(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> float:
-    """sqrt(recall × specificity); NaN when a class is absent."""
+    """sqrt(recall × specificity); NaN when a class is absent (no cases at all included)."""
     labels = np.asarray(labels).astype(int)
+    if len(np.unique(labels)) < 2:
+        return math.nan
     predicted = (np.asarray(probabilities) >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
     if tp + fn == 0 or tn + fp == 0:

@@ -13,6 +13,7 @@ import pytest
 from Training.cache import PreprocessedCache
 from Training.cli import main
 from Training.datasets import group_cases, read_manifest
+from Training.evaluation import SETTINGS
 from Training.phantom_bounds import FEATURE_SETS
 from Training.phantom_check import run_phantom_check
 from Training.phantom_truth import (
@@ -141,6 +142,30 @@ def test_a_comparison_on_one_class_is_undefined_not_zero() -> None:
     assert result["cases"] == 2 and all(
         math.isnan(result[key]) for key in ("difference", "ci_low", "ci_high", "p_value")
     )
+
+
+def test_a_baseline_without_generators_leaves_its_synthetic_settings_undefined() -> None:
+    """Against a package that cannot synthesize, Ĉ and F+Ĉ differences have no cases
+    (NaN, written as null) while the other settings are still compared."""
+    from Training.datasets import TrainingCase
+    from Training.holdout import PackageScores
+    from Training.phantom_check import _against_baseline
+
+    cases = [TrainingCase(f"P{n}", "1.2", "L", n % 2, "b") for n in range(6)]
+    keys = [case.key for case in cases]
+    ranked = dict(zip(keys, [0.1, 0.9, 0.3, 0.8, 0.2, 0.6], strict=True))  # AUC 1
+    one_swap = dict(zip(keys, [0.5, 0.4, 0.3, 0.8, 0.2, 0.6], strict=True))  # AUC 8/9
+    ours = dict.fromkeys(SETTINGS, ranked)
+    theirs = {setting: {} if "Ĉ" in setting else one_swap for setting in SETTINGS}
+    against = _against_baseline(
+        PackageScores(cases, ours, {}, {}, 0.5), PackageScores(cases, theirs, {}, {}, 0.5), "b"
+    )
+    by_setting = {d["setting"]: d for d in against["differences"]}
+    for setting in ("Ĉ", "F+Ĉ"):
+        assert by_setting[setting]["cases"] == 0 and math.isnan(by_setting[setting]["difference"])
+        assert math.isnan(against["settings"][setting]["auc"])
+    assert by_setting["F"]["cases"] == 6
+    assert by_setting["F"]["difference"] == pytest.approx(1.0 - 8 / 9)
 
 
 def test_phantom_check_command_writes_json_and_markdown(tmp_path: Path, capsys) -> None:

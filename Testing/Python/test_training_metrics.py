@@ -42,6 +42,12 @@ def test_auc_is_undefined_with_one_class() -> None:
     assert math.isnan(classification_metrics(np.array([0, 0]), np.array([0.1, 0.7]))["g_mean"])
 
 
+def test_metrics_of_no_cases_are_undefined_not_an_error() -> None:
+    """A setting no case reaches (Ĉ of a package without generators): NaN, as one class."""
+    empty = classification_metrics(np.array([], dtype=int), np.array([], dtype=float))
+    assert set(empty) == {"auc", "g_mean", "mcc"} and all(map(math.isnan, empty.values()))
+
+
 def test_auc_of_a_perfect_ranking_is_one() -> None:
     assert auc(np.array([0, 0, 1]), np.array([0.1, 0.3, 0.2 + 0.6])) == 1.0
 
