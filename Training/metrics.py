@@ -36,7 +36,7 @@ def mcc(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -
     When every prediction falls in one class the MCC is 0 (scikit-learn's convention).
     """
     labels = np.asarray(labels).astype(int)
-    if len(np.unique(labels)) < 2:
+    if not _both_classes(labels):
         return math.nan
     predicted = (np.asarray(probabilities) >= threshold).astype(int)
     with warnings.catch_warnings():  # one predicted class only: sklearn warns and returns 0
@@ -47,21 +47,24 @@ def mcc(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -
 def g_mean(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> float:
     """sqrt(recall × specificity); NaN when a class is absent (no cases at all included)."""
     labels = np.asarray(labels).astype(int)
-    if len(np.unique(labels)) < 2:
+    if not _both_classes(labels):
         return math.nan
     predicted = (np.asarray(probabilities) >= threshold).astype(int)
     tn, fp, fn, tp = confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
-    if tp + fn == 0 or tn + fp == 0:
-        return math.nan
     return math.sqrt(tp / (tp + fn) * tn / (tn + fp))
 
 
 def auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
     """Area under the ROC curve; NaN when only one class is present."""
     labels = np.asarray(labels).astype(int)
-    if len(np.unique(labels)) < 2:
+    if not _both_classes(labels):
         return math.nan
     return float(roc_auc_score(labels, np.asarray(probabilities, dtype=float)))
+
+
+def _both_classes(labels: np.ndarray) -> bool:
+    """Whether ``labels`` hold a benign and a malignant case: every metric needs both."""
+    return len(np.unique(labels)) >= 2
 
 
 def classification_metrics(

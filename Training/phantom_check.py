@@ -155,7 +155,11 @@ def run_phantom_check(
         truth = phantom_truth(scores.cases, patients, seed, package.preprocessing)
         against = None
         if baseline is not None:
-            baseline_cache = PreprocessedCache(folder / "baseline-cache", baseline.preprocessing)
+            baseline_cache = (  # one folder: entries are keyed by content and parameters
+                cache
+                if baseline.preprocessing == package.preprocessing
+                else PreprocessedCache(folder / "cache", baseline.preprocessing)
+            )
             against = _against_baseline(
                 scores,
                 score_package(baseline, cases, baseline_cache),
