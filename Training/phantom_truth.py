@@ -33,6 +33,8 @@ from VirtualBiopsyLib.roles import VIEWS, slot_name
 RING_PIXELS = 3
 #: The hand feature ignores this many pixels next to the skin line (bright skin).
 EROSION_PIXELS = 3
+#: :func:`radial_profile` measures this many one-pixel rings out from the lesion's centre.
+PROFILE_RINGS = 10
 
 
 @dataclass
@@ -143,3 +145,31 @@ def lesion_measurements(image: np.ndarray, lesion: np.ndarray, breast: np.ndarra
             high_pass[ring].std(),
         ]
     )
+
+
+def radial_profile(image: np.ndarray, lesion: np.ndarray, breast: np.ndarray) -> np.ndarray:
+    """Mean and standard deviation of the breast's pixels in :data:`PROFILE_RINGS`
+    one-pixel rings around the lesion's centre, each mean taken relative to the band just
+    beyond them (three pixels wide): how the image falls off from the lesion outwards,
+    whatever its outline. ``[mean_0, sd_0, mean_1, sd_1, ...]``; NaN where a ring holds no
+    breast pixel, all NaN without a lesion.
+
+    >>> yy, xx = np.indices((40, 40))
+    >>> disc = (np.hypot(yy - 20, xx - 20) < 4).astype(float)
+    >>> profile = radial_profile(disc, disc > 0, np.ones((40, 40), bool))
+    >>> float(profile[0]), float(profile[-2])
+    (1.0, 0.0)
+    """
+    values = np.full(2 * PROFILE_RINGS, np.nan)
+    if not lesion.any():
+        return values
+    centre_row, centre_col = ndimage.center_of_mass(lesion)
+    rows, cols = np.indices(image.shape)
+    radius = np.hypot(rows - centre_row, cols - centre_col)
+    beyond = (radius >= PROFILE_RINGS) & (radius < PROFILE_RINGS + 3) & breast
+    reference = image[beyond].mean() if beyond.any() else 0.0
+    for ring in range(PROFILE_RINGS):
+        pixels = image[(radius >= ring) & (radius < ring + 1) & breast]
+        if pixels.size:
+            values[2 * ring : 2 * ring + 2] = pixels.mean() - reference, pixels.std()
+    return values

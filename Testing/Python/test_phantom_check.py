@@ -15,13 +15,14 @@ from Training.cli import main
 from Training.datasets import group_cases, read_manifest
 from Training.evaluation import SETTINGS
 from Training.phantom_bounds import FEATURE_SETS
-from Training.phantom_check import run_phantom_check
+from Training.phantom_check import ContrastPair, _pearson, le_image_prediction, run_phantom_check
 from Training.phantom_truth import (
     MEASUREMENTS,
     hand_feature,
     lesion_contrast,
     lesion_measurements,
     phantom_truth,
+    radial_profile,
 )
 from VirtualBiopsyLib import SYNTHETIC_NOTICE
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
@@ -101,6 +102,55 @@ def test_lesion_measurements_tell_a_rim_from_a_filled_lesion() -> None:
     assert measured["filled"]["surround"] == pytest.approx(0.0, abs=1e-12)
 
 
+def _disc_pairs(real_contrast: np.ndarray, brightness: np.ndarray) -> list[ContrastPair]:
+    """Pairs whose LE shows a disc of the given brightness on a noisy background."""
+    rng = np.random.default_rng(0)
+    rows, cols = np.indices((48, 48))
+    pairs = []
+    for real, bright in zip(real_contrast, brightness, strict=True):
+        centre = rng.integers(16, 32, size=2)
+        lesion = np.hypot(rows - centre[0], cols - centre[1]) < rng.uniform(3, 6)
+        le = 0.3 + 0.02 * rng.standard_normal((48, 48)) + bright * lesion
+        pairs.append(ContrastPair(1, float(real), 0.0, None, _le_pixels(le, lesion)))
+    return pairs
+
+
+def _le_pixels(le: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    breast = np.ones_like(lesion)
+    return np.concatenate(
+        [lesion_measurements(le, lesion, breast), radial_profile(le, lesion, breast)]
+    )
+
+
+def test_le_image_reference_reads_what_the_le_pixels_show_and_not_chance() -> None:
+    """The reference for r predicts a contrast the LE disc shows, and not one it does not."""
+    rng = np.random.default_rng(1)
+    brightness = rng.uniform(0.0, 0.2, 80)
+    shown = 2.0 * brightness + 0.01 * rng.standard_normal(80)
+    hidden = rng.standard_normal(80)
+    assert _pearson(shown, le_image_prediction(_disc_pairs(shown, brightness))) > 0.9
+    assert abs(_pearson(hidden, le_image_prediction(_disc_pairs(hidden, brightness)))) < 0.4
+    few = _disc_pairs(shown[:9], brightness[:9])  # under two per fold: undefined, not a guess
+    assert np.isnan(le_image_prediction(few)).all()
+    without_le = [*_disc_pairs(shown, brightness)[:40], ContrastPair(1, 0.1, 0.0, None, None)]
+    prediction = le_image_prediction(without_le)
+    assert np.isnan(prediction[-1]) and not np.isnan(prediction[:-1]).any()
+
+
+def test_radial_profile_falls_off_from_the_lesion_and_stays_in_the_breast() -> None:
+    rows, cols = np.indices((40, 40))
+    disc = np.hypot(rows - 20, cols - 20) < 4
+    image = np.where(disc, 1.0, 0.2)
+    profile = radial_profile(image, disc, np.ones((40, 40), bool))
+    means = profile[0::2]
+    assert means[0] == pytest.approx(0.8) and means[-1] == pytest.approx(0.0)
+    assert np.all(np.diff(means) <= 1e-12)  # never rises outwards
+    outside = np.zeros((40, 40), bool)
+    outside[:, 30:] = True  # a breast that holds none of the inner rings
+    assert np.isnan(radial_profile(image, disc, outside)[0])
+    assert np.isnan(radial_profile(image, np.zeros((40, 40), bool), outside)).all()
+
+
 def test_phantom_check_scores_all_settings_on_one_population_and_reports_bounds() -> None:
     check = run_phantom_check(load_package(demo_package_path()), patients=24, seed=11)
     sizes = {setting: m["cases"] for setting, m in check.settings.items()}
@@ -115,6 +165,8 @@ def test_phantom_check_scores_all_settings_on_one_population_and_reports_bounds(
     assert check.population["des_visible"] < check.population["des_all"]
     contrast = check.lesion_contrast
     assert contrast["real_malignant"] > contrast["real_benign"] > 0.0
+    for reference in ("pearson_r_bound_from_le", "pearson_r_le_image_reference"):
+        assert -1.0 <= contrast[reference] <= 1.0
     assert {"psnr", "ssim", "breast_psnr", "lesion_mae"} <= set(check.generation)
     assert SYNTHETIC_NOTICE in check.notices
     for metrics in check.settings.values():  # each AUC inside its own 95 % interval
