@@ -379,6 +379,7 @@ def _contrast_summary(scores: PackageScores, truth: dict[str, CaseTruth]) -> dic
     summary["pearson_r_real_vs_synthetic"] = _pearson(real, fake)
     summary["pearson_r_bound_from_le"] = _pearson(real, _le_prediction(pairs))
     summary["pearson_r_le_image_reference"] = _pearson(real, le_image_prediction(pairs))
+    summary["pearson_r_label"] = _pearson(real, labels.astype(float))  # knowing the diagnosis
     return summary
 
 
@@ -520,7 +521,9 @@ def format_phantom_check(check: PhantomCheck) -> str:
         f"(out of fold, from the lesion's LE truth): "
         f"{_number(contrast.get('pearson_r_bound_from_le'), False)}; what the LE pixels "
         "where the lesion is predict (out of fold, a ridge regression told the mask): "
-        f"{_number(contrast.get('pearson_r_le_image_reference'), False)}.",
+        f"{_number(contrast.get('pearson_r_le_image_reference'), False)}; the label alone "
+        f"(a generator that knew the diagnosis and nothing more): "
+        f"{_number(contrast.get('pearson_r_label'), False)}.",
         "",
         "| generation (synthetic vs real DES, data_range 1) | value |",
         "|---|---|",

@@ -460,8 +460,17 @@ def _generator_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]]
         initial = read_state_dict(
             pretrained / f"pretrained_generator_LE_to_DES_{view.value}.safetensors"
         )
+    train = by_split["train"]
+    if config.other_view_pairs:
+        other = next(other for other in VIEWS if other is not view)
+        train = train + [
+            p
+            for p in image_pairs(context.manifest.rows, other)
+            if fold.split_of(p.patient) == "train"
+        ]
+        counts["other_view_train"] = len(train) - counts["train"]
     result = train_generator(
-        _pair_set(context, by_split["train"]),
+        _pair_set(context, train),
         _pair_set(context, by_split["val"]),
         config,
         folder,

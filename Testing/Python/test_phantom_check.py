@@ -165,7 +165,7 @@ def test_phantom_check_scores_all_settings_on_one_population_and_reports_bounds(
     assert check.population["des_visible"] < check.population["des_all"]
     contrast = check.lesion_contrast
     assert contrast["real_malignant"] > contrast["real_benign"] > 0.0
-    for reference in ("pearson_r_bound_from_le", "pearson_r_le_image_reference"):
+    for reference in ("pearson_r_bound_from_le", "pearson_r_le_image_reference", "pearson_r_label"):
         assert -1.0 <= contrast[reference] <= 1.0
     assert {"psnr", "ssim", "breast_psnr", "lesion_mae"} <= set(check.generation)
     assert SYNTHETIC_NOTICE in check.notices

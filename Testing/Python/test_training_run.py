@@ -99,6 +99,7 @@ def test_the_method_recipe_runs_end_to_end_with_generators_in_fold_zero_only(
             crop_size=8,
             lambda_adversarial=0.0,  # a PatchGAN needs more than 8² pixels
             folds=1,
+            other_view_pairs=True,
         ),
         splits=SplitConfig(protocol="every-patient"),
     )
@@ -117,6 +118,7 @@ def test_the_method_recipe_runs_end_to_end_with_generators_in_fold_zero_only(
     result = json.loads((run / "fold_0" / "generators" / "CC" / "result.json").read_text())
     assert "weighted" in result["val_loss_definition"]
     assert "breast_psnr" in result["test_generation"]
+    _check_generator_pairs(run, manifest, folds[0])
     for slot, epochs in (("LE_CC", 2), ("LE_MLO", 2), ("DES_CC", 1), ("DES_MLO", 1)):
         classifier = run / "fold_3" / "classifiers" / slot / "result.json"
         assert json.loads(classifier.read_text())["epochs_run"] == epochs  # des_max_epochs
@@ -148,6 +150,22 @@ def _check_synthetic_training(run: Path, manifest: Path, folds) -> None:
             other_view = sum(other in case.slots for case in train) if "LE" in slot else 0
             assert images["other_view_train"] == other_view, (fold.fold, slot)
             assert other_view > 0 or "DES" in slot
+
+
+def _check_generator_pairs(run: Path, manifest: Path, fold) -> None:
+    """G_v trained on its view's pairs and the other view's pairs of the same training
+    patients (``other_view_pairs``), and validated on its own view's pairs only."""
+    from Training.datasets import image_pairs, read_manifest
+
+    rows = read_manifest(manifest).rows
+    for view, other in (("CC", "MLO"), ("MLO", "CC")):
+        pairs = json.loads((run / "fold_0" / "generators" / view / "result.json").read_text())
+        counted = pairs["pairs"]
+        own = [p for p in image_pairs(rows, view) if fold.split_of(p.patient) == "train"]
+        extra = [p for p in image_pairs(rows, other) if fold.split_of(p.patient) == "train"]
+        validation = [p for p in image_pairs(rows, view) if fold.split_of(p.patient) == "val"]
+        assert counted["train"] == len(own) and counted["other_view_train"] == len(extra) > 0
+        assert counted["val"] == len(validation)
 
 
 def _check_synthetic_calibration(run: Path, package) -> None:
