@@ -57,6 +57,12 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def extended(self, more: ImageSet) -> ImageSet:
+        """These images followed by ``more``'s: a training set grown with extra examples."""
+        return ImageSet(
+            torch.cat([self.images, more.images]), torch.cat([self.labels, more.labels])
+        )
+
 
 def train_classifier(
     train: ImageSet,

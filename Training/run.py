@@ -638,7 +638,7 @@ def _with_synthetic(
         return train
     images = torch.from_numpy(np.stack([synthetic[(case.key, slot)] for case in twins]))
     labels = torch.tensor([case.label for case in twins], dtype=torch.long)
-    return ImageSet(torch.cat([train.images, images[:, None]]), torch.cat([train.labels, labels]))
+    return train.extended(ImageSet(images[:, None], labels))
 
 
 def _with_other_view(
@@ -647,10 +647,7 @@ def _with_other_view(
     """``train`` followed by the same training patients' images of the slot's other view
     (``ClassifierConfig.other_view_training``), with their labels."""
     other = slot_name(slot.modality, next(view for view in VIEWS if view is not slot.view))
-    extra = _image_set(context, cases_with_slot(cases, other), other)
-    return ImageSet(
-        torch.cat([train.images, extra.images]), torch.cat([train.labels, extra.labels])
-    )
+    return train.extended(_image_set(context, cases_with_slot(cases, other), other))
 
 
 def _predict(
