@@ -21,7 +21,8 @@ results are printed beside bounds that need no training:
   contrast predicted out of fold from the lesion's LE truth: the latent aggressiveness,
   the diameter and what LE shows), and what the LE *pixels* where the lesion is predict
   of it (a fitted reader of the network-grid LE told the mask): the truth's bound asks
-  for parameters that a 128² image shows only in part.
+  for parameters that a 128² image shows only in part; and the label's own correlation
+  with it (what a generator that knew only the diagnosis would reach).
 
 Whole-image, in-breast and in-lesion errors of the synthetic DES are reported beside the
 paper's whole-image PSNR/SSIM, which cannot see a lesion under 1 % of the image.
