@@ -75,7 +75,7 @@ from Training.phantom_truth import (
 from Training.report.delong import auc_interval, delong_test
 from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.phantom import generate_cohort
-from VirtualBiopsyLib.roles import VIEWS, slot_name
+from VirtualBiopsyLib.roles import VIEWS, Slot, slot_name
 
 PHANTOM_CHECK_SEED = 2027  # no training cohort uses it (the demo model trains on seed 7)
 PHANTOM_CHECK_PATIENTS = 60
@@ -348,7 +348,7 @@ def _contrast_pairs(scores: PackageScores, truth: dict[str, CaseTruth]) -> list[
         fake_contrast = lesion_contrast(fake, mask, breast)
         if math.isnan(real_contrast) or math.isnan(fake_contrast):
             continue
-        le_slot = slot_name("LE", slot.split("_", 1)[1])
+        le_slot = Slot(slot).partner
         le = scores.real.get(le_slot, {}).get(case.key)
         le_mask, le_breast = record.lesion_masks.get(le_slot), record.breast_masks.get(le_slot)
         le_pixels = (

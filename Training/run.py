@@ -440,11 +440,7 @@ def _generator_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]]
     folder = job.folder(context.out_dir)
     file = folder / f"generator_LE_to_DES_{view.value}.safetensors"
     config = context.config.generator
-    pairs = image_pairs(context.manifest.rows, view)
-    by_split = {
-        name: [p for p in pairs if fold.split_of(p.patient) == name]
-        for name in ("train", "val", "test")
-    }
+    by_split = _split_pairs(context, fold, view)
     counts = {name: len(items) for name, items in by_split.items()}
     if not by_split["train"] or not by_split["val"]:
         logger.warning(
@@ -462,12 +458,7 @@ def _generator_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]]
         )
     train = by_split["train"]
     if config.other_view_pairs:
-        other = next(other for other in VIEWS if other is not view)
-        train = train + [
-            p
-            for p in image_pairs(context.manifest.rows, other)
-            if fold.split_of(p.patient) == "train"
-        ]
+        train = train + _split_pairs(context, fold, view.other)["train"]
         counts["other_view_train"] = len(train) - counts["train"]
     result = train_generator(
         _pair_set(context, train),
@@ -501,6 +492,15 @@ def _generator_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]]
 
     context.runtime.on_main(write)
     return False, {"pairs": counts}
+
+
+def _split_pairs(context: RunContext, fold: FoldSplit, view: View) -> dict[str, list]:
+    """The view's LE/DES pairs of the fold's train, val and test patients."""
+    pairs = image_pairs(context.manifest.rows, view)
+    return {
+        name: [p for p in pairs if fold.split_of(p.patient) == name]
+        for name in ("train", "val", "test")
+    }
 
 
 def _generation_summary(quality: list[dict[str, float]]) -> dict[str, Any]:
@@ -646,7 +646,7 @@ def _with_other_view(
 ) -> ImageSet:
     """``train`` followed by the same training patients' images of the slot's other view
     (``ClassifierConfig.other_view_training``), with their labels."""
-    other = slot_name(slot.modality, next(view for view in VIEWS if view is not slot.view))
+    other = slot_name(slot.modality, slot.view.other)
     return train.extended(_image_set(context, cases_with_slot(cases, other), other))
 
 

@@ -22,6 +22,15 @@ class View(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def other(self) -> View:
+        """The breast's other view (training on both views of a lesion).
+
+        >>> View.CC.other
+        <View.MLO: 'MLO'>
+        """
+        return View.MLO if self is View.CC else View.CC
+
 
 class Laterality(str, Enum):
     L = "L"
