@@ -9,6 +9,7 @@ import torch
 
 import VirtualBiopsyLib
 from Training.cli import _work_folder, build_parser, main
+from Training.config import RunConfig, demo_config
 from VirtualBiopsyLib.models.package import demo_package_path, load_package
 from VirtualBiopsyLib.roles import View
 
@@ -39,6 +40,12 @@ def test_demo_package_is_small_and_complete(demo) -> None:
     assert len(demo.folds) == 5
     assert all(len(fold.classifiers) == 4 for fold in demo.folds)
     assert {View(view).value for view in demo.generators} == {"CC", "MLO"}
+
+
+def test_demo_package_was_trained_with_the_current_demo_recipe(demo) -> None:
+    """A recipe change (e.g. the generators' width) must come with a retrained package."""
+    manifest = json.loads((demo.directory / "model.json").read_text())
+    assert RunConfig.from_dict(manifest["provenance"]["training_config"]) == demo_config()
 
 
 def test_demo_models_run_at_the_package_image_size(demo) -> None:
