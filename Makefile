@@ -18,9 +18,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/virtual-biopsy demo --out demo-output --overwrite
 
+# One pytest worker per core; a test file stays on one worker (its module fixtures are built once).
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

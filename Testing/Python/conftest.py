@@ -12,6 +12,7 @@ compressed syntax to encode with pydicom's encoders.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,21 @@ import pytest
 import SimpleITK as sitk  # noqa: N813 (the conventional alias)
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGLosslessSV1, generate_uid
+
+
+def _share_the_cores_between_xdist_workers() -> None:
+    """Under ``pytest -n N`` (``make test``), give each worker's torch its share of the
+    cores: N workers each spinning up one OpenMP thread per core slow one another down.
+    Set before any test module imports torch (torch reads it at import); subprocesses
+    the tests start inherit it. An explicit ``OMP_NUM_THREADS`` wins."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (cores or os.cpu_count() or 1) // workers))
+
+
+_share_the_cores_between_xdist_workers()
+
 
 FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 TEST_PATIENT_ID = "TESTPAT001"
