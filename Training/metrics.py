@@ -62,6 +62,30 @@ def auc(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(roc_auc_score(labels, np.asarray(probabilities, dtype=float)))
 
 
+def best_fixed_mix(
+    labels: np.ndarray, first: np.ndarray, second: np.ndarray, steps: int = 20
+) -> tuple[float, float]:
+    """The weight ``w`` on ``second`` (0, 1/steps, …, 1) whose mix ``(1 − w)·first +
+    w·second`` ranks ``labels`` best, and that AUC (the smallest such weight on a tie).
+
+    Chosen on the same cases it is scored on, so an optimistic reference: what any fixed
+    weighting of two readers could give at best, not a model. NaN, NaN on one class.
+
+    >>> labels = np.array([0, 0, 1, 1])  # each reader errs on another case: AUC 0.75 each
+    >>> best_fixed_mix(labels, np.array([0.1, 0.6, 0.5, 0.9]), np.array([0.5, 0.1, 0.6, 0.4]))
+    (0.2, 1.0)
+    """
+    if not _both_classes(np.asarray(labels).astype(int)):
+        return math.nan, math.nan
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    best_weight, best_auc = 0.0, -math.inf
+    for weight in np.linspace(0.0, 1.0, steps + 1):
+        value = auc(labels, (1.0 - weight) * first + weight * second)
+        if value > best_auc + 1e-12:
+            best_weight, best_auc = round(float(weight), 6), value
+    return best_weight, best_auc
+
+
 def _both_classes(labels: np.ndarray) -> bool:
     """Whether ``labels`` hold a benign and a malignant case: every metric needs both."""
     return len(np.unique(labels)) >= 2

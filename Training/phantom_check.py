@@ -54,7 +54,7 @@ from Training.datasets import group_cases, read_manifest
 from Training.evaluation import SETTINGS
 from Training.holdout import PackageScores, score_package
 from Training.local_jobs import default_workers
-from Training.metrics import auc, masked_generation_metrics
+from Training.metrics import auc, best_fixed_mix, masked_generation_metrics
 from Training.phantom_bounds import (
     CV_FOLDS,
     FEATURE_SETS,
@@ -81,6 +81,11 @@ PHANTOM_CHECK_SEED = 2027  # no training cohort uses it (the demo model trains o
 PHANTOM_CHECK_PATIENTS = 60
 #: The method issue's targets that compare two settings, as (A, B) for AUC(A) − AUC(B).
 COMPARISONS: tuple[tuple[str, str], ...] = (("Ĉ", "F"), ("F+Ĉ", "F"), ("F+C", "F"), ("C", "Ĉ"))
+#: What a paired AUC difference records (DeLong), beside its case count.
+DIFFERENCE_KEYS = ("difference", "ci_low", "ci_high", "p_value")
+#: The fusions whose reference is the best fixed weighting of their two inputs, as
+#: (fusion, LE setting, DES setting).
+FUSIONS: tuple[tuple[str, str, str], ...] = (("F+Ĉ", "F", "Ĉ"), ("F+C", "F", "C"))
 
 #: The lesion truth an LE-only predictor of the real contrast may use: the latent and
 #: what LE shows (columns of :func:`Training.phantom_bounds.lesion_features`).
@@ -142,6 +147,9 @@ class PhantomCheck:
     population: dict[str, float]  # the same ceilings on a large draw (no cohort noise)
     lesion_contrast: dict[str, float]
     generation: dict[str, float]
+    #: Per fusion of :data:`FUSIONS`: how its two inputs agree and what the best fixed
+    #: weighting of them reaches on this cohort (:func:`_fusion_reference`).
+    fusion: list[dict[str, Any]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     #: Another package scored on the same cases: its name, its settings' metrics and
     #: each setting's AUC(package) − AUC(baseline), paired (DeLong). None without one.
@@ -195,6 +203,7 @@ def run_phantom_check(
         population=dict(population_bounds()),
         lesion_contrast=_contrast_summary(scores, truth),
         generation=_generation_summary(scores, truth),
+        fusion=[_fusion_reference(scores, *names) for names in FUSIONS],
         notices=[VirtualBiopsyLib.SYNTHETIC_NOTICE, VirtualBiopsyLib.RESEARCH_USE_NOTICE],
         baseline=against,
     )
@@ -222,6 +231,32 @@ def _compare(scores: PackageScores, a: str, b: str) -> dict[str, Any]:
     return {"a": a, "b": b} | paired
 
 
+def _fusion_reference(scores: PackageScores, fusion: str, le: str, des: str) -> dict[str, Any]:
+    """What any fixed weighting of ``le`` and ``des`` could give: the best weight on
+    ``des`` (chosen on this cohort, so optimistic), its AUC and its paired difference
+    from ``le`` (DeLong), beside the package's own ``fusion`` and the Pearson r of the
+    two inputs' probabilities. Two readers of the same information (F and Ĉ both read
+    the LE image) agree closely and no weighting lifts one above the other; a DES that
+    shows what LE does not (C) lifts F however it is weighted."""
+    a, b = scores.probabilities[le], scores.probabilities[des]
+    keys = sorted(set(a) & set(b) & set(scores.probabilities[fusion]))
+    labels = scores.labels(keys)
+    first, second = np.array([a[k] for k in keys]), np.array([b[k] for k in keys])
+    weight, best = best_fixed_mix(labels, first, second)
+    mixed = dict(zip(keys, (1.0 - weight) * first + weight * second, strict=True))
+    difference = _paired_difference(scores, mixed, a)  # NaN on one class, as the weight
+    return {
+        "fusion": fusion,
+        "inputs": [le, des],
+        "cases": len(keys),
+        "pearson_r": _pearson(first, second),
+        "fusion_auc": auc(labels, np.array([scores.probabilities[fusion][k] for k in keys])),
+        "best_weight": weight,
+        "best_auc": best,
+        "best_minus_first": {key: difference[key] for key in DIFFERENCE_KEYS},
+    }
+
+
 def _against_baseline(scores: PackageScores, baseline: PackageScores, name: str) -> dict[str, Any]:
     """Each setting's AUC(package) − AUC(baseline) on the same cases (paired DeLong)."""
     differences = [
@@ -246,7 +281,7 @@ def _paired_difference(
     labels = scores.labels(keys)
     record: dict[str, Any] = {"cases": len(keys)}
     if not 0 < labels.sum() < labels.size:
-        return record | dict.fromkeys(("difference", "ci_low", "ci_high", "p_value"), math.nan)
+        return record | dict.fromkeys(DIFFERENCE_KEYS, math.nan)
     result = delong_test(labels, np.array([a[k] for k in keys]), np.array([b[k] for k in keys]))
     return record | {
         "difference": result.difference,
@@ -494,7 +529,7 @@ def format_phantom_check(check: PhantomCheck) -> str:
             f"| {setting} | {_number(m['auc'])} | {interval} | {_number(m['g_mean'])} | "
             f"{_number(m['mcc'])} | {m['cases']} |"
         )
-    lines += ["", *_comparison_table(check.comparisons)]
+    lines += ["", *_comparison_table(check.comparisons), "", *_fusion_table(check.fusion)]
     if check.baseline is not None:
         lines += ["", *_baseline_tables(check.settings, check.baseline)]
     lines += ["", "| bound (this cohort) | AUC (%) |", "|---|---|"]
@@ -540,6 +575,22 @@ def _comparison_table(comparisons: list[dict[str, Any]]) -> list[str]:
     ]
     for c in comparisons:
         lines.append(f"| {c['a']} − {c['b']} | {_difference_cells(c)} | {c['cases']} |")
+    return lines
+
+
+def _fusion_table(fusion: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| fusion | its AUC (%) | r of its inputs | best fixed weight on the second input "
+        "(chosen here: optimistic) | its AUC (%) | − first input (%) | 95 % CI | p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f in fusion:
+        first, second = f["inputs"]
+        lines.append(
+            f"| {f['fusion']} ({first}, {second}) | {_number(f['fusion_auc'])} | "
+            f"{_number(f['pearson_r'], False)} | {_number(f['best_weight'], False)} | "
+            f"{_number(f['best_auc'])} | {_difference_cells(f['best_minus_first'])} |"
+        )
     return lines
 
 

@@ -178,6 +178,48 @@ def test_phantom_check_scores_all_settings_on_one_population_and_reports_bounds(
         assert c["difference"] == pytest.approx(expected, abs=1e-12)
         assert c["ci_low"] <= c["difference"] <= c["ci_high"] and 0.0 <= c["p_value"] <= 1.0
         assert c["cases"] == check.cases
+    fusions = {f["fusion"]: f for f in check.fusion}
+    assert set(fusions) == {"F+Ĉ", "F+C"}
+    for name, f in fusions.items():  # the weight grid holds 0 (F alone) and 1 (the DES)
+        first, second = (check.settings[s]["auc"] for s in f["inputs"])
+        assert f["fusion_auc"] == pytest.approx(check.settings[name]["auc"], abs=1e-12)
+        assert f["best_auc"] >= max(first, second) - 1e-12 and 0.0 <= f["best_weight"] <= 1.0
+        assert f["best_minus_first"]["difference"] == pytest.approx(f["best_auc"] - first)
+        assert -1.0 <= f["pearson_r"] <= 1.0 and f["cases"] == check.cases
+
+
+def test_the_fusion_reference_finds_the_weighting_of_two_readers_that_err_apart() -> None:
+    """Two readers wrong on different cases are better mixed; a reader mixed with a copy
+    of itself gains nothing; one class leaves every number undefined."""
+    from Training.datasets import TrainingCase
+    from Training.holdout import PackageScores
+    from Training.phantom_check import _fusion_reference
+
+    rng = np.random.default_rng(0)
+    cases = [TrainingCase(f"P{n}", "1.2", "L", n % 2, "b") for n in range(200)]
+    keys = [case.key for case in cases]
+    truth = np.array([case.label for case in cases], dtype=float)
+    f, c = (truth + rng.normal(0.0, 1.0, truth.size) for _ in range(2))  # independent errors
+    scores = PackageScores(cases, {
+        "F": dict(zip(keys, f, strict=True)),
+        "Ĉ": dict(zip(keys, c, strict=True)),
+        "F+Ĉ": dict(zip(keys, (f + c) / 2, strict=True)),
+        "C": dict(zip(keys, f, strict=True)),  # a copy of F
+        "F+C": dict(zip(keys, f, strict=True)),
+    }, {}, {}, 0.5)  # fmt: skip
+    apart = _fusion_reference(scores, "F+Ĉ", "F", "Ĉ")
+    assert 0.3 <= apart["best_weight"] <= 0.7 and abs(apart["pearson_r"]) < 0.5
+    assert apart["best_minus_first"]["difference"] > 0.02  # averaging two readers helps
+    assert apart["best_auc"] >= apart["fusion_auc"]  # the equal mix is on the grid
+    same = _fusion_reference(scores, "F+C", "F", "C")
+    assert same["best_weight"] == 0.0 and same["best_minus_first"]["difference"] == 0.0
+    assert same["pearson_r"] == pytest.approx(1.0)
+    malignant = [cases[1], cases[3], cases[5]]
+    only = {s: {c.key: p[c.key] for c in malignant} for s, p in scores.probabilities.items()}
+    one_class = PackageScores(malignant, only, {}, {}, 0.5)
+    undefined = _fusion_reference(one_class, "F+Ĉ", "F", "Ĉ")
+    assert math.isnan(undefined["best_weight"]) and math.isnan(undefined["best_auc"])
+    assert all(math.isnan(v) for v in undefined["best_minus_first"].values())
 
 
 def test_a_comparison_on_one_class_is_undefined_not_zero() -> None:
