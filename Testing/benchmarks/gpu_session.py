@@ -1,0 +1,170 @@
+"""The GPU work of the method and speed issues, as one prepared run for a lent GPU.
+
+A GPU is lent to a session only sometimes, for minutes (the `device` tool), and the CUDA
+paths have never run on one. This script is what such a session runs, as one command;
+each stage is a subprocess with its own time limit and log (``OUT/<stage>.log``), a
+stage that fails or runs out of time is recorded and the next one still runs, and
+``OUT/summary.json`` says what each stage took and how it ended:
+
+1. ``cuda-smoke``: the CUDA paths end to end — a tiny run on a 30-patient phantom
+   (``train --tiny --device cuda``), its package, and ``predict --device cuda`` of one
+   phantom case with synthesis and saliency.
+2. ``bench-training``: issue 14's target, ``bench_training.py --device cuda --models
+   resnet18 --batch 32 --size 256`` (ours ≥ 3× a plain float32 loop), as JSON.
+3. ``paper-size``: issue 8's table with paper-size networks — the demo recipe with
+   ResNet18 classifiers at 256² and U-Net generators of base width 32 on 128² crops, on
+   a phantom cohort of ``--patients`` (a seed no check uses), packaged and scored by
+   ``phantom-check --baseline`` (the bundled demo package) on fresh patients.
+
+``--smoke`` runs every stage on the CPU at toy sizes (a few minutes): the check that the
+script itself works, since no test can run it on a GPU. Phantom figures are synthetic:
+they show the pipeline can learn, not clinical performance.
+
+Usage (on the GPU machine, from the repository root)::
+
+    .venv/bin/python Testing/benchmarks/gpu_session.py --out "$OUT/gpu"
+    .venv/bin/python Testing/benchmarks/gpu_session.py --out /tmp/gpu --smoke   # CPU check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from Training.config import demo_config, tiny_config  # noqa: E402
+from VirtualBiopsyLib.models.package import demo_package_path  # noqa: E402
+
+STAGES = ("cuda-smoke", "bench-training", "paper-size")
+#: Phantom seeds: the paper-size training cohort (no check uses it) and its check cohort
+#: (one of the README's, so the demo package's figures there are known).
+TRAINING_SEED, CHECK_SEED = 8, 3031
+#: Seconds per stage: on the GPU (guesses until one has run them) and for --smoke (CPU).
+GPU_LIMITS, SMOKE_LIMITS = (120.0, 150.0, 420.0), (400.0, 120.0, 400.0)
+
+
+def paper_size_config(smoke: bool):
+    """The demo recipe with the paper's classifier at 256² and a wider U-Net (CUDA)."""
+    base = demo_config()
+    if smoke:  # toy sizes on the CPU: the stage's plumbing, not its figures
+        tiny = tiny_config()
+        return replace(tiny, device="cpu", splits=base.splits)
+    classifier = replace(base.classifier, architecture="resnet18", batch_size=32)
+    generator = replace(base.generator, base_width=32, levels=5, crop_size=128)
+    return replace(base, image_size=256, device="cuda", classifier=classifier, generator=generator)
+
+
+def stage_commands(stage: str, out: Path, args: argparse.Namespace) -> list[list[str]]:
+    """The commands of one stage, run in order (a failing one ends the stage)."""
+    python = sys.executable
+    train = [python, "-m", "Training.cli"]
+    predict = [python, "-m", "VirtualBiopsyLib"]
+    device = "cpu" if args.smoke else "cuda"
+    work = out / stage
+    if stage == "cuda-smoke":
+        return [
+            [*predict, "phantom", "--out", str(work / "cohort"), "--patients", "30",
+             "--seed", "5", "--workers", "4"],
+            [*train, "train", str(work / "cohort" / "manifest.csv"), "--out",
+             str(work / "run"), "--tiny", "--device", device, "--no-progress"],
+            [*train, "package", str(work / "run"), "--out", str(work / "package")],
+            [*predict, "predict", str(work / "cohort"), "--model", str(work / "package"),
+             "--out", str(work / "results"), "--device", device, "--progress", "json"],
+        ]  # fmt: skip
+    if stage == "bench-training":
+        sizes = ["--batch", "2", "--size", "64", "--steps", "1", "--warmup", "0"]
+        if not args.smoke:
+            sizes = ["--batch", "32", "--size", "256", "--steps", "30", "--warmup", "10"]
+        return [
+            [python, str(ROOT / "Testing" / "benchmarks" / "bench_training.py"),
+             "--device", device, "--models", "resnet18", *sizes,
+             "--json", str(out / "bench_training.json")],
+        ]  # fmt: skip
+    if stage == "paper-size":
+        patients = "30" if args.smoke else str(args.patients)
+        check_patients = "24" if args.smoke else str(args.check_patients)
+        return [
+            [*predict, "phantom", "--out", str(work / "cohort"), "--patients", patients,
+             "--seed", str(TRAINING_SEED), "--workers", "8"],
+            [*train, "train", str(work / "cohort" / "manifest.csv"), "--out",
+             str(work / "run"), "--config", str(work / "config.json"), "--no-progress"],
+            [*train, "package", str(work / "run"), "--out", str(work / "package")],
+            [*train, "phantom-check", str(work / "package"), "--patients", check_patients,
+             "--seed", str(CHECK_SEED), "--baseline", str(demo_package_path()),
+             "--out", str(out / "phantom-check")],
+        ]  # fmt: skip
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def run_stage(stage: str, out: Path, args: argparse.Namespace, limit_s: float) -> dict:
+    """Run one stage's commands within ``limit_s`` seconds; what happened, as a record."""
+    if stage == "paper-size":
+        (out / stage).mkdir(parents=True, exist_ok=True)
+        paper_size_config(args.smoke).save(out / stage / "config.json")
+    started = time.monotonic()
+    record: dict = {"stage": stage, "status": "done", "commands": []}
+    with open(out / f"{stage}.log", "w", encoding="utf-8") as log:
+        for command in stage_commands(stage, out, args):
+            left = limit_s - (time.monotonic() - started)
+            step = {"command": " ".join(command[1:]), "seconds": 0.0}
+            record["commands"].append(step)
+            if left <= 0:
+                record["status"] = "out of time"
+                break
+            log.write(f"$ {step['command']}\n")
+            log.flush()
+            begun = time.monotonic()
+            try:
+                code = subprocess.run(
+                    command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=left
+                ).returncode
+            except subprocess.TimeoutExpired:
+                code = None
+            step["seconds"] = round(time.monotonic() - begun, 1)
+            step["exit_code"] = code
+            if code != 0:
+                record["status"] = "out of time" if code is None else "failed"
+                break
+    record["seconds"] = round(time.monotonic() - started, 1)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="new folder for everything")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--patients", type=int, default=600, help="paper-size cohort (600)")
+    parser.add_argument("--check-patients", type=int, default=300, help="its check (300)")
+    parser.add_argument(
+        "--limits",
+        type=float,
+        nargs=3,
+        metavar=("SMOKE", "BENCH", "PAPER"),
+        help="seconds each stage may take (GPU: 120 150 420, one 600 s device call with "
+        "room; guesses until a GPU has run them. --smoke: 400 120 400)",
+    )
+    parser.add_argument("--smoke", action="store_true", help="CPU, toy sizes: test the script")
+    args = parser.parse_args(argv)
+    if args.out.exists() and any(args.out.iterdir()):
+        parser.error(f"{args.out}: exists and is not empty")
+    args.out.mkdir(parents=True, exist_ok=True)
+    default_limits = SMOKE_LIMITS if args.smoke else GPU_LIMITS
+    limits = dict(zip(STAGES, args.limits or default_limits, strict=True))
+    records = []
+    for stage in args.stages:
+        records.append(run_stage(stage, args.out, args, limits[stage]))
+        print(json.dumps(records[-1]), flush=True)
+        summary = {"smoke": args.smoke, "stages": records}
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return 0 if all(r["status"] == "done" for r in records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
