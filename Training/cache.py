@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import multiprocessing
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from Training.cpus import usable_cpus  # no torch either
 from VirtualBiopsyLib.atomic_io import write_bytes_atomic  # no torch in worker processes
 from VirtualBiopsyLib.errors import ImageError, ImageReadError
 from VirtualBiopsyLib.images.mammogram import MammogramImage
@@ -77,13 +77,6 @@ class FillReport:
             f"cache) in {self.seconds:.1f} s with {self.workers} process"
             f"{'es' if self.workers > 1 else ''}: {self.images_per_s:.1f} images/s"
         )
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -244,7 +237,7 @@ class PreprocessedCache:
                 while pending and time.perf_counter() - started < SERIAL_PROBE_S:
                     outcomes.append(self.ensure(pending.pop(0)))
                     bar.update()
-                count = min(available_cpus(), MAX_WORKERS)
+                count = min(usable_cpus(), MAX_WORKERS)
             count = min(count, len(pending)) if pending else 1
             if count <= 1:
                 for path in pending:

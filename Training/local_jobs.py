@@ -12,7 +12,6 @@ Worker processes are *spawned* (not forked): torch's thread pools do not survive
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
@@ -20,15 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from Training.config import RunConfig
+from Training.cpus import usable_cpus
 from Training.jobs import Job, plan_jobs
 
 
 def default_workers() -> int:
     """One worker per CPU core this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    return usable_cpus()
 
 
 def run_jobs_locally(

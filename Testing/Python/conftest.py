@@ -25,6 +25,8 @@ import SimpleITK as sitk  # noqa: N813 (the conventional alias)
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGLosslessSV1, generate_uid
 
+from Training.cpus import usable_cpus  # torch-free: asked before torch is imported
+
 
 def _share_the_cores_between_xdist_workers() -> None:
     """Under ``pytest -n N`` (``make test``), give each worker's torch its share of the
@@ -33,8 +35,7 @@ def _share_the_cores_between_xdist_workers() -> None:
     the tests start inherit it. An explicit ``OMP_NUM_THREADS`` wins."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (cores or os.cpu_count() or 1) // workers))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // workers))
 
 
 _share_the_cores_between_xdist_workers()

@@ -63,7 +63,8 @@ def worker(workers: int, files: list[Path], size: int, cache_dir: Path, out: Pat
 def main() -> int:
     from bench_read_preprocess import make_test_images
 
-    from Training.cache import MAX_WORKERS, available_cpus
+    from Training.cache import MAX_WORKERS
+    from Training.cpus import usable_cpus
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=32, help="full-size images (default 32)")
@@ -78,7 +79,7 @@ def main() -> int:
         worker(int(workers), files, args.size, Path(cache_dir), Path(out))
         return 0
 
-    parallel = args.workers or min(available_cpus(), MAX_WORKERS)
+    parallel = args.workers or min(usable_cpus(), MAX_WORKERS)
     with tempfile.TemporaryDirectory(prefix="vb-bench-cache-") as temp:
         folder = Path(temp)
         (folder / "images").mkdir()

@@ -7,8 +7,8 @@ stage that fails or runs out of time is recorded and the next one still runs, an
 ``OUT/summary.json`` says what each stage took and how it ended:
 
 1. ``cuda-smoke``: the CUDA paths end to end — a tiny run on a 30-patient phantom
-   (``train --tiny --device cuda``), its package, and ``predict --device cuda`` of one
-   phantom case with synthesis and saliency.
+   (``train --tiny --device cuda``), its package, and ``predict --device cuda`` of that
+   cohort's cases with synthesis and saliency.
 2. ``bench-training``: issue 14's target, ``bench_training.py --device cuda --models
    resnet18 --batch 32 --size 256`` (ours ≥ 3× a plain float32 loop), as JSON.
 3. ``paper-size``: issue 8's table with paper-size networks — the demo recipe with
@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from Training.config import demo_config, tiny_config  # noqa: E402
+from VirtualBiopsyLib.atomic_io import write_text_atomic  # noqa: E402
 from VirtualBiopsyLib.models.package import demo_package_path  # noqa: E402
 
 STAGES = ("cuda-smoke", "bench-training", "paper-size")
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         records.append(run_stage(stage, args.out, args, limits[stage]))
         print(json.dumps(records[-1]), flush=True)
         summary = {"smoke": args.smoke, "stages": records}
-        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return 0 if all(r["status"] == "done" for r in records) else 1
 
 
