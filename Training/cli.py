@@ -4,7 +4,7 @@ Sub-commands::
 
     virtual-biopsy-train train MANIFEST --out RUN_DIR [--tiny] [--architecture resnet18]
                                [--config config.json] [--pretrain-manifest CDD.csv] [--resume]
-                               [--fold F] [--slot S] [--job ID]
+                               [--fold F] [--slot S] [--job ID] [--workers N]
     virtual-biopsy-train jobs [--tiny | --config config.json | --run RUN_DIR] [--ids KIND]
     virtual-biopsy-train package RUN_DIR --out PACKAGE_DIR
     virtual-biopsy-train experiments RUN_DIR [RUN_DIR ...] --out TABLES_DIR
@@ -40,6 +40,7 @@ from VirtualBiopsyLib.errors import (
     EXIT_OK,
     EXIT_USAGE,
     OutputExistsError,
+    UsageError,
     VirtualBiopsyError,
     exit_code_for,
 )
@@ -119,7 +120,15 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "--cache", type=Path, help="preprocessed-image cache (default RUN_DIR/cache)"
     )
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    train.add_argument("--threads", type=int, help="CPU threads for torch")
+    train.add_argument("--threads", type=int, help="CPU threads for torch (per worker)")
+    train.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="train the run's jobs side by side in this many local processes, each job as "
+        "soon as what it needs is finished (default 1: one after another in this process; "
+        "with --device cuda they share the GPU); the files are the same for any number",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(func=run_train)
 
@@ -284,13 +293,14 @@ def _add_demo_model(commands: argparse._SubParsersAction) -> None:
 # --- commands ---------------------------------------------------------------------------
 
 
-def _run_config(args: argparse.Namespace) -> RunConfig:
+def _run_config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
     """The base configuration with the command line's overrides (0 is a value, not "unset")."""
-    config = (
-        RunConfig.load(args.config)
-        if args.config
-        else (tiny_config() if args.tiny else RunConfig())
-    )
+    if args.config:
+        config = RunConfig.load(args.config)
+    elif args.tiny:
+        config = tiny_config()
+    else:
+        config = base or RunConfig()
     overrides = {
         "classifier": {
             "architecture": args.architecture,
@@ -314,17 +324,27 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(data)  # validates the overrides
 
 
+def _train_config(args: argparse.Namespace) -> RunConfig:
+    """What ``train`` runs: resumed, the saved recipe is the base its options change, so
+    ``--resume`` alone continues the run and a contradicting option is refused."""
+    saved = args.out / "config.json"
+    base = RunConfig.load(saved) if args.resume and saved.exists() else None
+    return _run_config(args, base)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from Training.run import train_run
 
     _check_exists(args.manifest)
     if args.pretrain_manifest:
         _check_exists(args.pretrain_manifest)
+    if args.workers != 1:
+        return _train_in_workers(args)
     _set_threads(args.threads)
     out = train_run(
         args.manifest,
         args.out,
-        _run_config(args),
+        _train_config(args),
         resume=args.resume,
         pretrain_manifest=args.pretrain_manifest,
         cache_dir=args.cache,
@@ -343,6 +363,34 @@ def run_train(args: argparse.Namespace) -> int:
         _print_metrics(out)
     else:
         _print_job_progress(out)
+    return EXIT_OK
+
+
+def _train_in_workers(args: argparse.Namespace) -> int:
+    """``train --workers N``: every job of the run, side by side in N local processes."""
+    from Training.local_jobs import run_jobs_locally
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {args.workers}")
+    given = {"prepare": args.prepare or None, "fold": args.fold, "slot": args.slot, "job": args.job}
+    chosen = [name for name, value in given.items() if value is not None]
+    if chosen:
+        raise UsageError(f"--workers trains every job of the run; drop --{chosen[0]}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("--workers starts its own processes; run it without torchrun")
+    out = run_jobs_locally(
+        args.manifest,
+        args.out,
+        _train_config(args),
+        args.workers,
+        threads=args.threads or 1,
+        on_done=None if args.no_progress else _print_job_done,
+        resume=args.resume,
+        pretrain_manifest=args.pretrain_manifest,
+        cache_dir=args.cache,
+    )
+    print(f"run written to {out} (metrics.json, predictions.csv)")
+    _print_metrics(out)
     return EXIT_OK
 
 

@@ -25,7 +25,7 @@ from Training.classifier_training import build_config_classifier
 from Training.config import RunConfig
 from Training.datasets import ManifestError
 from Training.generator_training import build_config_generator
-from Training.jobs import JobError, describe_missing, missing_jobs, read_plan
+from Training.jobs import Job, JobError, describe_missing, missing_jobs, read_plan
 from Training.run import finalize_run, fold_dirs, preprocessing_params
 from VirtualBiopsyLib.models.package import FoldModels, write_package
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
@@ -107,9 +107,19 @@ def gather_run(run_dir: Path) -> None:
     missing = missing_jobs(run_dir, jobs)
     if missing:
         raise JobError(describe_missing(run_dir, missing))
-    record = run_dir / "run.json"
-    if not record.exists() or json.loads(record.read_text("utf-8")).get("status") != "complete":
+    if not _gathered(run_dir, jobs):
         finalize_run(run_dir)
+
+
+def _gathered(run_dir: Path, jobs: list[Job]) -> bool:
+    """True when ``run.json`` says complete and no job's files are newer than it (a job
+    trained again after the run was gathered makes the summary stale)."""
+    record = run_dir / "run.json"
+    if not record.exists() or _read_json(record).get("status") != "complete":
+        return False
+    gathered = record.stat().st_mtime_ns
+    files = [path for job in jobs for path in job.finished_files(run_dir) if path.exists()]
+    return all(path.stat().st_mtime_ns <= gathered for path in files)
 
 
 def _fold_models(folder: Path, config: RunConfig) -> FoldModels:

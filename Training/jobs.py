@@ -30,17 +30,23 @@ world size, dates) and only its own model folder; a model is finished when its
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import secrets
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from Training.config import RunConfig
-from VirtualBiopsyLib.atomic_io import rename_no_replace, write_json_atomic, write_text_atomic
+from VirtualBiopsyLib.atomic_io import (
+    exclusive_lock,
+    rename_no_replace,
+    write_json_atomic,
+    write_text_atomic,
+)
 from VirtualBiopsyLib.errors import UsageError, VirtualBiopsyError
 from VirtualBiopsyLib.roles import SLOTS, VIEWS, parse_slot
 
@@ -88,13 +94,18 @@ class Job:
         return run_dir / f"fold_{self.fold}" / kind / name
 
     def finished_files(self, run_dir: Path) -> list[Path]:
-        """The files whose presence means the model is finished (written last)."""
+        """The files a finished model has: its weights, and the record written last; a
+        job that lost one (deleted, never copied back) is not finished."""
         folder = self.folder(run_dir)
         if self.kind == "pretrain":
             return [folder / f"pretrained_generator_LE_to_DES_{self.view}.safetensors"]
         if self.kind == "generator":
-            return [folder / "result.json"]
-        return [folder / "result.json", folder / "predictions.csv"]
+            return [folder / f"generator_LE_to_DES_{self.view}.safetensors", folder / "result.json"]
+        return [
+            folder / f"classifier_{self.slot}.safetensors",
+            folder / "result.json",
+            folder / "predictions.csv",
+        ]
 
     def status_file(self, run_dir: Path) -> Path:
         return run_dir / "jobs" / f"{self.name.replace('/', '.')}.json"
@@ -177,7 +188,7 @@ def select_jobs(
 def _find(jobs: Sequence[Job], key: str) -> Job:
     key = str(key).strip()
     for job in jobs:
-        if key == job.name or (key.isdigit() and int(key) == job.id):
+        if key == job.name or (key.isascii() and key.isdigit() and int(key) == job.id):
             return job
     raise UsageError(
         f"--job {key}: no such job (IDs 0–{len(jobs) - 1}; `virtual-biopsy-train jobs` lists them)"
@@ -321,6 +332,26 @@ def write_status(run_dir: Path, job: Job, status: str, **fields: Any) -> None:
     )
     record.update(fields)
     write_json_atomic(path, record)
+
+
+@contextlib.contextmanager
+def job_lock(run_dir: Path, job: Job) -> Iterator[None]:
+    """Hold the job's lock while it trains; refuse a second copy of the same job.
+
+    Two copies (a requeued array task beside the original, two GPUs given one ID) would
+    otherwise write the same model folder and checkpoint under each other. The lock is a
+    ``flock`` on ``jobs/<name>.lock``: held across processes on one machine and, on a
+    shared file system that supports ``flock`` (NFSv4, Lustre, GPFS), across machines.
+    """
+    with exclusive_lock(run_dir / "jobs" / f"{job.name.replace('/', '.')}.lock") as held:
+        if not held:
+            status = job_status(run_dir, job)
+            where = f"since {status.get('started', '?')} on {status.get('host', '?')}"
+            raise JobError(
+                f"{job.describe()} is running already ({where}); wait for it, or end that "
+                "process before starting the job again"
+            )
+        yield
 
 
 def check_needs(run_dir: Path, jobs: Sequence[Job], job: Job) -> None:

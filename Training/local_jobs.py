@@ -20,7 +20,7 @@ from typing import Any
 
 from Training.config import RunConfig
 from Training.cpus import usable_cpus
-from Training.jobs import Job, plan_jobs
+from Training.jobs import Job, is_finished, plan_jobs, read_plan
 
 
 def default_workers() -> int:
@@ -38,21 +38,37 @@ def run_jobs_locally(
     threads: int = 1,
     on_done: Callable[[Job], None] | None = None,
     loader: Callable[[Path], Any] | None = None,
+    resume: bool = False,
+    pretrain_manifest: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> Path:
     """Prepare ``out_dir``, train every job in ``workers`` processes, then gather the run.
 
     ``threads`` is torch's thread count per worker (1 is fastest for small networks and
     leaves the cores to the other workers). A failed job stops the run with its error;
-    finished jobs stay, so ``train --resume`` or a rerun continues from them. ``loader``
-    (an image reader, for tests) must be importable by the spawned workers.
+    finished jobs stay, and ``resume`` continues from them (each unfinished job from its
+    last checkpoint), as ``train --resume`` does for a run in one process. Without
+    ``resume`` the folder must be new or empty. ``loader`` (an image reader, for tests)
+    must be importable by the spawned workers.
     """
-    from Training.run import finalize_run, train_run  # imports torch: loaded when used
+    from Training.run import finalize_run, require_new_run_folder, train_run  # imports torch
 
+    out_dir = Path(out_dir)
+    if not resume:
+        require_new_run_folder(out_dir)
     workers = max(1, workers)
-    options = {"synthetic_data": synthetic_data, "loader": loader, "progress": False}
+    options = {
+        "synthetic_data": synthetic_data,
+        "loader": loader,
+        "progress": False,
+        "resume": resume,
+        "pretrain_manifest": pretrain_manifest,
+        "cache_dir": cache_dir,
+    }
     train_run(manifest, out_dir, config, prepare_only=True, **options)
-    pending = plan_jobs(config)
-    finished: set[str] = set()
+    plan = read_plan(out_dir) or plan_jobs(config, pretrain_manifest is not None)
+    finished = {job.name for job in plan if is_finished(out_dir, job)}
+    pending = [job for job in plan if job.name not in finished]
     running: dict[Future[Path], Job] = {}
     context = get_context("spawn")
     with ProcessPoolExecutor(

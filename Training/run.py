@@ -99,6 +99,7 @@ from Training.jobs import (
     create_once,
     describe_missing,
     is_finished,
+    job_lock,
     job_status,
     missing_jobs,
     plan_jobs,
@@ -180,19 +181,21 @@ def train_run(
     """
     out_dir = Path(out_dir)
     selective = prepare_only or fold is not None or slot is not None or job is not None
-    if resume and (out_dir / "config.json").exists():  # the saved recipe, this call's device
-        config = replace(RunConfig.load(out_dir / "config.json"), device=config.device)
-    runtime = make_runtime(config.device, config.amp, config.channels_last)
-    config = runtime.on_main(lambda: _prepare_out_dir(out_dir, config, resume, selective))
+    saved = out_dir / "config.json"
+    if resume and saved.exists():  # the saved recipe, this call's device
+        config = same_config(saved, RunConfig.load(saved), config)
+    # everything that can refuse the call does so before the first shared file is written
     manifest = read_manifest(manifest_path)
     pretrain = read_manifest(pretrain_manifest) if pretrain_manifest else None
-    if synthetic_data is None:
-        synthetic_data = is_phantom_manifest(manifest)
-    seed_everything(config.seed)
     jobs = plan_jobs(config, pretrain is not None)
     chosen = select_jobs(jobs, fold=fold, slot=slot, job=job) if selective else jobs
     if prepare_only:
         chosen = []
+    runtime = make_runtime(config.device, config.amp, config.channels_last)
+    config = runtime.on_main(lambda: _prepare_out_dir(out_dir, config, resume, selective))
+    if synthetic_data is None:
+        synthetic_data = is_phantom_manifest(manifest)
+    seed_everything(config.seed)
     cache = PreprocessedCache(cache_dir or out_dir / "cache", preprocessing_params(config), loader)
     images = _load_images(runtime, cache, manifest)
     folds = make_splits(
@@ -232,6 +235,15 @@ def is_phantom_manifest(manifest: Manifest) -> bool:
     return manifest.synthetic
 
 
+def require_new_run_folder(out_dir: Path) -> None:
+    """A whole run starts in a new or empty folder; ``--resume`` is how one continues."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise OutputExistsError(
+            f"{out_dir}: folder exists and is not empty; use --resume to continue a run "
+            "or choose a new folder"
+        )
+
+
 def _prepare_out_dir(out_dir: Path, config: RunConfig, resume: bool, selective: bool) -> RunConfig:
     """The run's configuration: saved once, then the same for every job of the run.
 
@@ -245,24 +257,32 @@ def _prepare_out_dir(out_dir: Path, config: RunConfig, resume: bool, selective: 
         if resume:
             if not saved.exists():
                 raise ManifestError(f"{out_dir}: nothing to resume (no config.json)")
-            return RunConfig.load(saved)
-        if out_dir.exists() and any(out_dir.iterdir()):
-            raise OutputExistsError(
-                f"{out_dir}: folder exists and is not empty; use --resume to continue a run "
-                "or choose a new folder"
-            )
+            return same_config(saved, RunConfig.load(saved), config)
+        require_new_run_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
-    existing = RunConfig.from_dict(json.loads(create_once(saved, text)))
-    existing = replace(existing, device=config.device)  # where a job runs is its own choice
+    try:
+        existing = RunConfig.from_dict(json.loads(create_once(saved, text)))
+    except ValueError as error:  # a config.json that is not one
+        raise ManifestError(f"{saved}: not a run configuration ({error})") from error
+    return same_config(saved, existing, config)
+
+
+def same_config(saved: Path, existing: RunConfig, config: RunConfig) -> RunConfig:
+    """The run's configuration with this call's device, if the rest is this call's.
+
+    Every job of a run, resumed or not, must train the recipe the run was started with;
+    ``device`` aside: where a job runs is its own choice.
+    """
+    existing = replace(existing, device=config.device)
     if existing != config:
         differing = sorted(
             key for key, value in config.to_dict().items() if existing.to_dict()[key] != value
         )
         raise JobError(
             f"{saved}: the run's configuration differs from this job's in "
-            f"{', '.join(differing)}; start every job of a run with the same options "
-            "(or --resume, which uses the saved configuration)"
+            f"{', '.join(differing)}; start and resume every job of a run with the same "
+            "options"
         )
     return existing
 
@@ -366,8 +386,16 @@ def run_job(context: RunContext, job: Job) -> str:
 
     Its inputs (a pre-trained or fold generator) must be finished first
     (:func:`Training.jobs.check_needs` says which is not). Only rank 0 writes; the job's
-    status file records running → complete / skipped / failed.
+    status file records running → complete / skipped / failed. Rank 0 holds the job's
+    lock throughout (:func:`Training.jobs.job_lock`): a second copy of the job is refused.
     """
+    if not context.runtime.is_main:
+        return _run_job(context, job)
+    with job_lock(context.out_dir, job):
+        return _run_job(context, job)
+
+
+def _run_job(context: RunContext, job: Job) -> str:
     runtime, out_dir = context.runtime, context.out_dir
     if is_finished(out_dir, job):
         if context.selective and not context.resume:
@@ -735,7 +763,7 @@ def _gather_fold(out_dir: Path, config: RunConfig, fold: int, jobs: list[Job]) -
         status = job_status(out_dir, job)
         cases = cases or dict(status.get("fold_cases", {}))
         if status["status"] == COMPLETE:
-            predictions.extend(read_predictions(job.folder(out_dir) / "predictions.csv"))
+            predictions.extend(_job_predictions(out_dir, job))
     val = [p for p in predictions if p.split == "val"]
     slot_mcc = slot_mccs(val, config.threshold)
     shifts = synthetic_logit_shifts(val)
@@ -751,6 +779,23 @@ def _gather_fold(out_dir: Path, config: RunConfig, fold: int, jobs: list[Job]) -
     write_predictions(predictions, fold_dir / "predictions.csv")
     write_text_atomic(fold_dir / "fold.json", json.dumps(fold_record, indent=2) + "\n")
     return predictions
+
+
+def _job_predictions(out_dir: Path, job: Job) -> list[Prediction]:
+    """A finished classifier's predictions; a file cut short or edited is that job's error."""
+    path = job.folder(out_dir) / "predictions.csv"
+    try:
+        rows = read_predictions(path)
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        problem = f"unreadable ({type(error).__name__}: {error})"
+    else:
+        if rows:
+            return rows
+        problem = "no predictions"
+    raise JobError(
+        f"{path}: {problem}; {job.describe()} must be trained again: remove "
+        f"{job.folder(out_dir)} and run `train … --job {job.id}`"
+    )
 
 
 def _write_summary(

@@ -378,3 +378,24 @@ def _try_lock(lock: Path) -> int | None:
         os.close(handle)
         return None
     return handle
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the block.
+
+    Yields False, holding nothing, when another process holds it; the kernel drops the
+    lock when its holder dies, even by ``kill -9``. (No flock on Windows: always True.)
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+        yield True
+    finally:
+        os.close(handle)

@@ -25,7 +25,8 @@ from Training.export import export_package
 from Training.jobs import JobError, id_ranges, job_status, plan_jobs, select_jobs
 from Training.local_jobs import run_jobs_locally
 from Training.run import train_run
-from VirtualBiopsyLib.errors import EXIT_BAD_INPUT, OutputExistsError, UsageError
+from VirtualBiopsyLib.atomic_io import exclusive_lock
+from VirtualBiopsyLib.errors import EXIT_BAD_INPUT, EXIT_USAGE, OutputExistsError, UsageError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -85,6 +86,8 @@ def test_jobs_are_chosen_by_fold_slot_or_id_and_wrong_choices_are_named() -> Non
     ]
     with pytest.raises(UsageError, match="--job 30"):
         select_jobs(jobs, job=["30"])
+    with pytest.raises(UsageError, match="--job ²"):  # a digit to str.isdigit, not to int()
+        select_jobs(jobs, job=["²"])
     with pytest.raises(UsageError, match="--slot G_XX"):
         select_jobs(jobs, slot="G_XX")
     with pytest.raises(UsageError, match="--fold 5"):
@@ -146,6 +149,37 @@ def test_local_workers_give_the_whole_runs_files(tmp_path: Path) -> None:
     assert all(done_before[need] < done_before[job.name] for job in finished for need in job.needs)
     first = json.loads((whole / "metrics.json").read_text())
     assert first["summary"] == json.loads((parts / "metrics.json").read_text())["summary"]
+    # a run that lost one job (interrupted, or its files removed) is completed with resume:
+    # that job alone runs again, and the files are the whole run's once more
+    with pytest.raises(OutputExistsError, match="--resume"):
+        run_jobs_locally(manifest, parts, toy_config(), 2, loader=toy_loader)
+    lost = plan_jobs(toy_config())[17]
+    for path in lost.finished_files(parts):
+        path.unlink()
+    again = []
+    run_jobs_locally(
+        manifest, parts, toy_config(), 2, loader=toy_loader, on_done=again.append, resume=True
+    )
+    assert [job.name for job in again] == [lost.name]
+    assert _digests(parts) == _digests(whole)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--workers", "0"], "at least 1"),
+        (["--workers", "2", "--fold", "0"], "drop --fold"),
+        (["--workers", "2", "--job", "fold_0/G_CC"], "drop --job"),
+        (["--workers", "2", "--prepare"], "drop --prepare"),
+    ],
+)
+def test_train_workers_refuses_what_it_cannot_combine_with(
+    tmp_path: Path, capsys, options: list[str], message: str
+) -> None:
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    code = main(["train", str(manifest), "--out", str(tmp_path / "run"), "--tiny", *options])
+    assert code == EXIT_USAGE and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_classifier_started_before_its_generator_fails_naming_it(tmp_path: Path) -> None:
@@ -179,7 +213,40 @@ def test_package_names_every_missing_job_and_writes_nothing(tmp_path: Path, caps
     assert not (tmp_path / "package").exists() and not (run / "metrics.json").exists()
 
 
-def test_a_job_with_another_configuration_is_refused(tmp_path: Path) -> None:
+def test_package_gathers_again_after_a_job_is_retrained_and_names_broken_outputs(
+    tmp_path: Path, capsys
+) -> None:
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    run = train_run(manifest, tmp_path / "run", toy_config(), progress=False, loader=toy_loader)
+    export_package(run, tmp_path / "package")
+    # a job trained again after the run was gathered: the next package uses its output
+    job = next(j for j in plan_jobs(toy_config()) if j.name == "fold_1/LE_CC")
+    path = job.folder(run) / "predictions.csv"
+    rows = path.read_text().splitlines()
+    header, first = rows[0].split(","), rows[1].split(",")
+    changed = dict(zip(header, first, strict=True))
+    first[header.index("probability")] = repr(1 - float(changed["probability"]))
+    path.write_text("\n".join([rows[0], ",".join(first), *rows[2:]]) + "\n")
+    os.utime(path, ns=(os.stat(run / "run.json").st_mtime_ns + 10**9,) * 2)
+    export_package(run, tmp_path / "package-2")
+    gathered = (run / "fold_1" / "predictions.csv").read_text()
+    assert ",".join(first) in gathered and ",".join(rows[1].split(",")) not in gathered
+    # a finished job whose weights went missing is not finished: listed, exit 3
+    weights = job.finished_files(run)[0]
+    weights.rename(weights.with_suffix(".moved"))
+    code = main(["package", str(run), "--out", str(tmp_path / "package-3")])
+    assert code == EXIT_BAD_INPUT and f"job {job.id} fold_1/LE_CC" in capsys.readouterr().err
+    weights.with_suffix(".moved").rename(weights)
+    # predictions cut short: the file and the job to train again are named, exit 3
+    path.write_text(rows[0] + "\n" + rows[1][:5])
+    os.utime(path, ns=(os.stat(run / "run.json").st_mtime_ns + 2 * 10**9,) * 2)
+    code = main(["package", str(run), "--out", str(tmp_path / "package-4")])
+    error = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT and str(path) in error and f"--job {job.id}" in error
+    assert not (tmp_path / "package-3").exists() and not (tmp_path / "package-4").exists()
+
+
+def test_a_job_with_another_configuration_is_refused(tmp_path: Path, capsys) -> None:
     manifest = write_cohort(tmp_path / "cohort", 15, "P")
     run = tmp_path / "run"
     _train_job(manifest, run, "10")
@@ -189,6 +256,45 @@ def test_a_job_with_another_configuration_is_refused(tmp_path: Path) -> None:
     elsewhere = replace(toy_config(), device="cpu")  # where a job runs is its own choice
     train_run(manifest, run, elsewhere, progress=False, loader=toy_loader, job=["11"])
     assert RunConfig.load(run / "config.json").device == "auto"
+    # --resume (what every Slurm task passes) checks the options the same way
+    with pytest.raises(JobError, match="differs from this job's in seed"):
+        train_run(manifest, run, other, progress=False, loader=toy_loader, job=["12"], resume=True)
+    code = main(
+        ["train", str(manifest), "--out", str(run), "--job", "12", "--resume", "--seed", "7"]
+    )
+    assert code == EXIT_BAD_INPUT and "differs from this job's in seed" in capsys.readouterr().err
+    assert not (run / "fold_0" / "classifiers" / "DES_CC").exists()
+
+
+def test_a_refused_job_writes_nothing(tmp_path: Path) -> None:
+    """A wrong job choice is refused before the run's shared files exist, so it cannot
+    leave a config.json that the real jobs would then disagree with."""
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    run = tmp_path / "run"
+    with pytest.raises(UsageError, match="99"):
+        train_run(
+            manifest, run, replace(toy_config(), seed=5), progress=False, loader=toy_loader,
+            job=["99"],
+        )  # fmt: skip
+    assert not run.exists()
+    _train_job(manifest, run, "0")
+    assert RunConfig.load(run / "config.json") == toy_config()
+
+
+def test_a_second_copy_of_a_running_job_is_refused(tmp_path: Path) -> None:
+    """A requeued task beside the original, or two GPUs given one ID: the copy stops at
+    once instead of training into the same folder and checkpoint."""
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    run = tmp_path / "run"
+    _train_job(manifest, run, "10")  # the run exists; job 0 has not started
+    job = plan_jobs(toy_config())[0]
+    with exclusive_lock(run / "jobs" / "fold_0.G_CC.lock") as held:  # a live copy holds it
+        assert held
+        with pytest.raises(JobError, match=r"job 0 fold_0/G_CC .*is running already"):
+            _train_job(manifest, run, "0")
+        assert not job.folder(run).exists()
+    _train_job(manifest, run, "0")  # once that copy has ended the job runs
+    assert job_status(run, job)["status"] == "complete"
 
 
 def _run_in_child(manifest: str, run: str, job: str) -> None:
