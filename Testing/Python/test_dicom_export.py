@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import pydicom
 import pytest
 
 from VirtualBiopsyLib.errors import UnsupportedImageError
+from VirtualBiopsyLib.images.identity import dicom_value_problem
 from VirtualBiopsyLib.images.readers import read_info
 from VirtualBiopsyLib.inference.dicom_export import STORED_BITS, export_synthetic_des
 from VirtualBiopsyLib.inference.fixtures import write_untrained_package
@@ -99,3 +102,71 @@ def test_dciodvfy_finds_no_errors(exported, tmp_path):
         lines = (report.stdout + report.stderr).splitlines()
         errors = [line for line in lines if line.startswith("Error")]
         assert errors == [], f"{path.name}: " + "\n".join(errors)
+
+
+# --- identity values highdicom is stricter about than the VR syntax ---------------------
+
+
+def _source_with(exported, tmp_path: Path, **attributes: str) -> Path:
+    """The exported case's LE file, with ``attributes`` changed."""
+    dataset = pydicom.dcmread(exported[1])
+    for keyword, value in attributes.items():
+        setattr(dataset, keyword, value)
+    path = tmp_path / "source.dcm"
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _export_quietly(source: Path, path: Path) -> tuple[pydicom.Dataset, list[str]]:
+    """Export from ``source``; the dataset written and every warning that got out."""
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        export_synthetic_des(
+            SlotPicture(np.random.rand(20, 16), (0.1, 0.1)),
+            path,
+            slot="DES_CC",
+            source_dicom=source,
+            generated_from="LE_CC",
+        )
+    return pydicom.dcmread(path), [str(w.message) for w in escaped]
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"),
+    [
+        ("PatientSex", "U"),  # fits CS; not one of highdicom's M, F, O
+        ("PatientSex", "MALE"),
+        ("StudyDate", "20230230"),  # fits DA; no such day
+        ("StudyDate", "00000101"),
+        ("PatientBirthDate", "19500229"),
+        ("StudyTime", "-1200"),  # passes the TM check; not a time
+    ],
+)
+def test_an_identity_value_highdicom_refuses_is_left_out_not_fatal(
+    exported, tmp_path, caplog, keyword, value
+):
+    assert dicom_value_problem(keyword, value) is None  # our VR check lets it through
+    source = _source_with(exported, tmp_path, **{keyword: value})
+    with caplog.at_level(logging.DEBUG):
+        dataset, escaped = _export_quietly(source, tmp_path / "out.dcm")
+    assert dataset.get(keyword) in ("", None)  # left empty (Type 2), not made up
+    original = pydicom.dcmread(exported[1])
+    assert dataset.PatientID == original.PatientID  # the rest of the identity is kept
+    assert dataset.StudyInstanceUID == original.StudyInstanceUID
+    for other in ("PatientSex", "StudyDate", "StudyTime", "PatientBirthDate"):
+        if other != keyword and original.get(other):
+            assert dataset.get(other) == original.get(other)
+    assert escaped == []
+    assert keyword in caplog.text and value not in caplog.text
+
+
+def test_single_component_names_are_kept_and_never_shown(exported, tmp_path, caplog, capfd):
+    names = {"PatientName": "ZZSECRETNAME", "ReferringPhysicianName": "ZZSECRETDOCTOR"}
+    source = _source_with(exported, tmp_path, **names)  # legal PN: a family name only
+    with caplog.at_level(logging.DEBUG):
+        dataset, escaped = _export_quietly(source, tmp_path / "out.dcm")
+    assert str(dataset.PatientName) == "ZZSECRETNAME"
+    assert str(dataset.ReferringPhysicianName) == "ZZSECRETDOCTOR"
+    captured = capfd.readouterr()
+    shown = " ".join([*escaped, caplog.text, captured.out, captured.err])
+    assert "ZZSECRET" not in shown

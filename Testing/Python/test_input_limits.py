@@ -240,6 +240,22 @@ def test_devices_and_broken_links_in_a_folder_are_reported(tmp_path):
     assert "broken link" in reasons["gone.dcm"]
 
 
+def test_a_linked_folder_is_scanned_and_a_link_loop_ends(tmp_path):
+    """os.walk lists a link to a folder and never enters it: the scanner follows it, each
+    real folder once, so links back to a parent or to a sibling neither loop nor repeat."""
+    exam, elsewhere = tmp_path / "exam", tmp_path / "elsewhere"
+    here = write_dicom(exam / "IM0001.dcm", patient_id="T1")
+    linked = write_dicom(elsewhere / "deep" / "IM0002.dcm", patient_id="T1", view="MLO")
+    (exam / "linked").symlink_to(elsewhere)
+    (exam / "loop").symlink_to(exam)  # a cycle
+    (elsewhere / "deep" / "up").symlink_to(tmp_path)  # a cycle through the link
+    (exam / "again").symlink_to(elsewhere / "deep")  # reached twice
+    entries = scan([exam])
+    found = sorted(entry.path.resolve() for entry in entries)
+    assert found == sorted([here.resolve(), linked.resolve()])  # each once
+    assert all(entry.status == "ok" for entry in entries)
+
+
 def test_a_tie_keeps_the_image_that_can_be_read(tmp_path):
     from hostile_corpus import _j2k_corrupt  # a JPEG 2000 file whose header reads
 

@@ -289,3 +289,76 @@ def test_staging_area_never_clears_a_live_runs_folder(tmp_path):
             assert partial.is_dir()
         assert partial.is_dir()
     assert hidden(tmp_path) == []  # a run takes its own partial folders and lock with it
+
+
+# --- a batch goes on past a case's trouble -----------------------------------------------
+
+
+def test_a_synthetic_image_given_as_input_is_used_and_not_written_again(
+    inputs, package_dir, tmp_path
+):
+    exam = write_slot_folder(tmp_path / "le-only", ["LE_CC", "LE_MLO"], patient_id="PHANTOM-C")
+    assert predict(exam, package_dir, tmp_path / "first") == EXIT_OK
+    [earlier] = (tmp_path / "first").glob("*/synthetic_DES_CC.nrrd")
+    given = exam / "synthetic_DES_CC.nrrd"
+    shutil.copy(earlier, given)
+    out = tmp_path / "out"
+    [case] = gather_cases([exam]).cases
+    # with a good exam beside it in the same run, and the DICOM export on
+    command = ["predict", str(exam), str(inputs / "b"), "--model", str(package_dir)]
+    assert main([*command, "--out", str(out), "--export-dicom"]) == EXIT_OK
+    assert len(list(out.iterdir())) == 2  # both cases written
+    folder = out / case.key
+    data = read_result_json(folder)
+    assert data["inputs"]["DES_CC"] == {
+        "source": "synthetic",
+        "path": str(given),
+        "generated_from": None,
+    }
+    assert data["inputs"]["DES_MLO"]["generated_from"] == "LE_MLO"  # ours: written
+    assert "synthetic_DES_CC" not in data["outputs"]
+    assert "synthetic_DES_CC_dicom" not in data["outputs"]
+    assert {"synthetic_DES_MLO", "synthetic_DES_MLO_dicom"} <= set(data["outputs"])
+    assert not (folder / "synthetic_DES_CC.nrrd").exists()
+    assert not (folder / "synthetic_DES_CC.dcm").exists()
+
+
+def test_a_case_that_cannot_be_written_fails_alone_and_leaves_no_partial_folder(
+    inputs, package_dir, keys, tmp_path, monkeypatch, capsys
+):
+    import VirtualBiopsyLib.inference.output as output_layer
+
+    key_a, key_b = keys
+    write_picture = output_layer.write_picture
+
+    def broken_for_case_a(picture, path, *args, **kwargs):
+        if path.parent.name.startswith(f".{key_a}."):
+            raise RuntimeError("a bug in a writer")
+        return write_picture(picture, path, *args, **kwargs)
+
+    monkeypatch.setattr(output_layer, "write_picture", broken_for_case_a)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert predict(inputs, package_dir, out, "--progress", "json") == EXIT_BAD_INPUT
+    stdout = capsys.readouterr().out
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    [error] = [line["message"] for line in lines if line["step"] == "error"]
+    assert key_a in error and "RuntimeError: a bug in a writer" in error
+    assert "PHANTOM-A" not in stdout  # the case key, never the patient ID
+    assert lines[-1]["step"] == "done"
+    read_result_json(out / key_b)  # the other case, written
+    assert sorted(p.name for p in out.iterdir()) == [key_b]  # no partial folder, no lock
+
+
+def test_out_inside_the_input_folder_is_not_read_back_on_a_rerun(package_dir, tmp_path, capsys):
+    exam = write_slot_folder(tmp_path / "exam", ["LE_CC", "LE_MLO"], patient_id="PHANTOM-D")
+    out = exam / "results"
+    assert predict(exam, package_dir, out) == EXIT_OK
+    [case] = list(out.iterdir())
+    assert (case / "synthetic_DES_CC.nrrd").is_file()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert predict(exam, package_dir, out) == EXIT_OUTPUT_EXISTS  # every case finished
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    gathered = gather_cases([exam], exclude=out)
+    assert [c.key for c in gathered.cases] == [case.name]
+    assert any(line.startswith(f"{out}: this run's output folder") for line in gathered.skipped)

@@ -153,6 +153,32 @@ def test_synthetic_nrrd_is_marked_synthetic(tmp_path):
     assert info.slot == "DES_CC" and info.source is Source.SYNTHETIC
 
 
+def _write_our_picture(path: Path, synthetic: bool) -> Path:
+    """An NRRD exactly as ``predict`` writes it (header marker ``VirtualBiopsy_Synthetic``)."""
+    from VirtualBiopsyLib.inference.output import write_picture
+    from VirtualBiopsyLib.inference.pictures import SlotPicture
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture = SlotPicture(np.full((8, 6), 0.5, np.float32), (0.1, 0.1))
+    return write_picture(picture, path, synthetic=synthetic)
+
+
+def test_a_renamed_synthetic_nrrd_is_still_synthetic(tmp_path):
+    """Our synthetic_DES_CC.nrrd saved as DES_CC.nrrd: the header marker wins over the name."""
+    info = read_nrrd_info(_write_our_picture(tmp_path / "DES_CC.nrrd", synthetic=True))
+    assert info.slot == "DES_CC" and info.source is Source.SYNTHETIC
+    assert "VirtualBiopsy_Synthetic" in info.rules["source"]
+    [entry] = scan([tmp_path])
+    assert entry.info is not None and entry.info.source is Source.SYNTHETIC
+
+
+def test_a_false_marker_neither_fakes_a_real_image_nor_hides_a_synthetic_name(tmp_path):
+    real = read_nrrd_info(_write_our_picture(tmp_path / "a" / "DES_CC.nrrd", synthetic=False))
+    named = _write_our_picture(tmp_path / "b" / "synthetic_DES_CC.nrrd", synthetic=False)
+    assert real.source is Source.REAL
+    assert read_nrrd_info(named).source is Source.SYNTHETIC  # never reported as real
+
+
 def test_nrrd_that_is_not_a_slot_is_skipped(tmp_path):
     path = _write_nrrd(tmp_path / "saliency_LE_CC.nrrd", np.zeros((3, 3), np.float32))
     with pytest.raises(UnsupportedImageError, match="slot name"):

@@ -138,11 +138,11 @@ def finish_run(run: Any, out: Path, reporter: CommandReporter, summary: bool = F
     if run.kept:
         message += f"; {len(run.kept)} finished case(s) kept"
     if run.failures:
-        message += f"; {len(run.failures)} case(s) not classified"
+        message += f"; {len(run.failures)} case(s) failed (not classified or not written)"
     if run.conflicts:
         message += f"; {len(run.conflicts)} case(s) written by another run meanwhile"
     for failure in run.failures:  # before "done": it stays the last line
-        reporter.error(failure, context="case not classified")
+        reporter.error(failure, context="case failed")
     for conflict in run.conflicts:
         reporter.error(conflict, context="case not written")
     reporter.done(message, run.result_files)

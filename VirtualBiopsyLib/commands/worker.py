@@ -16,11 +16,17 @@ Requests, one JSON object per line on stdin::
      "export_dicom": false}
 
 ``paths`` and ``out`` are ``predict``'s PATHs and ``--out`` (a slot folder
-``LE_CC.nrrd`` … is how a slot → file mapping is handed over). The model options
-(``--model``, ``--no-synthesis``, ``--no-saliency``, ``--device``,
-``--synthesis-precision``) belong to the worker's command line; a request may repeat them
-(``synthesis``, ``saliency``, ``device``, ``synthesis_precision``) but a different value
-fails that request with exit code 2: start another worker for other model options.
+``LE_CC.nrrd`` … is how a slot → file mapping is handed over). Every field must have its
+JSON type: ``id`` a string or an integer, ``paths`` a non-empty list of strings, ``out`` a
+string, ``overwrite`` and ``export_dicom`` ``true`` or ``false`` (``"false"``, a string,
+is refused rather than read as true). A request line is at most
+:data:`MAX_REQUEST_BYTES` (1 MiB, newline included) of UTF-8 JSON nested at most
+:data:`~VirtualBiopsyLib.limits.MAX_JSON_DEPTH` (32) levels; a longer line is read past
+in chunks (never held whole) and fails alone. The model options (``--model``,
+``--no-synthesis``, ``--no-saliency``, ``--device``, ``--synthesis-precision``) belong
+to the worker's command line; a request may repeat them (``synthesis``, ``saliency``,
+``device``, ``synthesis_precision``) but a different value fails that request with exit
+code 2: start another worker for other model options.
 
 Answers on stdout: first ``{"step": "ready", …}`` once that is done; per request
 the JSON lines ``predict --progress json`` writes, each with ``"request": id``, then one
@@ -31,8 +37,9 @@ terminal line::
 
 ``exit_code`` is what ``predict`` would have exited with (:mod:`VirtualBiopsyLib.errors`);
 ``status`` is ``failed`` when it is not 0 (a request with some cases written has
-``results`` too). A bad request (not JSON, a missing path, a bad option) fails alone; the
-worker stays up. ``worker`` says how many requests it served, how many times the
+``results`` too). A bad request (not JSON, too long or too deep, a field of the wrong
+type, a missing path, a bad option) fails alone with exit code 2; the worker stays up and
+serves the next line. ``worker`` says how many requests it served, how many times the
 package was loaded (1) and how many networks it has built, so a caller can see that
 models were not loaded again.
 
@@ -68,6 +75,7 @@ from VirtualBiopsyLib.errors import (
     exit_code_for,
 )
 from VirtualBiopsyLib.inference.progress import JsonLinesProgress
+from VirtualBiopsyLib.limits import MAX_JSON_DEPTH, json_depth
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +83,11 @@ END_STEP = "end"
 READY_STEP = "ready"
 REQUEST_KEYS = frozenset({"id", "paths", "out", "overwrite", "export_dicom"})
 PIPELINE_KEYS = ("synthesis", "saliency", "device", "synthesis_precision")
+BOOLEAN_KEYS = ("overwrite", "export_dicom", "synthesis", "saliency")
+TEXT_KEYS = ("out", "device", "synthesis_precision")
 PARENT_POLL_S = 1.0
+MAX_REQUEST_BYTES = 1 << 20  # one request line; a real one is a few hundred bytes
+_DISCARD_CHUNK = 1 << 16
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -108,7 +120,7 @@ def run(args: argparse.Namespace, reporter: JsonLinesProgress) -> int:
         raise UsageError("the worker answers in JSON lines only (--progress json)")
     watch_parent(args.parent_pid)
     worker = Worker.start(args, sys.stdout)
-    return worker.serve(sys.stdin)
+    return worker.serve(sys.stdin.buffer)  # bytes: lengths bounded, UTF-8 checked per line
 
 
 class _CountingPackage:
@@ -209,29 +221,38 @@ class Worker:
             self.stream.write(json.dumps(record) + "\n")
             self.stream.flush()
 
-    def serve(self, requests: IO[str]) -> int:
-        """Answer each request line until end of input."""
+    def serve(self, requests: IO[bytes]) -> int:
+        """Answer each request line until end of input; a bad line fails alone."""
         try:
             while True:
-                line = requests.readline()
+                line = requests.readline(MAX_REQUEST_BYTES + 1)
                 if not line:
                     return EXIT_OK
-                if line.strip():
+                if len(line) > MAX_REQUEST_BYTES:
+                    _discard_rest_of_line(requests, line)
+                    self.handle(line, problem=_TOO_LONG)
+                elif line.strip():
                     self.handle(line)
         finally:
             self.pipeline.close()
 
-    def handle(self, line: str) -> int:
-        """Run one request; any error is this request's failure. Returns its exit code."""
+    def handle(self, line: bytes | str, problem: str | None = None) -> int:
+        """Run one request; any error is this request's failure. Returns its exit code.
+
+        ``problem``: why the line is refused unread (too long).
+        """
         from VirtualBiopsyLib.commands.predict import finish_run
         from VirtualBiopsyLib.inference.runner import predict_paths
 
         self.requests += 1
-        request_id = _request_id(line)
-        reporter = RequestReporter(self.stream, request_id, self._lock)
+        reporter = RequestReporter(self.stream, None, self._lock)
         results: list[str] = []
         try:
-            request = self._parse(line)
+            if problem is not None:
+                raise UsageError(problem)
+            request = _load_request(line)
+            reporter.request = _request_id(request)  # the end line names it even if bad
+            self._check(request)
             paths = [Path(p) for p in request["paths"]]
             out = Path(request["out"])
             missing = [str(p) for p in paths if not p.exists()]
@@ -241,8 +262,8 @@ class Worker:
                 paths,
                 out,
                 pipeline=self.pipeline,
-                export_dicom=bool(request.get("export_dicom", self.export_dicom)),
-                overwrite=bool(request.get("overwrite", self.overwrite)),
+                export_dicom=request.get("export_dicom", self.export_dicom),
+                overwrite=request.get("overwrite", self.overwrite),
                 progress=reporter,
             )
             results = run.result_files
@@ -251,13 +272,13 @@ class Worker:
         except Exception as error:  # this request's failure; the worker goes on
             code = exit_code_for(error)
             message = error_message(error)
-            log.debug("request %s failed", request_id, exc_info=True)
+            log.debug("request %s failed", reporter.request, exc_info=True)
             reporter.error(message, exit_code=code)
         self._line(
             {
                 "step": END_STEP,
                 "fraction": 1.0,
-                "request": request_id,
+                "request": reporter.request,
                 "status": "done" if code == EXIT_OK else "failed",
                 "exit_code": code,
                 "message": message,
@@ -267,25 +288,12 @@ class Worker:
         )
         return code
 
-    def _parse(self, line: str) -> dict[str, Any]:
-        try:
-            request = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UsageError(f"request is not JSON: {error}") from None
-        if not isinstance(request, dict):
-            raise UsageError("a request is a JSON object with 'paths' and 'out'")
+    def _check(self, request: dict[str, Any]) -> None:
+        """Refuse (UsageError, naming the field) a request this worker must not run."""
         unknown = sorted(set(request) - REQUEST_KEYS - set(PIPELINE_KEYS))
         if unknown:
             raise UsageError(f"unknown request key(s): {', '.join(unknown)}")
-        paths = request.get("paths")
-        if (
-            not isinstance(paths, list)
-            or not paths
-            or not all(isinstance(p, str) and p for p in paths)
-        ):
-            raise UsageError("request 'paths' must be a non-empty list of file or folder paths")
-        if not isinstance(request.get("out"), str) or not request["out"]:
-            raise UsageError("request 'out' must be the output folder's path")
+        _check_types(request)
         settings = self.pipeline.settings
         for key in PIPELINE_KEYS:
             if key in request and key != "synthesis_precision" and request[key] != settings[key]:
@@ -299,16 +307,72 @@ class Worker:
                 f"request synthesis_precision={precision!r}, but this worker runs with "
                 f"{settings['synthesis_precision']!r}; start a worker with that option"
             )
-        return request
 
 
-def _request_id(line: str) -> Any:
-    """The request's ``id`` when the line is a JSON object that has one, else None."""
+_TOO_LONG = f"request line longer than {MAX_REQUEST_BYTES} bytes; refused unread"
+
+
+def _discard_rest_of_line(requests: IO[bytes], start: bytes) -> None:
+    """Read past the rest of an over-long line in chunks, never holding it whole."""
+    chunk = start
+    while chunk and not chunk.endswith(b"\n"):
+        chunk = requests.readline(_DISCARD_CHUNK)
+
+
+def _load_request(line: bytes | str) -> dict[str, Any]:
+    """The request object of one line; UsageError when it is not one (no JSON of its own
+    can kill the worker: the depth is counted before parsing, a huge integer is refused)."""
     try:
-        request = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    value = request.get("id") if isinstance(request, dict) else None
+        text = line.decode("utf-8") if isinstance(line, bytes) else line
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"request is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise UsageError(f"request JSON nested {depth} levels deep (at most {MAX_JSON_DEPTH})")
+    try:
+        request = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"request is not JSON: {error}") from None
+    except (ValueError, RecursionError) as error:  # e.g. an integer of 5000 digits
+        raise UsageError(f"request is not usable JSON: {error}") from None
+    if not isinstance(request, dict):
+        raise UsageError("a request is a JSON object with 'paths' and 'out'")
+    return request
+
+
+def _check_types(request: dict[str, Any]) -> None:
+    """Every field has its JSON type (``"false"`` is not false); UsageError names it."""
+    if "id" in request and _request_id(request) is None:
+        raise UsageError(
+            f"request 'id' must be a string or an integer, not {_shown(request['id'])}"
+        )
+    paths = request.get("paths")
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+        raise UsageError("request 'paths' must be a non-empty list of file or folder paths")
+    if not isinstance(request.get("out"), str) or not request["out"]:
+        raise UsageError("request 'out' must be the output folder's path")
+    for key in BOOLEAN_KEYS:
+        if key in request and not isinstance(request[key], bool):
+            raise UsageError(f"request {key!r} must be true or false, not {_shown(request[key])}")
+    for key in TEXT_KEYS:
+        if key in request and not isinstance(request[key], str):
+            raise UsageError(f"request {key!r} must be a string, not {_shown(request[key])}")
+    for key, value in [("out", request["out"]), *(("paths", p) for p in paths)]:
+        if "\0" in value:
+            raise UsageError(f"request {key!r} holds a NUL character; no path has one")
+
+
+def _shown(value: Any) -> str:
+    """A bad value as JSON, cut short: the message stays one readable line."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else f"{text[:40]}…"
+
+
+def _request_id(request: dict[str, Any]) -> str | int | None:
+    """The request's ``id`` when it is a string or an integer (not a boolean), else None."""
+    value = request.get("id")
     return value if isinstance(value, str | int) and not isinstance(value, bool) else None
 
 

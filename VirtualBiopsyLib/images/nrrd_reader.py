@@ -5,7 +5,9 @@ The Slicer module exports a case as ``LE_CC.nrrd``, ``DES_MLO.nrrd`` … (any su
 name gives modality and view; ``case.json`` gives the identity. Without ``case.json`` the
 folder name stands in for the patient and a study UID is derived from the folder path, so
 two folders never merge into one case. ``synthetic_DES_CC.nrrd`` (our own output) is read
-as a synthetic image.
+as a synthetic image, and so is any slot file whose header carries our synthetic marker
+(``VirtualBiopsy_Synthetic:=true``), whatever it is called: a synthetic DES renamed
+``DES_CC.nrrd`` is never taken for an acquired one.
 
 Headers and pixels are read with pynrrd (pure Python): the predict path then never loads
 SimpleITK's ~90 MB of libraries just for NRRD. Geometry follows ITK's reading of the same
@@ -65,6 +67,8 @@ MAX_HEADER_BYTES = 1 << 20
 _READ_CHUNK = 1 << 20
 _COMPRESSED = {"gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2"}
 _TEXT = ("ascii", "text", "txt")
+# The marker inference.output writes into every picture it saves ("true" on synthetic ones).
+SYNTHETIC_KEY = "VirtualBiopsy_Synthetic"
 _SLOT_NAME = re.compile(r"(?P<synthetic>synthetic_)?(?P<slot>(LE|DES)_(CC|MLO))", re.IGNORECASE)
 
 
@@ -120,7 +124,8 @@ def read_nrrd_info(path: Path | str) -> ImageInfo:
         raise UnsupportedImageError(
             path, "NRRD name is not a slot name (LE_CC, LE_MLO, DES_CC, DES_MLO)"
         )
-    grid = nrrd_grid(read_nrrd_header(path), path)
+    header = read_nrrd_header(path)
+    grid = nrrd_grid(header, path)
     modality, view = parse_slot(match["slot"].upper())
     identity = read_case_json(path.parent)
     rules = {"modality": "file name (slot)", "view": "file name (slot)"}
@@ -132,6 +137,7 @@ def read_nrrd_info(path: Path | str) -> ImageInfo:
         rules["identity"] = CASE_FILE
     laterality = identity.get("laterality")
     rules["laterality"] = CASE_FILE if laterality else "undetermined (no laterality in case.json)"
+    source, rules["source"] = _nrrd_source(header, bool(match["synthetic"]))
     return ImageInfo(
         path=path,
         format="nrrd",
@@ -143,8 +149,22 @@ def read_nrrd_info(path: Path | str) -> ImageInfo:
         rows=grid.shape[0],
         columns=grid.shape[1],
         rules=rules,
-        source=Source.SYNTHETIC if match["synthetic"] else Source.REAL,
+        source=source,
     )
+
+
+def _nrrd_source(header: dict[str, Any], synthetic_name: bool) -> tuple[Source, str]:
+    """Synthetic when our header marker or the file name says so, and the rule that decided.
+
+    The marker is checked first because a file can be renamed; a marker saying ``false``
+    does not make a ``synthetic_`` file real (a synthetic image is never reported as real).
+    """
+    marker = header.get(SYNTHETIC_KEY)
+    if marker is not None and str(marker).strip().lower() != "false":
+        return Source.SYNTHETIC, f"NRRD header ({SYNTHETIC_KEY})"
+    if synthetic_name:
+        return Source.SYNTHETIC, "file name (synthetic_ prefix)"
+    return Source.REAL, "file name (slot)"
 
 
 @dataclass(frozen=True)

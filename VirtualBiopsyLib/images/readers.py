@@ -139,7 +139,9 @@ def iter_files(
     """Every candidate image file under ``paths`` (folders recursively), each once, sorted.
 
     A folder that cannot be listed is reported through ``on_error(folder, reason)``
-    rather than skipped silently; symbolic links to folders are not followed (no loops).
+    rather than skipped silently. Symbolic links to folders are followed (an exam is
+    often assembled from links), each real folder read once, so a link back to a parent
+    cannot loop.
     """
     seen: set[Path] = set()
     for root in paths:
@@ -156,6 +158,8 @@ def iter_files(
 
 
 def _walk(root: Path, on_error: Callable[[Path, str], None] | None) -> list[Path]:
+    """Every file under ``root``, following links to folders; each real folder once."""
+
     def report(error: OSError) -> None:
         folder = Path(error.filename) if error.filename else root
         reason = f"cannot list folder ({error.strerror or error})"
@@ -164,11 +168,41 @@ def _walk(root: Path, on_error: Callable[[Path, str], None] | None) -> list[Path
         else:
             logger.warning("%s: %s", folder, reason)
 
+    root_key = _folder_key(root)
+    visited: set[tuple[int, int]] = {root_key} if root_key is not None else set()
     files = []
-    for folder, folders, names in os.walk(root, onerror=report):
-        folders[:] = [name for name in folders if not name.startswith(".")]
+    for folder, folders, names in os.walk(root, onerror=report, followlinks=True):
+        folders[:] = _unvisited(Path(folder), folders, visited)
         files.extend(Path(folder) / name for name in names)
     return sorted(files)  # devices, FIFOs and broken links too: read_info reports them
+
+
+def _unvisited(parent: Path, names: list[str], visited: set[tuple[int, int]]) -> list[str]:
+    """The sub-folders of ``parent`` to descend into: not hidden, and not a real folder
+    already walked or queued (a link to a parent or a sibling would loop or repeat).
+    Real folders come before links, so a folder is reached by its own path when it can."""
+    ordered = sorted(
+        (name for name in names if not name.startswith(".")),
+        key=lambda name: (parent / name).is_symlink(),
+    )
+    kept = []
+    for name in ordered:
+        key = _folder_key(parent / name)
+        if key is None or key not in visited:  # unstatable: os.walk reports it if unlistable
+            kept.append(name)
+            if key is not None:
+                visited.add(key)
+        # else: its files are scanned through the path that reached it first
+    return sorted(kept)
+
+
+def _folder_key(folder: Path) -> tuple[int, int] | None:
+    """The identity of the real folder behind ``folder`` (links followed), if it has one."""
+    try:
+        status = folder.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _is_ignored(path: Path) -> bool:

@@ -11,11 +11,21 @@ pointing at the LE image it was made from.
 
 Modality is ``OT`` (not MG), so our own readers skip these files and a synthetic image can
 never be read back as a real DES.
+
+The source's identity values are carried over only where they fit their VR and highdicom
+takes them (a real date and time; Patient's Sex M, F or O); the rest are left out, named
+by keyword only in the log. highdicom's warnings quote values (a patient's name), so they
+are captured, never shown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import logging
+import threading
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +39,8 @@ from VirtualBiopsyLib.atomic_io import write_atomically
 from VirtualBiopsyLib.errors import ImageReadError
 from VirtualBiopsyLib.images.identity import dicom_value_problem
 from VirtualBiopsyLib.inference.pictures import SlotPicture
+
+log = logging.getLogger(__name__)
 
 SERIES_NUMBER = 9901
 STORED_BITS = 12
@@ -45,6 +57,13 @@ _IDENTITY_KEYWORDS = (
     "AccessionNumber",
     "ReferringPhysicianName",
 )
+_PERSON_NAMES = ("PatientName", "ReferringPhysicianName")
+_WARNINGS_LOCK = threading.Lock()  # see _quiet_highdicom
+
+
+class RefusedValueError(ValueError):
+    """highdicom refused a value our checks let through (a bug); the message never
+    quotes the value."""
 
 
 def export_synthetic_des(
@@ -69,16 +88,19 @@ def export_synthetic_des(
     ...                      source_dicom=Path("exam/le_cc.dcm"))  # doctest: +SKIP
     PosixPath('synthetic_DES_CC.dcm')
     """
-    dataset = build_synthetic_dataset(
-        picture,
-        slot=slot,
-        source=_source_header(source_dicom),
-        patient_id=patient_id,
-        study_uid=study_uid,
-        laterality=laterality,
-        model_name=model_name,
-        generated_from=generated_from,
-    )
+    try:
+        dataset = build_synthetic_dataset(
+            picture,
+            slot=slot,
+            source=_source_header(source_dicom),
+            patient_id=patient_id,
+            study_uid=study_uid,
+            laterality=laterality,
+            model_name=model_name,
+            generated_from=generated_from,
+        )
+    except RefusedValueError as error:
+        raise RefusedValueError(f"{path}: {error}") from None  # value-free, as it was
     return _save_atomic(dataset, Path(path))
 
 
@@ -97,32 +119,35 @@ def build_synthetic_dataset(
     from highdicom.sc import SCImage
 
     pixels = to_stored_values(picture.pixels)
-    identity = _identity(source, patient_id, study_uid)
     now = _dt.datetime.now(_dt.timezone.utc)
-    image = SCImage(
-        pixel_array=pixels,
-        photometric_interpretation="MONOCHROME2",
-        bits_allocated=16,
-        coordinate_system="PATIENT",
-        study_instance_uid=identity["StudyInstanceUID"],
-        series_instance_uid=generate_uid(),
-        series_number=SERIES_NUMBER,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        patient_id=identity.get("PatientID"),
-        patient_name=identity.get("PatientName"),
-        patient_birth_date=identity.get("PatientBirthDate"),
-        patient_sex=identity.get("PatientSex") or None,
-        accession_number=identity.get("AccessionNumber"),
-        study_id=identity.get("StudyID"),
-        study_date=identity.get("StudyDate") or now.strftime("%Y%m%d"),
-        study_time=identity.get("StudyTime") or now.strftime("%H%M%S"),
-        referring_physician_name=identity.get("ReferringPhysicianName"),
-        pixel_spacing=(float(picture.spacing[0]), float(picture.spacing[1])),
-        laterality=laterality if laterality in ("L", "R") else None,
-        patient_orientation=("A", "R"),  # placeholder; replaced just below
-    )
+    with _quiet_highdicom(), _values_not_shown():
+        identity = _identity(source, patient_id, study_uid)
+        image = SCImage(
+            pixel_array=pixels,
+            photometric_interpretation="MONOCHROME2",
+            bits_allocated=16,
+            coordinate_system="PATIENT",
+            study_instance_uid=identity["StudyInstanceUID"],
+            series_instance_uid=generate_uid(),
+            series_number=SERIES_NUMBER,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer=MANUFACTURER,
+            patient_id=identity.get("PatientID"),
+            patient_name=None,  # set below: highdicom would quote it in a warning
+            patient_birth_date=identity.get("PatientBirthDate"),
+            patient_sex=identity.get("PatientSex") or None,
+            accession_number=identity.get("AccessionNumber"),
+            study_id=identity.get("StudyID"),
+            study_date=identity.get("StudyDate", now.strftime("%Y%m%d")),
+            study_time=identity.get("StudyTime", now.strftime("%H%M%S")),
+            referring_physician_name=None,  # as the patient's name
+            pixel_spacing=(float(picture.spacing[0]), float(picture.spacing[1])),
+            laterality=laterality if laterality in ("L", "R") else None,
+            patient_orientation=("A", "R"),  # placeholder; replaced just below
+        )
+        for keyword in _PERSON_NAMES:  # checked as PN by _identity; copied as they are
+            setattr(image, keyword, identity.get(keyword) or "")
     # The synthetic image lies on the LE image's grid, so the LE's orientation holds.
     # Without a DICOM source it is unknown: Type 2, left empty rather than guessed.
     image.PatientOrientation = _orientation(source) or ""
@@ -158,11 +183,80 @@ def _identity(source: Dataset | None, patient_id: str | None, study_uid: str | N
     else:
         identity = {"PatientID": patient_id or ""}
     # The readers refuse a bad Patient ID or study UID; any other copied value that does
-    # not fit its VR (it would make the file invalid) is left out, never written.
-    identity = {k: v for k, v in identity.items() if not v or not dicom_value_problem(k, v)}
+    # not fit its VR (it would make the file invalid), or that highdicom refuses, is left
+    # empty, never written (see _carried) and never replaced by a made-up one.
+    identity = {k: (v if not v or _carried(k, v) else "") for k, v in identity.items()}
     if not identity.get("StudyInstanceUID"):
         identity["StudyInstanceUID"] = _valid_uid(study_uid) or generate_uid()
     return identity
+
+
+def _carried(keyword: str, value: str) -> bool:
+    """Whether a source's identity value goes into the export: it fits its VR and
+    highdicom takes it.
+
+    highdicom is stricter than the VR syntax: dates must exist (DA ``20230230`` fits the
+    VR, ``datetime.date`` refuses it), times must be real times, and Patient's Sex must
+    be M, F or O (``U`` is not among its enumerated values). Such a value would abort
+    the export, so it is left empty, as Type 2 attributes may be. A dropped value is
+    logged by keyword only: the value may identify the patient.
+    """
+    if dicom_value_problem(keyword, value) is None and _highdicom_accepts(keyword, value):
+        return True
+    log.warning("%s of the source left out of the synthetic DICOM (not a valid value)", keyword)
+    return False
+
+
+def _highdicom_accepts(keyword: str, value: str) -> bool:
+    """Run ``value`` through the conversion highdicom applies to ``keyword``, if any."""
+    from highdicom import PatientSexValues
+    from pydicom.valuerep import DA, TM
+
+    conversions: dict[str, Callable[[str], object]] = {
+        "PatientBirthDate": DA,
+        "StudyDate": DA,
+        "StudyTime": TM,
+        "PatientSex": PatientSexValues,
+    }
+    convert = conversions.get(keyword)
+    if convert is None:
+        return True
+    try:
+        convert(value)
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _values_not_shown() -> Iterator[None]:
+    """Turn a refusal our checks did not foresee (a bug) into a message without the
+    value: highdicom's messages may quote it, and the value may be a patient's name."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        raise RefusedValueError(
+            f"highdicom refused a value of the case ({type(error).__name__}; "
+            "values are not shown: they may be patient data)"
+        ) from None
+
+
+@contextlib.contextmanager
+def _quiet_highdicom() -> Iterator[None]:
+    """Capture the warnings of building a dataset: highdicom and pydicom quote values in
+    them (``The string "<name>" is unlikely…``), and a patient's name must never reach
+    the console or a log. Only their number and kinds are logged, at debug level.
+
+    One export at a time: ``catch_warnings`` swaps process-wide state, and two threads
+    restoring it out of order would leave warnings captured for good. (A warning another
+    thread raises meanwhile is captured too; the block is kept short.)
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    if caught:
+        kinds = ", ".join(sorted({warning.category.__name__ for warning in caught}))
+        log.debug("%d warning(s) of the DICOM export not shown (%s)", len(caught), kinds)
 
 
 def _valid_uid(uid: str | None) -> str | None:

@@ -4,7 +4,9 @@ Every front end writes results through here (``predict``, ``demo``, the Slicer w
 the benchmark, the console): :func:`write_case` for one case, :class:`OutputFolder` for
 a run of many. A case folder ``<out>/<case key>/`` holds ``result.json`` (its schema is
 ``schemas/result.schema.json``), ``report.png``, ``synthetic_<slot>.nrrd`` and
-``saliency_<slot>.nrrd`` (and ``synthetic_<slot>.dcm`` with DICOM export).
+``saliency_<slot>.nrrd`` (and ``synthetic_<slot>.dcm`` with DICOM export). Only a DES
+this run generated is written as ``synthetic_<slot>``: a synthetic image given as input
+is listed as such in ``result.json`` but not written again (:func:`generated_slots`).
 
 Safety of the output folder (issue 10):
 
@@ -37,12 +39,13 @@ import numpy as np
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE
 from VirtualBiopsyLib.atomic_io import StagingArea, write_json_atomic
 from VirtualBiopsyLib.errors import OutputExistsError, OutputNotWritableError
+from VirtualBiopsyLib.images.nrrd_reader import SYNTHETIC_KEY  # written here, read there
 from VirtualBiopsyLib.inference.pictures import SlotPicture
 from VirtualBiopsyLib.inference.result import RESULT_FILE, CaseResult
 from VirtualBiopsyLib.nrrd_io import NrrdGrid, quantize, read_nrrd, reference_grid, write_nrrd
+from VirtualBiopsyLib.roles import Slot
 
 REPORT_FILE = "report.png"
-SYNTHETIC_KEY = "VirtualBiopsy_Synthetic"
 DESCRIPTION_KEY = "VirtualBiopsy_Description"
 NOTICE_KEY = "VirtualBiopsy_Notice"
 SALIENCY_LEVELS = 256  # saliency maps: 8 bits are plenty for an overlay
@@ -299,6 +302,17 @@ def write_case(
         return output.write_case(result, export_dicom=export_dicom, report=report)
 
 
+def generated_slots(result: CaseResult) -> list[Slot]:
+    """The synthetic slots this run generated (from an LE), the only ones written as
+    ``synthetic_<slot>`` files.
+
+    A synthetic image given as input (e.g. an earlier run's ``synthetic_DES_CC.nrrd``) is
+    also ``synthetic`` in ``result.json`` and on the report, but it is the user's file,
+    not ours: only its preview is in memory, and writing it again would claim we made it.
+    """
+    return [slot for slot in result.synthetic_slots if result.inputs[slot].generated_from]
+
+
 def _file_jobs(
     result: CaseResult, folder: Path, export_dicom: bool
 ) -> list[tuple[str, str, Callable[[], object]]]:
@@ -311,7 +325,7 @@ def _file_jobs(
         return frames[picture.reference_path]
 
     jobs: list[tuple[str, str, Callable[[], object]]] = []
-    for slot in result.synthetic_slots:
+    for slot in generated_slots(result):
         picture = result.pictures[slot]
         source = result.inputs[slot].generated_from
         description = (
@@ -338,7 +352,7 @@ def _file_jobs(
         )
         jobs.append((f"saliency_{slot}", saliency_file(slot), writer))
     if export_dicom:
-        for slot in result.synthetic_slots:
+        for slot in generated_slots(result):
             name = synthetic_dicom_file(slot)
             jobs.append(
                 (

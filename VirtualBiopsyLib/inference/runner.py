@@ -10,7 +10,9 @@ of killed runs are removed), and cases whose folder exists already are kept: a p
 rerun finishes what an interrupted run left undone, and only ``--overwrite`` replaces a
 finished case. When every case is finished already the run refuses
 (:class:`OutputExistsError`), having computed nothing. A case that cannot be classified
-does not stop the others; it is listed in :attr:`PredictRun.failures`.
+or written does not stop the others; it is listed in :attr:`PredictRun.failures`. The
+output folder's own files are never read as inputs, even when it lies inside an input
+folder.
 
 >>> from VirtualBiopsyLib.inference.runner import predict_paths
 >>> run = predict_paths([Path("exam")], Path("out"))  # doctest: +SKIP
@@ -23,15 +25,22 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from VirtualBiopsyLib.errors import CaseError, ImageError, ImageReadError, OutputExistsError
+from VirtualBiopsyLib.errors import (
+    CaseError,
+    ImageError,
+    ImageReadError,
+    OutputExistsError,
+    VirtualBiopsyError,
+)
 from VirtualBiopsyLib.images.cases import Case, group_cases
-from VirtualBiopsyLib.images.readers import scan
+from VirtualBiopsyLib.images.readers import ScanEntry, scan
 from VirtualBiopsyLib.inference.output import OutputFolder, check_writable
 from VirtualBiopsyLib.inference.progress import NullProgress, ProgressReporter, ScaledProgress
 from VirtualBiopsyLib.inference.result import RESULT_FILE, CaseResult
@@ -76,15 +85,20 @@ class PredictRun:
         return [str(folder / RESULT_FILE) for folder in self.folders]
 
 
-def gather_cases(paths: Iterable[Path]) -> GatheredCases:
+def gather_cases(paths: Iterable[Path], *, exclude: Path | None = None) -> GatheredCases:
     """Scan files and folders and group the usable images into cases.
 
-    Raises :class:`ImageReadError` when nothing usable is found, naming the paths.
+    ``exclude``: the run's own output folder. When it lies inside an input folder
+    (``predict exam/ --out exam/results``) its files (our synthetic DES among them) are
+    left out, so a rerun never reads its own outputs as a new case; one ``skipped`` line
+    says so. Raises :class:`ImageReadError` when nothing usable is found, naming the paths.
     """
     paths = [Path(p) for p in paths]
-    entries = scan(paths)
+    entries, left_out = _outside(scan(paths), exclude)
     errors = [f"{e.path}: {e.reason}" for e in entries if e.status == "error"]
     skipped = [f"{e.path}: {e.reason}" for e in entries if e.status == "skipped"]
+    if left_out:
+        skipped.append(f"{exclude}: this run's output folder; {left_out} file(s) not read")
     infos = [e.info for e in entries if e.status == "ok" and e.info is not None]
     if not infos:
         where = ", ".join(str(p) for p in paths)
@@ -92,6 +106,19 @@ def gather_cases(paths: Iterable[Path]) -> GatheredCases:
         detail += "".join(f"\n  skipped {line}" for line in skipped[:5])
         raise ImageReadError(where, f"no usable mammogram found{detail}")
     return GatheredCases(group_cases(infos), errors, skipped)
+
+
+def _outside(entries: list[ScanEntry], folder: Path | None) -> tuple[list[ScanEntry], int]:
+    """The entries not under ``folder`` (links resolved on both sides), and how many were.
+
+    ``os.path.realpath``, not ``Path.resolve``: a link loop among hostile inputs is that
+    file's error entry, never an exception here.
+    """
+    if folder is None:
+        return entries, 0
+    root = Path(os.path.realpath(folder))
+    kept = [e for e in entries if not Path(os.path.realpath(e.path)).is_relative_to(root)]
+    return kept, len(entries) - len(kept)
 
 
 def resolve_package(model_dir: Path | None) -> ModelPackage:
@@ -123,9 +150,10 @@ def predict_cases(
 ) -> PredictRun:
     """Run ``pipeline`` on each case and write each result; failures are collected.
 
-    An unreadable image or an unclassifiable case becomes a failure line, a case folder
-    another run finished meanwhile a conflict; a bad model stops the run (it would hit
-    every case).
+    An unreadable image or an unclassifiable case becomes a failure line, and so does a
+    case whose folder cannot be written (a full disk, an export that fails: its partial
+    folder is removed, the next cases are still written); a case folder another run
+    finished meanwhile is a conflict; a bad model stops the run (it would hit every case).
     """
     progress = progress or NullProgress()
     run = PredictRun()
@@ -144,12 +172,32 @@ def predict_cases(
         except OutputExistsError as error:
             run.conflicts.append(str(error))
             continue
+        except Exception as error:  # noqa: BLE001 (this case's failure; the others go on)
+            run.failures.append(f"{case.key}: classified but not written: {write_problem(error)}")
+            log.warning("case %s not written: %s", case.key, type(error).__name__)
+            log.debug("case %s not written", case.key, exc_info=True)
+            continue
         # the numbers stay; the pictures are on disk now and leave memory
         run.results.append(_without_pictures(result))
         run.folders.append(folder)
         del result
         release_memory()
     return run
+
+
+def write_problem(error: Exception) -> str:
+    """Why a case's folder could not be written, for the failure line.
+
+    Our own errors and OS errors say what and where (the output layer has already
+    removed the case's hidden partial folder); anything else is a bug, shown with its
+    type so it is reported rather than taken for bad input.
+    """
+    if isinstance(error, VirtualBiopsyError):
+        return str(error)
+    if isinstance(error, OSError):
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror or error}"
+    return f"internal error: {type(error).__name__}: {error}"
 
 
 def _without_pictures(result: CaseResult) -> CaseResult:
@@ -196,7 +244,7 @@ def predict_paths(
     progress = progress or NullProgress()
     check_writable(out_dir)
     progress.report("scan", 0.0, "scanning inputs")
-    gathered = gather_cases(paths)
+    gathered = gather_cases(paths, exclude=out_dir)
     with OutputFolder(out_dir, overwrite=overwrite) as output:
         todo, kept = cases_to_write(gathered.cases, output)
         if pipeline is None:
