@@ -214,12 +214,29 @@ def test_dicomdir_is_skipped(make_mammo_dicom, tmp_path):
         read_dicom_info(path)
 
 
-def test_non_dicom_file_is_an_error(tmp_path):
-    path = tmp_path / "notes.dat"
+@pytest.mark.parametrize("name", ["IM0001", "IM0001.dcm", "1.2.840.113619.2.55.3.12", "a.IMA"])
+def test_a_file_named_as_dicom_that_is_not_is_an_error(tmp_path, name):
+    path = tmp_path / name
     path.write_text("not an image")
     with pytest.raises(ImageReadError, match="not a DICOM file") as raised:
         read_dicom_info(path)
     assert raised.value.path == path
+
+
+def test_the_side_files_of_an_exam_cd_are_skipped_not_errors(make_mammo_dicom, tmp_path):
+    """A CD or USB export carries a viewer and documents beside DICOMDIR and the images:
+    each is skipped with its reason, so a good export does not end with exit 3."""
+    from VirtualBiopsyLib.images.readers import scan
+
+    good = make_mammo_dicom(tmp_path / "IMAGES" / "IM0001")
+    side = ["AUTORUN.INF", "viewer.exe", "report.pdf", "index.htm", "dicom.xml", "setup.ini"]
+    for name in side:
+        (tmp_path / name).write_bytes(b"MZ\x90\x00 not an image" * 8)
+    entries = {entry.path.name: entry for entry in scan([tmp_path])}
+    assert entries[good.name].status == "ok"
+    for name in side:
+        assert entries[name].status == "skipped"
+        assert "not an image file" in entries[name].reason
 
 
 def test_truncated_file_is_an_error(make_mammo_dicom, tmp_path):

@@ -45,6 +45,8 @@ MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"  # DICOMDIR
 DEFAULT_SPACING_MM = 0.1
 MAX_SPACING_MM = 10.0
 GE_CLINICAL_VIEW_TAG = (0x0045, 0x101B)
+#: Names a DICOM image file goes by (besides a numeric tail; see dicom_like_name).
+DICOM_SUFFIXES = ("", ".dcm", ".dicom", ".dic", ".dc3", ".ima", ".img")
 
 # SNOMED CT (and the older SNOMED-RT) codes of DICOM CID 4014 "View for Mammography".
 VIEW_CODES: dict[str, View] = {
@@ -330,10 +332,22 @@ def read_dicom_info(path: Path | str) -> ImageInfo:
     except ImageError:
         raise
     except InvalidDicomError as error:
+        if not dicom_like_name(path):  # autorun.inf, viewer.exe, report.pdf on an exam CD
+            reason = f"not an image file (not DICOM, and {path.suffix} is no image format)"
+            raise UnsupportedImageError(path, reason) from error
         reason = "not a DICOM file (no 'DICM' prefix or file meta information)"
         raise ImageReadError(path, reason) from error
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, struct.error) as error:
         raise ImageReadError(path, f"cannot read DICOM header: {error}") from error
+
+
+def dicom_like_name(path: Path) -> bool:
+    """Whether a file's name is one a DICOM image goes by: no extension, a DICOM one, or
+    a UID's numeric tail (``1.2.840.113619.2.55.3.12``). A file named otherwise that is
+    not DICOM is a side file (the viewer and documents on an exam CD), not a broken image.
+    """
+    suffix = path.suffix.lower()
+    return suffix in DICOM_SUFFIXES or (suffix[1:].isascii() and suffix[1:].isdigit())
 
 
 def info_from_dataset(ds: Dataset, path: Path) -> ImageInfo:
