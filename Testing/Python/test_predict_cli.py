@@ -193,6 +193,32 @@ def test_unreadable_image_is_bad_input_not_a_traceback(package_dir, tmp_path, ca
     assert "LE_CC.nrrd" in err and "Traceback" not in err
 
 
+def test_an_unreadable_file_beside_a_good_case_is_a_json_error_line(
+    exam, package_dir, tmp_path, capsys
+):
+    """What the Slicer module reads is stdout's JSON lines: a file that could not be read
+    must be one of them (before "done"), not only a line on stderr."""
+    import shutil
+
+    inputs = tmp_path / "inputs"
+    shutil.copytree(exam, inputs / "good")
+    broken = inputs / "other" / "IM0001.dcm"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not DICOM" * 40)
+    out = tmp_path / "out"
+    code = main(
+        ["predict", str(inputs), "--model", str(package_dir), "--out", str(out),
+         "--progress", "json", "--no-saliency"]
+    )  # fmt: skip
+    lines = json_lines(capsys.readouterr().out)
+    assert code == EXIT_BAD_INPUT
+    errors = [line["message"] for line in lines if line["step"] == "error"]
+    assert errors == [f"unreadable file: {broken}: not a DICOM file (no 'DICM' prefix or "
+                      "file meta information)"]  # fmt: skip
+    assert lines[-1]["step"] == "done" and len(lines[-1]["results"]) == 1
+    assert "1 file(s) unreadable" in lines[-1]["message"]
+
+
 def test_cuda_request_without_cuda_is_a_usage_error(exam, package_dir, tmp_path, capsys):
     import torch
 

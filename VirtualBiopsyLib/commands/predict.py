@@ -141,21 +141,25 @@ def finish_run(run: Any, out: Path, reporter: CommandReporter, summary: bool = F
         message += f"; {len(run.failures)} case(s) failed (not classified or not written)"
     if run.conflicts:
         message += f"; {len(run.conflicts)} case(s) written by another run meanwhile"
-    for failure in run.failures:  # before "done": it stays the last line
+    gathered = run.gathered
+    unreadable = gathered.errors if gathered is not None else []
+    if unreadable:
+        message += f"; {len(unreadable)} file(s) unreadable"
+    # before "done", which stays the last line: with --progress json each is an error line
+    for line in unreadable:
+        reporter.error(line, context="unreadable file")
+    for failure in run.failures:
         reporter.error(failure, context="case failed")
     for conflict in run.conflicts:
         reporter.error(conflict, context="case not written")
     reporter.done(message, run.result_files)
     if summary:
         print_summary(run, sys.stdout)
-    gathered = run.gathered
-    for line in gathered.errors if gathered is not None else []:
-        reporter.warning(f"unreadable file {line}")
     for key in run.kept:
         reporter.warning(f"{key}: kept the finished result; use --overwrite to replace it")
     for folder in run.cleared:
         reporter.warning(f"removed {folder.name}, a partial folder of a run that ended early")
-    if run.failures or (gathered is not None and gathered.errors):  # a bad file is bad input
+    if run.failures or unreadable:  # a bad file is bad input
         return EXIT_BAD_INPUT
     return EXIT_OUTPUT_EXISTS if run.conflicts else EXIT_OK
 

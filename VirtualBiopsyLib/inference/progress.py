@@ -119,7 +119,8 @@ class JsonLinesProgress(ConsoleMessages):
         self._write({"step": "done", "fraction": 1.0, "message": message, "results": list(results)})
 
     def error(self, message: str, exit_code: int | None = None, context: str = "error") -> None:
-        record: dict[str, Any] = {"step": "error", "fraction": 1.0, "message": message}
+        said = message if context == "error" else f"{context}: {message}"  # as on stderr
+        record: dict[str, Any] = {"step": "error", "fraction": 1.0, "message": said}
         if exit_code is not None:
             record["exit_code"] = exit_code
         self._write(record)
