@@ -53,12 +53,13 @@ from VirtualBiopsyLib.roles import SLOTS, VIEWS, parse_slot
 PLAN_FORMAT = "virtual-biopsy-training-jobs-v1"
 JOB_KINDS: tuple[str, ...] = ("pretrain", "generator", "classifier")
 GENERATOR_SLOTS: tuple[str, ...] = tuple(f"G_{view.value}" for view in VIEWS)
-COMPLETE, SKIPPED, RUNNING, FAILED, NOT_STARTED = (
+COMPLETE, SKIPPED, RUNNING, FAILED, NOT_STARTED, INTERRUPTED = (
     "complete",
     "skipped",
     "running",
     "failed",
     "not started",
+    "interrupted",  # said running, but no process holds its lock (killed, node lost)
 )
 FINISHED = (COMPLETE, SKIPPED)
 
@@ -308,7 +309,19 @@ def job_status(run_dir: Path, job: Job) -> dict[str, Any]:
         return {**record, "status": COMPLETE}
     if record.get("status") == COMPLETE:  # its outputs were removed since
         record = {**record, "status": NOT_STARTED}
+    if record.get("status") == RUNNING and _abandoned(run_dir, job):
+        record = {**record, "status": INTERRUPTED}
     return {**record, "status": record.get("status", NOT_STARTED)}
+
+
+def _abandoned(run_dir: Path, job: Job) -> bool:
+    """True when the job's lock exists and nobody holds it: the process that said
+    "running" is gone (a job holds its lock while it trains, see :func:`job_lock`)."""
+    lock = _lock_file(run_dir, job)
+    if not lock.exists():  # a run from before job locks: cannot tell
+        return False
+    with exclusive_lock(lock) as free:
+        return free
 
 
 def is_finished(run_dir: Path, job: Job) -> bool:
@@ -343,7 +356,7 @@ def job_lock(run_dir: Path, job: Job) -> Iterator[None]:
     ``flock`` on ``jobs/<name>.lock``: held across processes on one machine and, on a
     shared file system that supports ``flock`` (NFSv4, Lustre, GPFS), across machines.
     """
-    with exclusive_lock(run_dir / "jobs" / f"{job.name.replace('/', '.')}.lock") as held:
+    with exclusive_lock(_lock_file(run_dir, job)) as held:
         if not held:
             status = job_status(run_dir, job)
             where = f"since {status.get('started', '?')} on {status.get('host', '?')}"
@@ -352,6 +365,10 @@ def job_lock(run_dir: Path, job: Job) -> Iterator[None]:
                 "process before starting the job again"
             )
         yield
+
+
+def _lock_file(run_dir: Path, job: Job) -> Path:
+    return job.status_file(run_dir).with_suffix(".lock")
 
 
 def check_needs(run_dir: Path, jobs: Sequence[Job], job: Job) -> None:

@@ -22,7 +22,14 @@ from toy_training import toy_config, toy_loader, write_cohort
 from Training.cli import main
 from Training.config import RunConfig
 from Training.export import export_package
-from Training.jobs import JobError, id_ranges, job_status, plan_jobs, select_jobs
+from Training.jobs import (
+    JobError,
+    id_ranges,
+    job_status,
+    plan_jobs,
+    select_jobs,
+    write_status,
+)
 from Training.local_jobs import run_jobs_locally
 from Training.run import train_run
 from VirtualBiopsyLib.atomic_io import exclusive_lock
@@ -295,6 +302,13 @@ def test_a_second_copy_of_a_running_job_is_refused(tmp_path: Path) -> None:
         assert not job.folder(run).exists()
     _train_job(manifest, run, "0")  # once that copy has ended the job runs
     assert job_status(run, job)["status"] == "complete"
+    # a job that said "running" and whose process is gone (killed, node lost) reads as
+    # interrupted: nobody holds its lock
+    other = plan_jobs(toy_config())[1]
+    write_status(run, other, "running")
+    with exclusive_lock(run / "jobs" / "fold_0.G_MLO.lock"):
+        assert job_status(run, other)["status"] == "running"
+    assert job_status(run, other)["status"] == "interrupted"
 
 
 def _run_in_child(manifest: str, run: str, job: str) -> None:
