@@ -407,6 +407,8 @@ def _print_job_progress(run_dir: Path) -> None:
 def run_jobs(args: argparse.Namespace) -> int:
     from Training.jobs import format_jobs, id_ranges, job_status, plan_jobs, read_plan
 
+    if args.status and args.run is None:
+        raise UsageError("--status needs --run RUN_DIR: the states are that folder's")
     if args.run is not None:
         _check_exists(args.run)
         jobs = read_plan(args.run)

@@ -110,6 +110,8 @@ def test_the_jobs_command_prints_slurm_array_ranges(capsys) -> None:
     assert (
         "pretrain/G_CC" in table and " 14  fold_0/DES_CC" in table
     )  # IDs after the 2 pretrain jobs
+    assert main(["jobs", "--status"]) == EXIT_USAGE  # whose states? it needs --run
+    assert "--status needs --run" in capsys.readouterr().err
 
 
 # --- running jobs -----------------------------------------------------------------------------
