@@ -255,6 +255,11 @@ def _add_phantom_check(commands: argparse._SubParsersAction) -> None:
         "difference paired (DeLong): a retrain against what it replaces",
     )
     check.add_argument("--out", type=Path, help="also write phantom_check.json and .md here")
+    check.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace phantom_check.json and .md of an earlier check in OUT",
+    )
     check.set_defaults(func=run_phantom_check_command)
 
 
@@ -478,23 +483,30 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_phantom_check_command(args: argparse.Namespace) -> int:
+    """Score a package on a fresh phantom cohort; arguments and ``--out`` are checked
+    first, since the check itself takes minutes."""
     from Training.phantom_check import (
         PHANTOM_CHECK_PATIENTS,
         PHANTOM_CHECK_SEED,
+        check_phantom_check_arguments,
+        check_phantom_check_out,
         format_phantom_check,
         run_phantom_check,
         write_phantom_check,
     )
     from VirtualBiopsyLib.models.package import demo_package_path, load_package
 
-    package = load_package(args.package or demo_package_path())
     patients = PHANTOM_CHECK_PATIENTS if args.patients is None else args.patients
     seed = PHANTOM_CHECK_SEED if args.seed is None else args.seed
+    check_phantom_check_arguments(patients, seed)
+    if args.out is not None:
+        check_phantom_check_out(args.out, args.overwrite)
+    package = load_package(args.package or demo_package_path())
     baseline = None if args.baseline is None else load_package(args.baseline)
     check = run_phantom_check(package, patients=patients, seed=seed, baseline=baseline)
     print(format_phantom_check(check), end="")
     if args.out is not None:
-        for path in write_phantom_check(check, args.out):
+        for path in write_phantom_check(check, args.out, overwrite=args.overwrite):
             print(path)
     return EXIT_OK
 

@@ -13,8 +13,11 @@ DES classifier's logit shift for synthetic DES, fit on the fold's validation syn
 rows (:func:`synthetic_logit_shifts`, :func:`recalibrate_synthetic`).
 
 Every setting is scored on the same cases: those with at least one real LE and one real
-DES image (:func:`scored_cases`), so that C and Ĉ, F+C and F+Ĉ, and F against either are
-paired comparisons on one population. Metrics per fold are AUC, G-mean and MCC at the
+DES image and, in a run with synthesis, a synthetic DES (:func:`scored_cases`), so that C
+and Ĉ, F+C and F+Ĉ, and F against either are paired comparisons on one population. A
+fold without synthetic DES in such a run (the demo recipe trains generators in fold 0
+only: a later fold's test patients were training patients of that generator) scores no
+case. Metrics per fold are AUC, G-mean and MCC at the
 package threshold; each is NaN on a subset with one class only. Summaries are mean ±
 standard error over folds; with the ``every-patient`` protocol the test predictions of all
 folds also pool into one out-of-fold prediction per case (:func:`pooled_test_auc`).
@@ -129,18 +132,29 @@ def inputs_of(probabilities: Mapping[str, float], modality: Modality) -> dict[st
     return {s: p for s, p in probabilities.items() if parse_slot(s)[0] is modality}
 
 
-def scored_cases(cases: Mapping[str, CaseInputs]) -> dict[str, CaseInputs]:
-    """The cases every setting is scored on: at least one real LE and one real DES image."""
+def scored_cases(cases: Mapping[str, CaseInputs], synthesis: bool = False) -> dict[str, CaseInputs]:
+    """The cases every setting is scored on: at least one real LE and one real DES image,
+    and with ``synthesis`` (the run synthesized DES) at least one synthetic DES."""
     return {
         key: case
         for key, case in cases.items()
-        if inputs_of(case.real, Modality.LE) and inputs_of(case.real, Modality.DES)
+        if inputs_of(case.real, Modality.LE)
+        and inputs_of(case.real, Modality.DES)
+        and (not synthesis or inputs_of(case.synthetic, Modality.DES))
     }
 
 
-def fold_test_cases(predictions: Sequence[Prediction], fold: int) -> dict[str, CaseInputs]:
-    """The scored test cases of one fold."""
-    return scored_cases(case_inputs(select(predictions, fold, "test")))
+def has_synthesis(predictions: Iterable[Prediction]) -> bool:
+    """Whether the run scored synthetic DES at all (not with ``--no-generators``)."""
+    return any(p.source == SYNTHETIC for p in predictions)
+
+
+def fold_test_cases(
+    predictions: Sequence[Prediction], fold: int, synthesis: bool | None = None
+) -> dict[str, CaseInputs]:
+    """The scored test cases of one fold (``synthesis``: default, whether the run has any)."""
+    synthesis = has_synthesis(predictions) if synthesis is None else synthesis
+    return scored_cases(case_inputs(select(predictions, fold, "test")), synthesis)
 
 
 def select(
@@ -315,17 +329,29 @@ def summarize(per_fold: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str
     }
 
 
-def pooled_test_auc(predictions: Sequence[Prediction], setting: str, threshold: float = 0.5):
-    """AUC over the test predictions of all folds pooled (each fold fused with its own MCCs)."""
+def pooled_test_scores(
+    predictions: Sequence[Prediction], setting: str, threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and fused probabilities of every fold's scored test cases, pooled (each fold
+    fused with its own MCCs): one out-of-fold prediction per case under the every-patient
+    protocol, the tested part of the cohort under the paper's."""
+    synthesis = has_synthesis(predictions)
     labels_all, scores_all = [], []
     for fold in sorted({p.fold for p in predictions}):
         weights = fold_weights(predictions, fold, threshold)
-        labels, scores, _ = setting_scores(fold_test_cases(predictions, fold), setting, weights)
+        cases = fold_test_cases(predictions, fold, synthesis)
+        labels, scores, _ = setting_scores(cases, setting, weights)
         labels_all.extend(labels)
         scores_all.extend(scores)
-    if not labels_all:  # e.g. Ĉ of a run without generators (--no-generators)
+    return np.array(labels_all, dtype=int), np.array(scores_all, dtype=float)
+
+
+def pooled_test_auc(predictions: Sequence[Prediction], setting: str, threshold: float = 0.5):
+    """AUC of :func:`pooled_test_scores`; NaN without cases (Ĉ of ``--no-generators``)."""
+    labels, scores = pooled_test_scores(predictions, setting, threshold)
+    if not labels.size:
         return math.nan
-    return classification_metrics(np.array(labels_all), np.array(scores_all), threshold)["auc"]
+    return classification_metrics(labels, scores, threshold)["auc"]
 
 
 def robustness_sweep(
@@ -338,14 +364,17 @@ def robustness_sweep(
     """The paper's Figure 5: replace the real DES of n % of test patients by synthetic DES.
 
     The population is fixed: the scored test cases of each fold (:func:`scored_cases`,
-    which all have real DES), whatever n. For each fold, n (0 included: the C and F+C
-    of the same population) and repetition, a seeded random subset of those patients
-    loses its real DES (both views) in favour of the synthetic one; ``C*`` and ``F+C*``
-    are then scored, ``F`` (no DES) is the flat reference. Per fold the repetitions are
-    averaged; rows give mean ± standard error over folds.
+    which all have real and synthetic DES), whatever n. For each fold, n (0 included: the
+    C and F+C of the same population) and repetition, a seeded random subset of those
+    patients loses its real DES (both views) in favour of the synthetic one; ``C*`` and
+    ``F+C*`` are then scored, ``F`` (no DES) is the flat reference. Per fold the
+    repetitions are averaged; rows give mean ± standard error over folds. A run without
+    synthetic DES has the 0 % rows only.
     """
     rows = []
     folds = sorted({p.fold for p in predictions})
+    if not has_synthesis(predictions):
+        percents = [percent for percent in percents if percent == 0]
     for percent in percents:
         per_setting: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for fold in folds:

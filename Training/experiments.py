@@ -67,14 +67,17 @@ class RunTables:
 
 
 def load_run(run_dir: Path) -> RunTables:
+    """The run in ``run_dir``, named after its folder as resolved: ``.`` or ``runs/x/..``
+    have no name of their own, and an empty name would leave the tables' rows unnamed."""
     run_dir = Path(run_dir)
     predictions_file = run_dir / "predictions.csv"
     if not predictions_file.exists():
         raise ManifestError(f"{run_dir}: no predictions.csv; is the run complete?")
     config = RunConfig.load(run_dir / "config.json")
     record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    folder = run_dir.resolve()
     return RunTables(
-        run_dir.name,
+        folder.name or str(folder),
         config.classifier.architecture,
         read_predictions(predictions_file),
         config,
@@ -94,6 +97,10 @@ def write_experiments(
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise OutputExistsError(f"{out_dir}: folder exists and is not empty (use --overwrite)")
     runs = [load_run(path) for path in run_dirs]
+    folders = [run.run_dir.resolve() for run in runs]
+    twice = sorted({str(folder) for folder in folders if folders.count(folder) > 1})
+    if twice:
+        raise ManifestError(f"{', '.join(twice)}: the same run folder is given twice")
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise ManifestError(f"two runs share a folder name ({', '.join(names)}); rename one")

@@ -27,6 +27,7 @@ from Training.datasets import ManifestError
 from Training.generator_training import build_config_generator
 from Training.jobs import Job, JobError, describe_missing, missing_jobs, read_plan
 from Training.run import finalize_run, fold_dirs, preprocessing_params
+from VirtualBiopsyLib.atomic_io import finite_json
 from VirtualBiopsyLib.models.package import FoldModels, write_package
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
 from VirtualBiopsyLib.roles import SLOTS, VIEWS, View
@@ -61,7 +62,7 @@ def export_package(
     provenance = {
         "dataset_manifest_sha256": record.get("manifest_sha256"),
         "training_config": config.to_dict(),
-        "test_metrics": _finite(
+        "test_metrics": finite_json(
             {
                 "settings": metrics.get("summary"),
                 "definition": metrics.get("summary_definition"),
@@ -169,14 +170,3 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise ManifestError(f"{path}: missing or unreadable run file ({error})") from None
-
-
-def _finite(value: Any) -> Any:
-    """NaN / infinity → None, so model.json stays strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value

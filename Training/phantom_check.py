@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,12 +74,16 @@ from Training.phantom_truth import (
     radial_profile,
 )
 from Training.report.delong import auc_interval, delong_test
-from VirtualBiopsyLib.atomic_io import write_text_atomic
+from VirtualBiopsyLib.atomic_io import finite_json, write_text_atomic
+from VirtualBiopsyLib.errors import OutputExistsError, UsageError
+from VirtualBiopsyLib.inference.output import check_writable
 from VirtualBiopsyLib.phantom import generate_cohort
 from VirtualBiopsyLib.roles import VIEWS, Slot, slot_name
 
 PHANTOM_CHECK_SEED = 2027  # no training cohort uses it (the demo model trains on seed 7)
 PHANTOM_CHECK_PATIENTS = 60
+#: What :func:`write_phantom_check` writes into its folder (and nothing else).
+PHANTOM_CHECK_FILES = ("phantom_check.json", "phantom_check.md")
 #: The method issue's targets that compare two settings, as (A, B) for AUC(A) − AUC(B).
 COMPARISONS: tuple[tuple[str, str], ...] = (("Ĉ", "F"), ("F+Ĉ", "F"), ("F+C", "F"), ("C", "Ĉ"))
 #: What a paired AUC difference records (DeLong), beside its case count.
@@ -156,7 +161,7 @@ class PhantomCheck:
     baseline: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite(asdict(self))
+        return finite_json(asdict(self))
 
 
 def run_phantom_check(
@@ -171,6 +176,7 @@ def run_phantom_check(
     With a ``baseline`` package (an earlier model, say) it scores the same cases too, so a
     retrain is compared with what it replaces case by case, not across cohorts.
     """
+    check_phantom_check_arguments(patients, seed)
     with tempfile.TemporaryDirectory(prefix="virtual-biopsy-phantom-check-") as temporary:
         folder = Path(work_dir or temporary)
         manifest = generate_cohort(
@@ -482,16 +488,6 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
-
-
 def _number(value: float | None, percent: bool = True) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -626,10 +622,46 @@ def _difference_cells(record: dict[str, Any]) -> str:
     )
 
 
-def write_phantom_check(check: PhantomCheck, out_dir: Path) -> list[Path]:
-    """``phantom_check.json`` and ``phantom_check.md`` in ``out_dir`` (atomic)."""
+def check_phantom_check_arguments(patients: int, seed: int) -> None:
+    """Refuse a cohort the phantom cannot draw (:class:`UsageError`), before the minutes
+    a check takes rather than deep inside cohort generation."""
+    if patients < 1:
+        raise UsageError(f"--patients {patients}: a phantom check needs at least 1 patient")
+    if seed < 0:
+        raise UsageError(f"--seed {seed}: the phantom's seed must be 0 or more")
+
+
+def check_phantom_check_out(out_dir: Path, overwrite: bool = False) -> None:
+    """Refuse ``out_dir`` before the check runs (it takes minutes) when writing there would
+    fail or replace a user's earlier check.
+
+    :class:`OutputExistsError` for a file in the way (:func:`check_writable`, as
+    ``predict --out``) or, without ``overwrite``, for :data:`PHANTOM_CHECK_FILES` already
+    there; :class:`OutputNotWritableError` for a folder that cannot be written. Other
+    files in ``out_dir`` are never touched, so they do not count.
+    """
     out_dir = Path(out_dir)
-    json_path, markdown_path = out_dir / "phantom_check.json", out_dir / "phantom_check.md"
+    check_writable(out_dir)
+    existing = [out_dir / name for name in PHANTOM_CHECK_FILES if os.path.lexists(out_dir / name)]
+    for path in existing:
+        if not path.is_file():
+            raise OutputExistsError(f"{path}: exists and is not a file; choose another output")
+    if existing and not overwrite:
+        names = " and ".join(path.name for path in existing)
+        raise OutputExistsError(
+            f"{out_dir}: holds an earlier phantom check ({names}); use --overwrite to replace it"
+        )
+
+
+def write_phantom_check(
+    check: PhantomCheck, out_dir: Path, *, overwrite: bool = False
+) -> list[Path]:
+    """``phantom_check.json`` and ``phantom_check.md`` in ``out_dir``, each atomic; an
+    earlier check there is replaced only with ``overwrite`` (:func:`check_phantom_check_out`,
+    checked again here in case one appeared while the check ran)."""
+    out_dir = Path(out_dir)
+    check_phantom_check_out(out_dir, overwrite)
+    json_path, markdown_path = (out_dir / name for name in PHANTOM_CHECK_FILES)
     write_text_atomic(json_path, json.dumps(check.to_dict(), indent=2) + "\n")
     write_text_atomic(markdown_path, format_phantom_check(check))
     return [json_path, markdown_path]

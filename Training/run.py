@@ -71,6 +71,7 @@ from Training.evaluation import (
     modality_mccs,
     per_fold_metrics,
     pooled_test_auc,
+    pooled_test_scores,
     read_predictions,
     recalibrate_synthetic,
     slot_mccs,
@@ -111,7 +112,7 @@ from Training.jobs import (
 from Training.metrics import GENERATION_METRICS, mean_and_standard_error
 from Training.runtime import CheckpointStore, Runtime, make_runtime, seed_everything
 from Training.splits import FoldSplit, make_splits, patient_labels, save_splits
-from VirtualBiopsyLib.atomic_io import write_text_atomic
+from VirtualBiopsyLib.atomic_io import finite_json, write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict, write_state_dict
@@ -811,17 +812,23 @@ def _write_summary(
         "per_fold": per_fold,
         "summary": summarize(per_fold),
         "summary_definition": "mean and standard error over folds of the test-split metrics",
+        "protocol": config.splits.protocol,
         "pooled_test_auc": {
             setting: pooled_test_auc(predictions, setting, threshold) for setting in per_fold
         },
+        "pooled_test_cases": {
+            setting: int(pooled_test_scores(predictions, setting, threshold)[0].size)
+            for setting in per_fold
+        },
+        "pooled_definition": "every fold's scored test cases, each fused with its fold's "
+        "weights: one out-of-fold prediction per case under the every-patient protocol, "
+        "only the tested part of the cohort under the paper's",
         "generation": generation_summary(out_dir),
         "research_use_notice": VirtualBiopsyLib.RESEARCH_USE_NOTICE,
     }
     if synthetic_data:
         metrics["synthetic_notice"] = VirtualBiopsyLib.SYNTHETIC_NOTICE
-    write_text_atomic(
-        out_dir / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True) + "\n"
-    )
+    write_text_atomic(out_dir / "metrics.json", json.dumps(finite_json(metrics), indent=2) + "\n")
 
 
 def generation_summary(out_dir: Path) -> dict[str, dict[str, list]]:

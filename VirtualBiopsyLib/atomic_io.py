@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import errno
 import json
+import math
 import os
 import re
 import secrets
@@ -120,6 +121,23 @@ def write_bytes_atomic(
 def write_text_atomic(path: Path | str, text: str, *, mode: int | None = None) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (JSON ``null``) and tuples as lists: what
+    strict JSON holds. Metrics are NaN where undefined (one class); a strict parser
+    rejects a bare ``NaN``.
+
+    >>> finite_json({"auc": float("nan"), "folds": (0.5, float("inf"))})
+    {'auc': None, 'folds': [0.5, None]}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    return value
 
 
 def write_json_atomic(path: Path | str, data: Any, *, indent: int | None = 2) -> Path:

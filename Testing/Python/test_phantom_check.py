@@ -290,3 +290,98 @@ def test_phantom_check_command_writes_json_and_markdown(tmp_path: Path, capsys) 
     assert {(c["a"], c["b"]) for c in against["comparisons"]} == {
         (c["a"], c["b"]) for c in record["comparisons"]
     }
+
+
+@pytest.fixture(scope="module")
+def one_patient_check():
+    """A real check of one patient (about 10 s): every metric n/a, but a complete record."""
+    return run_phantom_check(load_package(demo_package_path()), patients=1, seed=3)
+
+
+def _no_check(*_args, **_kwargs):
+    raise AssertionError("the check ran although its arguments or output were refused")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--patients", "0"], "--patients 0: a phantom check needs at least 1 patient"),
+        (["--patients", "-4"], "--patients -4: a phantom check needs at least 1 patient"),
+        (["--seed", "-1"], "--seed -1: the phantom's seed must be 0 or more"),
+    ],
+)
+def test_phantom_check_refuses_a_cohort_it_cannot_draw_before_any_work(
+    arguments: list[str], message: str, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr("Training.phantom_check.run_phantom_check", _no_check)
+    assert main(["phantom-check", *arguments]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_phantom_check_refuses_no_patients_before_writing_a_cohort(monkeypatch) -> None:
+    from VirtualBiopsyLib.errors import UsageError
+
+    monkeypatch.setattr("Training.phantom_check.generate_cohort", _no_check)
+    with pytest.raises(UsageError, match="at least 1 patient"):
+        run_phantom_check(load_package(demo_package_path()), patients=0)
+
+
+def test_phantom_check_refuses_a_file_as_out_before_any_work(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr("Training.phantom_check.run_phantom_check", _no_check)
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["phantom-check", "--patients", "1", "--out", str(afile)]) == 5
+    assert f"{afile}: exists and is not a folder" in capsys.readouterr().err
+    assert afile.read_text() == "mine"
+
+
+def test_phantom_check_keeps_an_earlier_check_without_overwrite(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr("Training.phantom_check.run_phantom_check", _no_check)
+    user = tmp_path / "userdir"
+    user.mkdir()
+    for name in ("phantom_check.json", "phantom_check.md", "notes.txt"):
+        (user / name).write_text(f"my {name}")
+    assert main(["phantom-check", "--patients", "1", "--out", str(user)]) == 5
+    error = capsys.readouterr().err
+    assert f"{user}: holds an earlier phantom check" in error and "--overwrite" in error
+    for name in ("phantom_check.json", "phantom_check.md", "notes.txt"):
+        assert (user / name).read_text() == f"my {name}"
+
+
+def test_phantom_check_overwrite_replaces_only_its_own_files(
+    one_patient_check, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """One patient gives n/a metrics, not an error; ``--overwrite`` replaces the earlier
+    check's two files and leaves the user's other files alone."""
+    monkeypatch.setattr(
+        "Training.phantom_check.run_phantom_check", lambda *_a, **_k: one_patient_check
+    )
+    user = tmp_path / "userdir"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    assert main(["phantom-check", "--patients", "1", "--out", str(user)]) == 0  # none earlier
+    (user / "phantom_check.md").write_text("an earlier check")
+    assert main(["phantom-check", "--patients", "1", "--out", str(user), "--overwrite"]) == 0
+    assert "| F | n/a |" in capsys.readouterr().out
+    assert (user / "phantom_check.md").read_text().startswith("# Phantom check")
+    assert json.loads((user / "phantom_check.json").read_text())["patients"] == 1
+    assert (user / "notes.txt").read_text() == "mine"
+
+
+def test_write_phantom_check_refuses_a_check_that_appeared_while_it_ran(
+    one_patient_check, tmp_path: Path
+) -> None:
+    from Training.phantom_check import write_phantom_check
+    from VirtualBiopsyLib.errors import OutputExistsError
+
+    (tmp_path / "phantom_check.json").write_text("another run's")
+    with pytest.raises(OutputExistsError, match="phantom_check.json"):
+        write_phantom_check(one_patient_check, tmp_path)
+    assert (tmp_path / "phantom_check.json").read_text() == "another run's"
+    assert not (tmp_path / "phantom_check.md").exists()
+    written = write_phantom_check(one_patient_check, tmp_path, overwrite=True)
+    assert [path.name for path in written] == ["phantom_check.json", "phantom_check.md"]

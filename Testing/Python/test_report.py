@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 import VirtualBiopsyLib
 from Training.cli import main
-from Training.evaluation import case_inputs, fold_weights, select, setting_scores
+from Training.evaluation import fold_test_cases, fold_weights, setting_scores
 from Training.report import figures
 from Training.report.analysis import _conclusion, analyse_run
 from Training.report.build import write_report
@@ -114,15 +114,19 @@ def test_every_patient_protocol_pools_each_patient_once(runs) -> None:
     paper, every = load_run(runs["paper"]), load_run(runs["every"])
     tested = {p.patient for p in every.predictions if p.split == "test"}
     assert len(tested) == 80
-    assert {p for p in pooled_scores(every)["F"].patients} == tested
+    scored = [case for fold in every.folds for case in fold_test_cases(every.predictions, fold)]
+    pooled = pooled_scores(every)["F"]
+    assert sorted(pooled.cases) == sorted(scored) and len(set(scored)) == len(scored)
+    assert set(pooled.patients) <= tested and len(set(pooled.patients)) > 60
     assert len({p.patient for p in paper.predictions if p.split == "test"}) == 40
 
 
 def test_c_and_c_hat_are_scored_on_the_same_cases(runs) -> None:
-    scores = pooled_scores(load_run(runs["paper"]))
-    assert scores["Ĉ"].cases == scores["C"].cases
-    assert scores["F+Ĉ"].cases == scores["F+C"].cases
-    assert len(scores["F"]) > len(scores["C"])  # some simulated cases have no DES
+    run = load_run(runs["paper"])
+    scores = pooled_scores(run)
+    assert all(scores[setting].cases == scores["C"].cases for setting in scores)
+    tested = {p.case for p in run.predictions if p.split == "test"}
+    assert len(scores["F"]) < len(tested)  # cases without DES are in no setting, F included
 
 
 def test_point_auc_equals_an_independent_recomputation_per_fold(runs) -> None:
@@ -133,9 +137,7 @@ def test_point_auc_equals_an_independent_recomputation_per_fold(runs) -> None:
         labels, scores = [], []
         for fold in run.folds:
             weights = fold_weights(run.predictions, fold, run.threshold)
-            y, s, _ = setting_scores(
-                case_inputs(select(run.predictions, fold, "test")), setting, weights
-            )
+            y, s, _ = setting_scores(fold_test_cases(run.predictions, fold), setting, weights)
             labels += list(y)
             scores += list(s)
         assert rows[setting]["auc"] == pytest.approx(roc_auc_score(labels, scores))
@@ -318,3 +320,45 @@ def test_a_run_without_generators_reports_what_it_has(tmp_path: Path) -> None:
     markdown = (out / "report.md").read_text()
     assert "No case has both real and synthetic DES" in markdown
     assert not (out / "robustness.png").exists()
+
+
+def test_runs_whose_names_differ_only_in_punctuation_keep_their_own_figures(
+    tmp_path: Path,
+) -> None:
+    """``run.1`` and ``run_1`` would both be ``roc_run_1.png``: one run's figures would
+    replace the other's and report.md would show them under both names."""
+    dotted = simulate_run(tmp_path / "run.1", patients=30, seed=4)
+    underscored = simulate_run(tmp_path / "run_1", patients=30, seed=5)
+    out = write_report(
+        [dotted, underscored], tmp_path / "report", n_resamples=RESAMPLES, progress=False
+    )
+    markdown = (out / "report.md").read_text()
+    for kind, caption in (("roc", "ROC curves per setting"), ("reliability", "Reliability")):
+        shown = {
+            run: re.search(
+                rf"!\[{re.escape(caption)}[^\]]*, {re.escape(run)}\]\(([^)]+)\)", markdown
+            )
+            for run in ("run.1", "run_1")
+        }
+        files = {run: match.group(1) for run, match in shown.items() if match}
+        assert len(set(files.values())) == 2, files  # one figure per run
+        assert all(name.startswith(f"{kind}_") for name in files.values())
+        pictures = [(out / name).read_bytes() for name in files.values()]
+        assert pictures[0] != pictures[1]  # each run's own curves, not one run's twice
+    again = write_report(
+        [underscored, dotted], tmp_path / "again", n_resamples=RESAMPLES, progress=False
+    )
+    assert sorted(p.name for p in again.glob("roc_*.png")) == sorted(
+        p.name for p in out.glob("roc_*.png")
+    )  # the names do not depend on the runs' order
+
+
+def test_figure_stems_are_distinct_even_on_a_case_insensitive_disk() -> None:
+    from Training.report.build import _figure_stems
+
+    stems = _figure_stems(["Run", "run", "a/b", "a_b", "resnet18"])
+    assert stems["resnet18"] == "resnet18"  # a name nobody shares keeps its plain stem
+    assert len({stem.casefold() for stem in stems.values()}) == 5
+    taken = _figure_stems(["x.1", "x_1"])["x.1"]  # a run already named like a suffixed stem
+    crowded = _figure_stems(["x.1", "x_1", taken])
+    assert len({stem.casefold() for stem in crowded.values()}) == 3

@@ -228,6 +228,10 @@ def test_package_gathers_again_after_a_job_is_retrained_and_names_broken_outputs
     manifest = write_cohort(tmp_path / "cohort", 15, "P")
     run = train_run(manifest, tmp_path / "run", toy_config(), progress=False, loader=toy_loader)
     export_package(run, tmp_path / "package")
+    refuse = lambda name: pytest.fail(f"{name} in metrics.json")  # noqa: E731 (strict JSON)
+    metrics = json.loads((run / "metrics.json").read_text(), parse_constant=refuse)
+    assert metrics["protocol"] == toy_config().splits.protocol
+    assert set(metrics["pooled_test_cases"].values()) == {metrics["pooled_test_cases"]["C"]}
     # a job trained again after the run was gathered: the next package uses its output
     job = next(j for j in plan_jobs(toy_config()) if j.name == "fold_1/LE_CC")
     path = job.folder(run) / "predictions.csv"

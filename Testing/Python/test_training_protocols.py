@@ -24,6 +24,7 @@ from Training.evaluation import (
     fold_test_cases,
     fold_weights,
     per_fold_metrics,
+    pooled_test_scores,
     robustness_sweep,
     setting_scores,
     write_predictions,
@@ -82,6 +83,45 @@ def test_every_setting_is_scored_on_the_same_cases() -> None:
     assert len(keys["C"]) == 12  # the 4 LE-only test cases are left out of every setting
     everything = case_inputs(p for p in predictions if p.fold == 0 and p.split == "test")
     assert len(everything) == 16
+
+
+def test_a_fold_without_synthetic_des_scores_no_setting_in_a_run_with_synthesis() -> None:
+    """Generators in fold 0 only (the demo recipe): fold 1 has no Ĉ, so it must not give C,
+    F or F+C either, or the columns would count different folds and cases."""
+    predictions = [p for p in _predictions() if not (p.fold == 1 and p.source == "synthetic")]
+    per_fold = per_fold_metrics(predictions)
+    assert {setting: len(folds) for setting, folds in per_fold.items()} == dict.fromkeys(
+        per_fold, 1
+    )
+    counts = {s: pooled_test_scores(predictions, s)[0].size for s in per_fold}
+    assert set(counts.values()) == {12}  # fold 0's 12 test cases with real DES, every setting
+    rows = robustness_sweep(predictions, repetitions=2, seed=0, percents=(0, 100))
+    c_star = {
+        r["percent"]: r["mean"] for r in rows if r["setting"] == "C*" and r["metric"] == "auc"
+    }
+    assert c_star[0] == pytest.approx(per_fold["C"][0]["auc"])
+    assert c_star[100] == pytest.approx(per_fold["Ĉ"][0]["auc"])
+
+
+def test_without_synthesis_every_real_setting_stays_and_the_sweep_is_its_zero() -> None:
+    real_only = [p for p in _predictions() if p.source == "real"]
+    per_fold = per_fold_metrics(real_only)
+    assert len(per_fold["C"]) == len(per_fold["F"]) == 2 and per_fold["Ĉ"] == []
+    rows = robustness_sweep(real_only, repetitions=2, seed=0)
+    assert {r["percent"] for r in rows} == {0}
+
+
+def test_metrics_json_is_strict_json_with_undefined_metrics_as_null(tmp_path: Path) -> None:
+    """Ĉ of a run without synthesis is undefined: null, not a bare NaN a parser rejects."""
+    from Training.run import _write_summary
+
+    real_only = [p for p in _predictions() if p.source == "real"]
+    _write_summary(tmp_path, RunConfig(), True, real_only)
+    refuse = lambda name: pytest.fail(f"{name} in metrics.json")  # noqa: E731
+    metrics = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+    assert metrics["summary"]["Ĉ"]["auc"] == [None, None]
+    assert metrics["pooled_test_auc"]["Ĉ"] is None and metrics["pooled_test_cases"]["Ĉ"] == 0
+    assert metrics["protocol"] == RunConfig().splits.protocol
 
 
 def test_robustness_starts_at_zero_on_a_fixed_population_with_real_des() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import json
 import math
@@ -228,6 +229,33 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
+def _figure_stems(names: Sequence[str]) -> dict[str, str]:
+    """One distinct file-name stem per run name, so no run's figures replace another's.
+
+    :func:`_safe` maps ``run.1`` and ``run_1`` (or, on a case-insensitive disk, ``Run``
+    and ``run``) to one file; each name whose stem is shared gets a suffix from its own
+    hash, the same whatever order the runs come in. Other names keep the plain stem.
+
+    >>> _figure_stems(["resnet18", "run.1", "run_1"])
+    {'resnet18': 'resnet18', 'run.1': 'run_1-2c44f212', 'run_1': 'run_1-37ddff8e'}
+    """
+    plain = {name: _safe(name) for name in names}
+    counts: dict[str, int] = {}
+    for stem in plain.values():
+        counts[stem.casefold()] = counts.get(stem.casefold(), 0) + 1
+    taken = {stem.casefold() for stem in plain.values() if counts[stem.casefold()] == 1}
+    stems = {}
+    for name, stem in plain.items():
+        if counts[stem.casefold()] > 1:
+            stem = f"{stem}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+            base, number = stem, 2
+            while stem.casefold() in taken:  # a run already named like the suffixed stem
+                stem, number = f"{base}-{number}", number + 1
+            taken.add(stem.casefold())
+        stems[name] = stem
+    return stems
+
+
 # --- generation ----------------------------------------------------------------------------
 
 
@@ -310,13 +338,14 @@ def _document(
     blocks.append(Notice(VirtualBiopsyLib.RESEARCH_USE_NOTICE))
     blocks += _provenance(runs, analyses, n_resamples, seed)
     blocks += _methods(runs, n_resamples, seed)
-    blocks += _discrimination(analyses, files, synthetic)
+    stems = _figure_stems([run.name for run in runs])
+    blocks += _discrimination(analyses, files, synthetic, stems)
     blocks += _paired_section(analyses, files, synthetic)
     blocks += _operating_points(analyses, files, synthetic)
-    blocks += _calibration_section(analyses, files, synthetic)
+    blocks += _calibration_section(analyses, files, synthetic, stems)
     blocks += _robustness_section(analyses, files, synthetic)
     blocks += _density_section(analyses, files, synthetic)
-    blocks += _generation_section(runs, generation, files, synthetic, n_resamples, seed)
+    blocks += _generation_section(runs, generation, files, synthetic, n_resamples, seed, stems)
     blocks.append(Heading(2, "Appendix: configuration files"))
     for run in runs:
         blocks.append(Paragraph(f"{run.name}: config.json"))
@@ -410,7 +439,7 @@ def _methods(runs, n_resamples, seed) -> list[Block]:
     ]
 
 
-def _discrimination(analyses, files, synthetic) -> list[Block]:
+def _discrimination(analyses, files, synthetic, stems: dict[str, str]) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Discrimination (Table A1)")]
     rows, csv_rows = [], []
     for analysis in analyses:
@@ -449,7 +478,7 @@ def _discrimination(analyses, files, synthetic) -> list[Block]:
         )
     )
     for analysis in analyses:
-        name = f"roc_{_safe(analysis.run.name)}.png"
+        name = f"roc_{stems[analysis.run.name]}.png"
         files[name] = figures.roc_figure(analysis, synthetic)
         blocks.append(Figure(name, files[name], f"ROC curves per setting, {analysis.run.name}"))
     return blocks
@@ -538,7 +567,7 @@ def _operating_points(analyses, files, synthetic) -> list[Block]:
     ]
 
 
-def _calibration_section(analyses, files, synthetic) -> list[Block]:
+def _calibration_section(analyses, files, synthetic, stems: dict[str, str]) -> list[Block]:
     rows, csv_rows = [], []
     for analysis in analyses:
         for row in analysis.calibration:
@@ -575,7 +604,7 @@ def _calibration_section(analyses, files, synthetic) -> list[Block]:
         ),
     ]
     for analysis in analyses:
-        name = f"reliability_{_safe(analysis.run.name)}.png"
+        name = f"reliability_{stems[analysis.run.name]}.png"
         files[name] = figures.reliability_figure(analysis, synthetic)
         blocks.append(Figure(name, files[name], f"Reliability diagrams, {analysis.run.name}"))
     return blocks
@@ -645,7 +674,9 @@ def _density_section(analyses, files, synthetic) -> list[Block]:
     return blocks
 
 
-def _generation_section(runs, generation, files, synthetic, n_resamples, seed) -> list[Block]:
+def _generation_section(
+    runs, generation, files, synthetic, n_resamples, seed, stems: dict[str, str]
+) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Generation quality (Table 3)")]
     rows, csv_rows = [], []
     for run in runs:
@@ -697,7 +728,7 @@ def _generation_section(runs, generation, files, synthetic, n_resamples, seed) -
             blocks.append(Paragraph(f"{run.name}: {reason}"))
         png = figures.generation_figure(material.examples, synthetic)
         if png:
-            name = f"generation_examples_{_safe(run.name)}.png"
+            name = f"generation_examples_{stems[run.name]}.png"
             files[name] = png
             blocks.append(
                 Figure(

@@ -8,9 +8,10 @@ two runs of one architecture keep their own rows.
 
 Pooled out-of-fold scores: every fold's *test* cases, each scored by its own fold's
 models. Under the paper's protocol the five test sets are disjoint but cover only part of
-the cohort; under the every-patient protocol they cover every patient once. Ĉ and F+Ĉ
-are scored on the cases that also have real DES, the population of C and F+C, so that
-C and Ĉ are compared on the same patients.
+the cohort; under the every-patient protocol they cover every patient once. Every
+setting is scored on the same cases (:func:`Training.evaluation.scored_cases`: real LE,
+real DES and, when the run synthesized DES, synthetic DES), so that C and Ĉ, and F
+against either, are compared on the same patients.
 
 >>> run = load_run(Path("runs/resnet18"))  # doctest: +SKIP
 >>> scores = pooled_scores(run)  # doctest: +SKIP
@@ -36,16 +37,15 @@ from Training.evaluation import (
     CaseInputs,
     FoldWeights,
     Prediction,
-    case_inputs,
+    fold_test_cases,
     fold_weights,
     fused_probability,
+    has_synthesis,
     read_predictions,
-    select,
 )
 
 PAPER_PROTOCOL = "paper"
 EVERY_PATIENT_PROTOCOL = "every-patient"
-SYNTHETIC_DES_SETTINGS = ("Ĉ", "F+Ĉ")
 
 
 class ReportInputError(ManifestError):
@@ -172,18 +172,16 @@ class FoldCases:
 
 
 def fold_cases(run: ReportRun) -> list[FoldCases]:
+    """Each fold's scored test cases (the same for every setting) and fusion weights."""
+    synthesis = has_synthesis(run.predictions)
     return [
         FoldCases(
             fold,
             fold_weights(run.predictions, fold, run.threshold),
-            case_inputs(select(run.predictions, fold, "test")),
+            fold_test_cases(run.predictions, fold, synthesis),
         )
         for fold in run.folds
     ]
-
-
-def has_real_des(case: CaseInputs) -> bool:
-    return any(slot.startswith("DES_") for slot in case.real)
 
 
 def pooled_scores(
@@ -200,8 +198,6 @@ def pooled_scores(
         collected: dict[str, list] = {}
         for item in folds:
             for key, case in item.cases.items():
-                if setting in SYNTHETIC_DES_SETTINGS and not has_real_des(case):
-                    continue
                 probability = fused_probability(
                     case, setting, item.weights.slot_mcc, item.weights.modality_mcc
                 )
