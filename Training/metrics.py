@@ -26,6 +26,8 @@ from VirtualBiopsyLib.ensemble import mean_and_standard_error  # one mean ± SE:
 
 CLASSIFICATION_METRICS: tuple[str, ...] = ("auc", "g_mean", "mcc")
 GENERATION_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim")
+#: The same errors inside the breast (the LE's): the easy background does not inflate them.
+BREAST_METRICS: tuple[str, ...] = ("breast_mse", "breast_psnr")
 
 
 def mcc(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> float:

@@ -109,7 +109,7 @@ from Training.jobs import (
     select_jobs,
     write_status,
 )
-from Training.metrics import GENERATION_METRICS, mean_and_standard_error
+from Training.metrics import BREAST_METRICS, GENERATION_METRICS, mean_and_standard_error
 from Training.runtime import CheckpointStore, Runtime, make_runtime, seed_everything
 from Training.splits import FoldSplit, make_splits, patient_labels, save_splits
 from VirtualBiopsyLib.atomic_io import finite_json, write_text_atomic
@@ -539,7 +539,7 @@ def _generation_summary(quality: list[dict[str, float]]) -> dict[str, Any]:
     ``breast_psnr`` inside the breast of the LE (see ``generator_training.breast_mask``).
     """
     summary: dict[str, Any] = {"n_pairs": len(quality), "data_range": 1.0, "region": "whole image"}
-    for metric in (*GENERATION_METRICS, "breast_mse", "breast_psnr"):
+    for metric in (*GENERATION_METRICS, *BREAST_METRICS):
         values = [q[metric] for q in quality]
         summary[metric] = float(np.mean(values)) if values else None
     return summary
@@ -832,19 +832,20 @@ def _write_summary(
 
 
 def generation_summary(out_dir: Path) -> dict[str, dict[str, list]]:
-    """Table 3: per view, mean ± SE over folds of the test MSE / PSNR / SSIM."""
+    """Table 3: per view, mean ± SE over folds of the test MSE / PSNR / SSIM, and beside
+    them MSE / PSNR inside the breast (absent from runs written before they existed)."""
     summary: dict[str, dict[str, list]] = {}
     for view in VIEWS:
         per_fold = []
         for result in sorted(out_dir.glob(f"fold_*/generators/{view.value}/result.json")):
             per_fold.append(json.loads(result.read_text(encoding="utf-8"))["test_generation"])
-        if per_fold:
-            summary[view.value] = {
-                metric: list(
-                    mean_and_standard_error([f[metric] for f in per_fold if f[metric] is not None])
-                )
-                for metric in GENERATION_METRICS
-            }
+        if not per_fold:
+            continue
+        summary[view.value] = {}
+        for metric in (*GENERATION_METRICS, *BREAST_METRICS):
+            values = [f[metric] for f in per_fold if f.get(metric) is not None]
+            if values or metric in GENERATION_METRICS:
+                summary[view.value][metric] = list(mean_and_standard_error(values))
     return summary
 
 

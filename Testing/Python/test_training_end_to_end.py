@@ -224,6 +224,14 @@ def test_experiment_tables_are_marked_synthetic(tiny_run, tmp_path) -> None:
     assert percents == {str(n) for n in range(0, 101, 10)}
     settings = (tmp_path / "tables" / "settings.md").read_text()
     assert all(f"| run | demo | {s} |" in settings for s in ("F", "C", "Ĉ", "F+C", "F+Ĉ"))
+    # Table 3: the paper's whole-image errors and, beside them, the errors in the breast
+    [header, *rows] = [
+        line.split(",")
+        for line in (tmp_path / "tables" / "generation.csv").read_text().splitlines()
+        if not line.startswith("#")
+    ]
+    assert header[-2:] == ["MSE in breast", "PSNR in breast (dB)"]
+    assert rows and all(row[-1] != "n/a" for row in rows)
 
 
 def test_command_line_package_and_experiments(tiny_run, tmp_path, capsys) -> None:
