@@ -281,7 +281,7 @@ def test_delong_interval_of_one_auc_has_the_bootstrap_width_and_stays_in_0_1() -
     assert auc == pytest.approx(roc_auc_score(labels, scores))
     assert low < auc < high and high - auc == pytest.approx(auc - low)
     assert (high - low) / (2 * 1.959964) == pytest.approx(bootstrap.std(), rel=0.12)
-    assert auc_interval(labels, labels + 0.0)[1:] == (1.0, 1.0)  # perfect: no spread
+    assert all(map(math.isnan, auc_interval(labels, labels + 0.0)[1:]))  # perfect: undefined
     assert auc_interval(labels, rng.normal(labels * 4.0, 1.0))[2] <= 1.0
 
 
@@ -293,6 +293,18 @@ def test_delong_of_one_score_against_itself_is_no_difference() -> None:
     labels, scores = _data(n=40, seed=26)
     result = delong_test(labels, scores, scores)
     assert result.difference == 0.0 and result.p_value == 1.0
+
+
+def test_delong_without_variance_is_undefined_not_significant() -> None:
+    """Four cases, a perfect reader against a constant one: every pair is ranked alike,
+    the estimated variance is 0, and no test exists (not p = 0, not a 100–100 interval)."""
+    labels = np.array([0, 0, 1, 1])
+    perfect, constant = np.array([0.1, 0.2, 0.8, 0.9]), np.full(4, 0.5)
+    result = delong_test(labels, perfect, constant)
+    assert result.difference == 0.5
+    assert all(math.isnan(v) for v in (result.z, result.p_value, result.ci_low, result.ci_high))
+    auc, low, high = auc_interval(labels, perfect)
+    assert auc == 1.0 and math.isnan(low) and math.isnan(high)
 
 
 def test_delong_rejects_a_large_true_difference_and_not_a_null_one() -> None:

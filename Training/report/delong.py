@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm, rankdata
 
+_NO_VARIANCE = 1e-15  # a standard error at or below this is none
+
 
 @dataclass(frozen=True)
 class DeLongResult:
@@ -74,39 +76,44 @@ def auc_covariance(labels: np.ndarray, *score_sets: np.ndarray) -> tuple[np.ndar
 def auc_interval(
     labels: np.ndarray, scores: np.ndarray, confidence: float = 0.95
 ) -> tuple[float, float, float]:
-    """``(auc, low, high)``: one AUC and its DeLong (normal) interval, clipped to [0, 1]."""
+    """``(auc, low, high)``: one AUC and its DeLong (normal) interval, clipped to [0, 1].
+
+    Where the estimated variance is 0 (an AUC of 0 or 1: every pair ranked alike) the
+    normal interval is undefined: NaN, not an interval of width 0 that three cases
+    would seem to give.
+    """
     aucs, covariance = auc_covariance(labels, scores)
     error = math.sqrt(max(float(covariance[0, 0]), 0.0))
     quantile = float(norm.ppf(0.5 + confidence / 2.0))
     auc = float(aucs[0])
+    if error <= _NO_VARIANCE:
+        return auc, math.nan, math.nan
     return auc, max(0.0, auc - quantile * error), min(1.0, auc + quantile * error)
 
 
 def delong_test(
     labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, confidence: float = 0.95
 ) -> DeLongResult:
-    """Two-sided test of AUC(A) = AUC(B) on the same cases."""
+    """Two-sided test of AUC(A) = AUC(B) on the same cases.
+
+    With no estimated variance of the difference (each reader ranks every pair alike: a
+    perfect and a constant reader, or a handful of cases) a non-zero difference has no
+    test: z, p and the interval are NaN, not p = 0. Identical rankings give p = 1.
+    """
     aucs, covariance = auc_covariance(labels, scores_a, scores_b)
     difference = float(aucs[0] - aucs[1])
     variance = float(covariance[0, 0] + covariance[1, 1] - 2.0 * covariance[0, 1])
     error = math.sqrt(max(variance, 0.0))
     quantile = float(norm.ppf(0.5 + confidence / 2.0))
-    if error <= 1e-15:
-        z = 0.0 if abs(difference) < 1e-15 else math.copysign(math.inf, difference)
-        p = 1.0 if z == 0.0 else 0.0
+    if error <= _NO_VARIANCE:
+        undefined = abs(difference) >= _NO_VARIANCE
+        z, p = (math.nan, math.nan) if undefined else (0.0, 1.0)
+        low = high = math.nan if undefined else difference
     else:
         z = difference / error
         p = float(2.0 * norm.sf(abs(z)))
-    return DeLongResult(
-        float(aucs[0]),
-        float(aucs[1]),
-        difference,
-        error,
-        z,
-        p,
-        difference - quantile * error,
-        difference + quantile * error,
-    )
+        low, high = difference - quantile * error, difference + quantile * error
+    return DeLongResult(float(aucs[0]), float(aucs[1]), difference, error, z, p, low, high)
 
 
 def holm_adjust(p_values: list[float]) -> list[float]:
