@@ -54,6 +54,7 @@ from VirtualBiopsyLib.roles import SLOTS, VIEWS, Modality, parse_slot, slot_name
 SETTINGS: tuple[str, ...] = ("F", "C", "Ĉ", "F+C", "F+Ĉ")
 #: A metric of a subset (a density category within one fold) needs at least this many cases.
 MIN_SUBSET_CASES = 3
+UNKNOWN_DENSITY = "unknown"
 #: The robustness sweep's shares of patients whose real DES is replaced, in percent.
 ROBUSTNESS_PERCENTS: tuple[int, ...] = tuple(range(0, 101, 10))
 SETTING_ASCII: dict[str, str] = {"F": "F", "C": "C", "Ĉ": "C_hat", "F+C": "F+C", "F+Ĉ": "F+C_hat"}
@@ -437,6 +438,12 @@ def _mixed_des(case: CaseInputs, use_synthetic: bool) -> dict[str, float]:
     return inputs_of(case.synthetic if use_synthetic else case.real, Modality.DES)
 
 
+def density_category(acr_density: str) -> str:
+    """A case's row in Table 4: its ACR category, or ``unknown`` when the manifest has
+    none (such cases are counted in a row of their own, never dropped without a word)."""
+    return acr_density or UNKNOWN_DENSITY
+
+
 def density_metrics(
     predictions: Sequence[Prediction], threshold: float = 0.5
 ) -> dict[str, dict[str, dict[str, list]]]:
@@ -449,7 +456,7 @@ def density_metrics(
     ``folds`` (how many folds gave a metric).
     """
     result: dict[str, dict[str, dict[str, list]]] = {}
-    categories = sorted({p.acr_density for p in predictions if p.acr_density})
+    categories = sorted({density_category(p.acr_density) for p in predictions})
     for category in categories:
         per_fold: dict[str, list[dict[str, float]]] = {s: [] for s in ("F", "F+C", "F+Ĉ")}
         n_cases = 0
@@ -458,7 +465,7 @@ def density_metrics(
             cases = {
                 key: case
                 for key, case in fold_test_cases(predictions, fold).items()
-                if case.acr_density == category
+                if density_category(case.acr_density) == category
             }
             n_cases += len(cases)
             if len(cases) < MIN_SUBSET_CASES:

@@ -277,10 +277,9 @@ def _write_markdown(
 
 def _plot_robustness(path: Path, rows: list[list[str]], synthetic: bool) -> Path | None:
     """Figure 5: AUC against the share of synthetic DES, one panel per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+
+    from Training.report.figures import finish_figure  # Agg backend, the report's marks
 
     runs = sorted({row[0] for row in rows})
     if not runs:
@@ -295,13 +294,7 @@ def _plot_robustness(path: Path, rows: list[list[str]], synthetic: bool) -> Path
                 axis.plot(*zip(*points, strict=True), marker="o", label=setting)
         axis.set(title=run, xlabel="% of test patients with synthetic DES", ylabel="AUC (%)")
         axis.legend()
-    if synthetic:
-        figure.suptitle("Synthetic phantom data: not evidence of clinical performance", fontsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    write_bytes_atomic(path, buffer.getvalue())
+    write_bytes_atomic(path, finish_figure(figure, synthetic))
     return path
 
 

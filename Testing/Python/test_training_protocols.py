@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,18 @@ def test_density_rows_say_n_and_skip_subsets_of_one_or_two_cases() -> None:
     assert table["d"]["F"]["folds"][0] == 1  # only fold 0 had ≥ MIN_SUBSET_CASES cases
     assert table["a"]["F"]["folds"][0] == 2
     assert MIN_SUBSET_CASES == 3
+
+
+def test_cases_without_a_density_have_a_row_of_their_own() -> None:
+    """A manifest that leaves ACR density blank for some patients: they are counted under
+    "unknown", not dropped from Table 4 without a word."""
+    predictions = [
+        replace(p, acr_density="") if p.acr_density == "b" else p
+        for p in _predictions(with_le_only_cases=False)
+    ]
+    table = density_metrics(predictions)
+    assert sorted(table) == ["a", "c", "d", "unknown"]
+    assert table["unknown"]["F"]["n"][0] == 8  # the 4 "b" test cases of each fold
 
 
 def test_every_patient_protocol_tests_each_patient_exactly_once() -> None:

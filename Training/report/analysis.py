@@ -24,6 +24,7 @@ from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score, r
 
 from Training.evaluation import (
     SETTINGS,
+    density_category,
     density_metrics,
     fused_probability,
     per_fold_metrics,
@@ -308,10 +309,12 @@ def _density(
     """Per ACR category: n, pooled metrics with intervals, and the paper's fold mean ± SE."""
     fold_table = density_metrics(run.predictions, run.threshold)
     rows = []
-    categories = sorted({d for s in DENSITY_SETTINGS for d in scores[s].densities if d})
+    every = [d for setting in DENSITY_SETTINGS for d in scores[setting].densities]
+    categories = sorted({density_category(d) for d in every})
     for category in categories:
         for setting in DENSITY_SETTINGS:
-            subset = scores[setting].subset([d == category for d in scores[setting].densities])
+            densities = scores[setting].densities
+            subset = scores[setting].subset([density_category(d) == category for d in densities])
             row: dict[str, Any] = {
                 "run": run.name,
                 "acr_density": category,

@@ -31,7 +31,8 @@ CURVE_COLOURS = {"F": "#4c72b0", "C*": "#dd8452", "F+C*": "#c44e52"}
 DPI = 100
 
 
-def _finish(figure, synthetic: bool) -> bytes:
+def finish_figure(figure, synthetic: bool) -> bytes:
+    """The figure as PNG bytes, marked research use only (and synthetic data) at its foot."""
     mark = f"{SYNTHETIC_MARK} · {RESEARCH_MARK}" if synthetic else RESEARCH_MARK
     figure.text(
         0.5,
@@ -91,7 +92,7 @@ def roc_figure(analysis: RunAnalysis, synthetic: bool) -> bytes:
     axes[0].set_ylabel("sensitivity")
     axes[0].legend(loc="lower right", fontsize=7)
     figure.suptitle(f"ROC curves, pooled out-of-fold test cases: {analysis.run.name}", fontsize=9)
-    return _finish(figure, synthetic)
+    return finish_figure(figure, synthetic)
 
 
 def reliability_figure(analysis: RunAnalysis, synthetic: bool) -> bytes:
@@ -120,7 +121,7 @@ def reliability_figure(analysis: RunAnalysis, synthetic: bool) -> bytes:
     figure.suptitle(
         f"Reliability (quantile bins; marker size ∝ cases): {analysis.run.name}", fontsize=9
     )
-    return _finish(figure, synthetic)
+    return finish_figure(figure, synthetic)
 
 
 def _number(value: float) -> str:
@@ -160,7 +161,7 @@ def robustness_figure(analyses: Sequence[RunAnalysis], synthetic: bool) -> bytes
         axis.title.set_fontsize(8)
         axis.legend(fontsize=7)
     figure.suptitle("Robustness to missing DES (mean; band: min–max over repetitions)", fontsize=9)
-    return _finish(figure, synthetic)
+    return finish_figure(figure, synthetic)
 
 
 def paired_figure(analyses: Sequence[RunAnalysis], synthetic: bool) -> bytes | None:
@@ -193,7 +194,7 @@ def paired_figure(analyses: Sequence[RunAnalysis], synthetic: bool) -> bytes | N
     axis.set_title(
         "Paired comparisons on the same cases (DeLong p, Holm-adjusted per run)", fontsize=9
     )
-    return _finish(figure, synthetic)
+    return finish_figure(figure, synthetic)
 
 
 def density_figure(analyses: Sequence[RunAnalysis], synthetic: bool) -> bytes | None:
@@ -239,7 +240,7 @@ def density_figure(analyses: Sequence[RunAnalysis], synthetic: bool) -> bytes | 
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7, loc="lower right")
     figure.suptitle("AUC per ACR breast density (pooled test cases, 95 % bootstrap CI)", fontsize=9)
-    return _finish(figure, synthetic)
+    return finish_figure(figure, synthetic)
 
 
 def generation_figure(examples: Sequence, synthetic: bool) -> bytes | None:
@@ -272,4 +273,4 @@ def generation_figure(examples: Sequence, synthetic: bool) -> bytes | None:
         "Generation examples: unseen test patients, each through its own fold's generator",
         fontsize=9,
     )
-    return _finish(figure, synthetic)
+    return finish_figure(figure, synthetic)
