@@ -84,6 +84,16 @@ def test_duplicates_keep_the_earliest_acquisition():
     assert "late.dcm" in duplicate and "undated.dcm" in duplicate
 
 
+def test_duplicates_with_one_file_name_are_named_by_path():
+    """IM0001 in two series folders: "kept IM0001, ignored IM0001" would say nothing."""
+    early = image("series1/IM0001", "DES_CC", acquisition="20240102101500.000000")
+    late = image("series2/IM0001", "DES_CC", acquisition="20240102103000.000000")
+    [case] = group_cases([late, early, *full_breast()[:2]])
+    [duplicate] = [p for p in case.problems if p.startswith("duplicate")]
+    assert duplicate.startswith("duplicate DES_CC: kept /exam/series1/IM0001 (earliest")
+    assert duplicate.endswith("ignored /exam/series2/IM0001")
+
+
 def test_image_with_unknown_view_is_a_conflict_not_a_slot():
     unknown_view = image("lateral.dcm", None)
     unknown_view.modality = Modality.LE

@@ -74,10 +74,16 @@ def _fill_slots(case: Case, infos: list[ImageInfo]) -> None:
             candidates, why = _prefer_readable(candidates)
         case.slots[slot] = candidates[0]
         if len(candidates) > 1:
-            ignored = ", ".join(info.path.name for info in candidates[1:])
-            case.problems.append(
-                f"duplicate {slot}: kept {candidates[0].path.name} ({why}), ignored {ignored}"
-            )
+            kept, *others = _shown(candidates)
+            ignored = ", ".join(others)
+            case.problems.append(f"duplicate {slot}: kept {kept} ({why}), ignored {ignored}")
+
+
+def _shown(infos: list[ImageInfo]) -> list[str]:
+    """File names, or whole paths where the names alone are ambiguous (IM0001 in two
+    series folders would read "kept IM0001, ignored IM0001")."""
+    names = [info.path.name for info in infos]
+    return names if len(set(names)) == len(names) else [str(info.path) for info in infos]
 
 
 def _prefer_readable(candidates: list[ImageInfo]) -> tuple[list[ImageInfo], str]:

@@ -298,9 +298,7 @@ class Pipeline:
         present = {slot: info for slot, info in case.slots.items() if info is not None}
         if not present:
             why = f" ({'; '.join(case.problems)})" if case.problems else ""
-            raise CaseError(
-                f"case {case.key}: no LE and no DES image in any view; nothing to classify{why}"
-            )
+            raise CaseError(f"no LE and no DES image in any view; nothing to classify{why}")
         usable, notes = {}, []
         for slot in SLOTS:
             if slot not in present:
@@ -311,8 +309,7 @@ class Pipeline:
                 notes.append(f"{slot}: the model package has no classifier for it; not used")
         if not usable:
             raise CaseError(
-                f"case {case.key}: the model package classifies none of its images "
-                f"({', '.join(present)})"
+                f"the model package classifies none of its images ({', '.join(present)})"
             )
         return usable, notes
 
