@@ -37,7 +37,7 @@ from VirtualBiopsyLib.errors import (
     ImageError,
     ImageReadError,
     OutputExistsError,
-    VirtualBiopsyError,
+    error_message,
 )
 from VirtualBiopsyLib.images.cases import Case, group_cases
 from VirtualBiopsyLib.images.readers import ScanEntry, scan
@@ -173,7 +173,7 @@ def predict_cases(
             run.conflicts.append(str(error))
             continue
         except Exception as error:  # noqa: BLE001 (this case's failure; the others go on)
-            run.failures.append(f"{case.key}: classified but not written: {write_problem(error)}")
+            run.failures.append(f"{case.key}: classified but not written: {error_message(error)}")
             log.warning("case %s not written: %s", case.key, type(error).__name__)
             log.debug("case %s not written", case.key, exc_info=True)
             continue
@@ -183,21 +183,6 @@ def predict_cases(
         del result
         release_memory()
     return run
-
-
-def write_problem(error: Exception) -> str:
-    """Why a case's folder could not be written, for the failure line.
-
-    Our own errors and OS errors say what and where (the output layer has already
-    removed the case's hidden partial folder); anything else is a bug, shown with its
-    type so it is reported rather than taken for bad input.
-    """
-    if isinstance(error, VirtualBiopsyError):
-        return str(error)
-    if isinstance(error, OSError):
-        where = f"{error.filename}: " if error.filename else ""
-        return f"{where}{error.strerror or error}"
-    return f"internal error: {type(error).__name__}: {error}"
 
 
 def _without_pictures(result: CaseResult) -> CaseResult:
