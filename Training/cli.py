@@ -17,7 +17,7 @@ Sub-commands::
 
 Exit codes are those of ``virtual-biopsy`` (0 ok, 1 internal error, 2 usage, 3 bad input
 data, 4 bad model package, 5 output exists); 130 when interrupted (resume with
-``--resume``).
+``--resume``); 141 when the reader of stdout went away (``jobs | head``).
 
 >>> main(["--help"])  # doctest: +SKIP
 """
@@ -38,11 +38,13 @@ from Training.config import CLASSIFIER_ARCHITECTURES, RunConfig, demo_config, ti
 from VirtualBiopsyLib.errors import (
     EXIT_INTERNAL,
     EXIT_OK,
+    EXIT_STDOUT_CLOSED,
     EXIT_USAGE,
     OutputExistsError,
     UsageError,
     VirtualBiopsyError,
     exit_code_for,
+    silence_stdout,
 )
 
 EXIT_INTERRUPTED = 130
@@ -638,6 +640,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; continue with `train ... --resume`", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `jobs | head`: the reader of stdout went away
+        silence_stdout()
+        return EXIT_STDOUT_CLOSED
     except Exception as error:  # a bug: say so briefly, full traceback with --verbose
         logger.debug("internal error", exc_info=True)
         print(f"internal error: {type(error).__name__}: {error}", file=sys.stderr)

@@ -27,7 +27,13 @@ from collections.abc import Sequence
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, __version__
 from VirtualBiopsyLib.commands import COMMAND_MODULES
-from VirtualBiopsyLib.errors import EXIT_INTERNAL, error_message, exit_code_for
+from VirtualBiopsyLib.errors import (
+    EXIT_INTERNAL,
+    EXIT_STDOUT_CLOSED,
+    error_message,
+    exit_code_for,
+    silence_stdout,
+)
 from VirtualBiopsyLib.inference.progress import (
     CommandReporter,
     ConsoleMessages,
@@ -84,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, reporter))
     except (Exception, KeyboardInterrupt) as error:  # never a bare traceback
         code = exit_code_for(error)
+        if code == EXIT_STDOUT_CLOSED:  # `… | head`: nothing to tell, nobody to tell it
+            silence_stdout()
+            return code
         if code == EXIT_INTERNAL:
             log.debug("internal error", exc_info=True)
         reporter.error(error_message(error), exit_code=code)

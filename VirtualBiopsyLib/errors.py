@@ -9,6 +9,7 @@ Exit codes (every command line: ``virtual-biopsy`` and ``virtual-biopsy-train``)
   4    bad or tampered model package
   5    an output exists and ``--overwrite`` was not given
   130  interrupted (Ctrl-C)
+  141  the reader of stdout went away (``… | head``), as a shell reports a SIGPIPE
 
 :func:`exit_code_for` is the only place that maps errors to these codes; each entry
 point calls it once, around the whole command.
@@ -16,6 +17,8 @@ point calls it once, around the whole command.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 EXIT_OK = 0
@@ -25,6 +28,7 @@ EXIT_BAD_INPUT = 3
 EXIT_BAD_MODEL = 4
 EXIT_OUTPUT_EXISTS = 5
 EXIT_INTERRUPTED = 130
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE
 
 
 class VirtualBiopsyError(Exception):
@@ -90,6 +94,8 @@ def exit_code_for(error: BaseException) -> int:
     """
     if isinstance(error, KeyboardInterrupt):
         return EXIT_INTERRUPTED
+    if isinstance(error, BrokenPipeError):  # an OSError, but no fault of the input
+        return EXIT_STDOUT_CLOSED
     if isinstance(error, UsageError):
         return EXIT_USAGE
     if isinstance(error, OutputExistsError):
@@ -117,3 +123,11 @@ def error_message(error: BaseException) -> str:
         where = f"{error.filename}: " if error.filename else ""
         return f"{where}{error.strerror or error}"
     return f"internal error: {type(error).__name__}: {error}"
+
+
+def silence_stdout() -> None:
+    """Send the rest of stdout nowhere once its reader went away (``| head``), so that
+    Python's last flush at exit does not fail again (as Python's own docs advise)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
