@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -224,6 +225,40 @@ def test_cancel_stops_the_real_worker_behind_a_launcher(
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [pid for pid in pids if _alive(pid)] == []
+    assert job.state is JobState.CANCELLED
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
+def test_cancel_after_the_launcher_was_killed_stops_the_interpreter_it_left(tmp_path):
+    """The launcher (PythonSlicer) killed from outside: its interpreter lives on, reparented,
+    in the launcher's group; Cancel must still end it, not report CANCELLED and let it
+    finish (and write) the cancelled work."""
+    worker_pid = tmp_path / "worker.pid"
+    worker = textwrap.dedent(
+        f"""
+        import json, os, sys, time
+        open({str(worker_pid)!r}, "w").write(str(os.getpid()))
+        print(json.dumps({{"step": "started", "fraction": 0.05, "message": "busy"}}), flush=True)
+        time.sleep(60)
+        """
+    )
+    launcher = session_launcher(dict(os.environ))
+    job = PredictJob(SubprocessRunner(launcher), [sys.executable, "-c", LAUNCHER, worker])
+    job.start()
+    _wait_started(job)
+    interpreter = int(worker_pid.read_text())
+    os.kill(job.runner.pid, signal.SIGKILL)  # the launcher alone dies
+    deadline = time.monotonic() + 5
+    while _alive(job.runner.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _alive(interpreter)
+
+    job.cancel()
+
+    deadline = time.monotonic() + 5
+    while _alive(interpreter) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(interpreter)
     assert job.state is JobState.CANCELLED
 
 

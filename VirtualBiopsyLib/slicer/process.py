@@ -257,8 +257,17 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
-def kill_process_tree(process: subprocess.Popen) -> None:
-    """Kill a process and its descendants, whichever way it was started."""
+def kill_process_tree(process: subprocess.Popen, own_group: bool = False) -> None:
+    """Kill a process and its descendants, whichever way it was started.
+
+    ``own_group``: the process was started as the leader of its own process group (see
+    :func:`leads_own_group`). The group is then killed even when the process itself has
+    ended: a launcher (``PythonSlicer``) killed from outside leaves the interpreter it
+    started running in that group, reparented, where no child list finds it.
+    """
+    if own_group and os.name != "nt":
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     if process.poll() is not None:
         return
     if os.name == "nt":
@@ -276,6 +285,17 @@ def kill_process_tree(process: subprocess.Popen) -> None:
     process.wait(timeout=10)
 
 
+def leads_own_group(process: subprocess.Popen) -> bool:
+    """Whether a process just started leads its own process group (POSIX; read while it
+    lives: once it has ended and been reaped its group can no longer be asked)."""
+    if os.name == "nt":
+        return False
+    try:
+        return os.getpgid(process.pid) == process.pid
+    except ProcessLookupError:
+        return False
+
+
 class SubprocessRunner:
     """:class:`ProcessRunner` over ``subprocess.Popen`` with one reader thread per pipe.
 
@@ -286,6 +306,7 @@ class SubprocessRunner:
     def __init__(self, launcher: Launcher = default_launcher) -> None:
         self._launcher = launcher
         self._process: subprocess.Popen | None = None
+        self._own_group = False
         self._lines: queue.Queue[str] = queue.Queue()
         self._readers: list[threading.Thread] = []
 
@@ -293,6 +314,7 @@ class SubprocessRunner:
         if self._process is not None:
             raise RuntimeError("this runner already started a process")
         self._process = self._launcher(list(args), dict(env_updates or {}))
+        self._own_group = leads_own_group(self._process)
         for stream in (self._process.stdout, self._process.stderr):
             if stream is None:
                 continue
@@ -322,7 +344,7 @@ class SubprocessRunner:
 
     def cancel(self) -> None:
         if self._process is not None:
-            kill_process_tree(self._process)
+            kill_process_tree(self._process, self._own_group)
 
     def send(self, line: str) -> None:
         """One line to the process's stdin; a process that has gone is noticed by polling."""
@@ -697,8 +719,10 @@ class PredictWorker:
         self._runner = None
 
     def kill(self) -> None:
-        """Kill the worker's process tree; requests in flight are cancelled."""
+        """Kill the worker's process tree; requests in flight are cancelled. Its input is
+        closed too, so that a process the kill could not reach ends at end of input."""
         if self._runner is not None:
+            self._runner.close_input()
             self._runner.cancel()
         for job in self._pending.values():
             job._cancelled()
