@@ -392,6 +392,26 @@ def test_a_worker_that_ended_while_idle_is_replaced_before_the_next_request():
         worker.close()
 
 
+def test_a_worker_that_died_with_a_request_in_flight_is_replaced_by_the_next_submit():
+    """Nobody polled between the crash and the next Run: the crashed request fails with
+    the worker's exit code and the new one goes to a fresh worker, not a closed pipe."""
+    worker = PredictWorker(SubprocessRunner, protocol_worker())
+    try:
+        worker.start()
+        pid = worker._runner.pid
+        dead = worker.submit(["crash"], "out")
+        deadline = time.monotonic() + 20
+        while _alive(pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert worker.submit(["exam"], "out").wait(timeout=20)
+        assert worker.starts == 2
+        with pytest.raises(ProcessFailedError, match="the worker died here"):
+            dead.wait(timeout=1)
+    finally:
+        worker.close()
+
+
 def test_session_worker_is_replaced_when_its_command_changes():
     session = SessionWorker(SubprocessRunner)
     first = session.get(protocol_worker("model-1"), {})

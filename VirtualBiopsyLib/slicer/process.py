@@ -41,7 +41,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from VirtualBiopsyLib.errors import VirtualBiopsyError
+from VirtualBiopsyLib.errors import EXIT_INTERNAL, VirtualBiopsyError
 
 log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 40
@@ -629,8 +629,8 @@ class PredictWorker:
         A session calls it ahead of its first request (an exam was assigned), so that the
         package is loaded and the networks are built by the time the user clicks Run.
         """
-        if self._runner is not None and not self._pending:
-            self._notice_an_idle_end(self._runner)
+        if self._runner is not None:
+            self._notice_an_end(self._runner)
         if self._runner is not None:
             return False
         self._start()
@@ -664,15 +664,19 @@ class PredictWorker:
         runner.send(json.dumps(request))
         return job
 
-    def _notice_an_idle_end(self, runner: WorkerRunner, settle: float = 1.0) -> None:
-        """Forget a worker that ended while idle (killed, out of memory), so the request
-        goes to a fresh one rather than to a closed pipe."""
+    def _notice_an_end(self, runner: WorkerRunner, settle: float = 1.0) -> None:
+        """Forget a worker that has ended (killed, out of memory, crashed), idle or with
+        requests in flight (those fail with its exit code), so that the next request goes
+        to a fresh one rather than to a closed pipe, even before anyone polled."""
         if not runner.wait(0):
             return
         deadline = time.monotonic() + settle  # its last output lines, then its exit code
         while runner.returncode() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         self.poll()
+        if self._runner is runner:  # its output had not all arrived: end it all the same
+            code = runner.returncode()
+            self._ended(EXIT_INTERNAL if code is None else code)
         self._runner = None
 
     def poll(self) -> None:
