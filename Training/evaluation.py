@@ -41,6 +41,7 @@ import numpy as np
 
 from Training.metrics import (
     CLASSIFICATION_METRICS,
+    auc,
     classification_metrics,
     mcc,
     mean_and_standard_error,
@@ -309,9 +310,10 @@ def per_fold_metrics(
 ) -> dict[str, list[dict[str, float]]]:
     """AUC / G-mean / MCC of every setting on every fold's test split."""
     result: dict[str, list[dict[str, float]]] = {setting: [] for setting in SETTINGS}
+    synthesis = has_synthesis(predictions)
     for fold in sorted({p.fold for p in predictions}):
         weights = fold_weights(predictions, fold, threshold)
-        cases = fold_test_cases(predictions, fold)
+        cases = fold_test_cases(predictions, fold, synthesis)
         for setting in SETTINGS:
             labels, scores, _ = setting_scores(cases, setting, weights)
             if labels.size:
@@ -349,10 +351,7 @@ def pooled_test_scores(
 
 def pooled_test_auc(predictions: Sequence[Prediction], setting: str, threshold: float = 0.5):
     """AUC of :func:`pooled_test_scores`; NaN without cases (Ĉ of ``--no-generators``)."""
-    labels, scores = pooled_test_scores(predictions, setting, threshold)
-    if not labels.size:
-        return math.nan
-    return classification_metrics(labels, scores, threshold)["auc"]
+    return auc(*pooled_test_scores(predictions, setting, threshold))
 
 
 def robustness_sweep(
@@ -374,13 +373,14 @@ def robustness_sweep(
     """
     rows = []
     folds = sorted({p.fold for p in predictions})
-    if not has_synthesis(predictions):
+    synthesis = has_synthesis(predictions)
+    if not synthesis:
         percents = [percent for percent in percents if percent == 0]
     for percent in percents:
         per_setting: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for fold in folds:
             weights = fold_weights(predictions, fold, threshold)
-            cases = fold_test_cases(predictions, fold)
+            cases = fold_test_cases(predictions, fold, synthesis)
             fold_scores = _fold_robustness(
                 cases, weights, percent, repetitions, seed, fold, threshold
             )
@@ -457,6 +457,7 @@ def density_metrics(
     """
     result: dict[str, dict[str, dict[str, list]]] = {}
     categories = sorted({density_category(p.acr_density) for p in predictions})
+    synthesis = has_synthesis(predictions)
     for category in categories:
         per_fold: dict[str, list[dict[str, float]]] = {s: [] for s in ("F", "F+C", "F+Ĉ")}
         n_cases = 0
@@ -464,7 +465,7 @@ def density_metrics(
             weights = fold_weights(predictions, fold, threshold)
             cases = {
                 key: case
-                for key, case in fold_test_cases(predictions, fold).items()
+                for key, case in fold_test_cases(predictions, fold, synthesis).items()
                 if density_category(case.acr_density) == category
             }
             n_cases += len(cases)

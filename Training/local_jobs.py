@@ -20,7 +20,7 @@ from typing import Any
 
 from Training.config import RunConfig
 from Training.cpus import usable_cpus
-from Training.jobs import Job, is_finished, plan_jobs, read_plan
+from Training.jobs import Job, is_finished, plan_jobs
 
 
 def default_workers() -> int:
@@ -66,7 +66,7 @@ def run_jobs_locally(
         "cache_dir": cache_dir,
     }
     train_run(manifest, out_dir, config, prepare_only=True, **options)
-    plan = read_plan(out_dir) or plan_jobs(config, pretrain_manifest is not None)
+    plan = plan_jobs(config, pretrain_manifest is not None)  # the plan the run claimed
     finished = {job.name for job in plan if is_finished(out_dir, job)}
     pending = [job for job in plan if job.name not in finished]
     running: dict[Future[Path], Job] = {}

@@ -70,7 +70,6 @@ from Training.evaluation import (
     Prediction,
     modality_mccs,
     per_fold_metrics,
-    pooled_test_auc,
     pooled_test_scores,
     read_predictions,
     recalibrate_synthetic,
@@ -109,7 +108,7 @@ from Training.jobs import (
     select_jobs,
     write_status,
 )
-from Training.metrics import BREAST_METRICS, GENERATION_METRICS, mean_and_standard_error
+from Training.metrics import BREAST_METRICS, GENERATION_METRICS, auc, mean_and_standard_error
 from Training.runtime import CheckpointStore, Runtime, make_runtime, seed_everything
 from Training.splits import FoldSplit, make_splits, patient_labels, save_splits
 from VirtualBiopsyLib.atomic_io import finite_json, write_text_atomic
@@ -258,7 +257,7 @@ def _prepare_out_dir(out_dir: Path, config: RunConfig, resume: bool, selective: 
         if resume:
             if not saved.exists():
                 raise ManifestError(f"{out_dir}: nothing to resume (no config.json)")
-            return same_config(saved, RunConfig.load(saved), config)
+            return config  # train_run has checked it against the saved one (same_config)
         require_new_run_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -806,6 +805,7 @@ def _write_summary(
     write_predictions(predictions, out_dir / "predictions.csv")
     threshold = config.threshold
     per_fold = per_fold_metrics(predictions, threshold)
+    pooled = {setting: pooled_test_scores(predictions, setting, threshold) for setting in per_fold}
     metrics: dict[str, Any] = {
         "architecture": config.classifier.architecture,
         "threshold": threshold,
@@ -813,13 +813,8 @@ def _write_summary(
         "summary": summarize(per_fold),
         "summary_definition": "mean and standard error over folds of the test-split metrics",
         "protocol": config.splits.protocol,
-        "pooled_test_auc": {
-            setting: pooled_test_auc(predictions, setting, threshold) for setting in per_fold
-        },
-        "pooled_test_cases": {
-            setting: int(pooled_test_scores(predictions, setting, threshold)[0].size)
-            for setting in per_fold
-        },
+        "pooled_test_auc": {setting: auc(*scores) for setting, scores in pooled.items()},
+        "pooled_test_cases": {setting: int(scores[0].size) for setting, scores in pooled.items()},
         "pooled_definition": "every fold's scored test cases, each fused with its fold's "
         "weights: one out-of-fold prediction per case under the every-patient protocol, "
         "only the tested part of the cohort under the paper's",

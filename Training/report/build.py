@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -240,9 +241,7 @@ def _figure_stems(names: Sequence[str]) -> dict[str, str]:
     {'resnet18': 'resnet18', 'run.1': 'run_1-2c44f212', 'run_1': 'run_1-37ddff8e'}
     """
     plain = {name: _safe(name) for name in names}
-    counts: dict[str, int] = {}
-    for stem in plain.values():
-        counts[stem.casefold()] = counts.get(stem.casefold(), 0) + 1
+    counts = Counter(stem.casefold() for stem in plain.values())
     taken = {stem.casefold() for stem in plain.values() if counts[stem.casefold()] == 1}
     stems = {}
     for name, stem in plain.items():

@@ -257,28 +257,30 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
-def kill_process_tree(process: subprocess.Popen, own_group: bool = False) -> None:
+def kill_process_tree(process: subprocess.Popen, own_group: bool | None = None) -> None:
     """Kill a process and its descendants, whichever way it was started.
 
-    ``own_group``: the process was started as the leader of its own process group (see
-    :func:`leads_own_group`). The group is then killed even when the process itself has
-    ended: a launcher (``PythonSlicer``) killed from outside leaves the interpreter it
-    started running in that group, reparented, where no child list finds it.
+    ``own_group``: whether the process was started as the leader of its own process group
+    (:func:`leads_own_group`, recorded at start; asked now when None). The group is then
+    killed even when the process itself has ended: a launcher (``PythonSlicer``) killed
+    from outside leaves the interpreter it started running in that group, reparented,
+    where no child list finds it.
     """
-    if own_group and os.name != "nt":
+    alive = process.poll() is None
+    if os.name == "nt":
+        if alive:
+            subprocess.run(
+                ["taskkill", "/T", "/F", "/PID", str(process.pid)],
+                capture_output=True,
+                check=False,
+            )
+        return
+    descendants = _children_of(process.pid) if alive else []
+    if leads_own_group(process) if own_group is None else own_group:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-    if process.poll() is not None:
+    if not alive:
         return
-    if os.name == "nt":
-        subprocess.run(
-            ["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False
-        )
-        return
-    descendants = _children_of(process.pid)
-    with contextlib.suppress(ProcessLookupError):
-        if os.getpgid(process.pid) == process.pid:  # our own group: kill it whole
-            os.killpg(process.pid, signal.SIGKILL)
     for pid in [process.pid, *descendants]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
