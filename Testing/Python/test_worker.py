@@ -210,3 +210,33 @@ def test_a_worker_that_cannot_load_its_package_fails_the_request(tmp_path, input
     with pytest.raises(ProcessFailedError, match="model package") as failure:
         job.wait(timeout=60)
     assert failure.value.returncode == 4 and not worker.running
+
+
+def test_a_file_name_that_is_not_utf8_comes_back_exact_in_results_and_shown_in_messages(
+    inputs, tmp_path
+):
+    """Linux file names are bytes. Python holds a non-UTF-8 byte as a lone surrogate
+    (PEP 383), which Qt and strict JSON readers refuse: messages show U+FFFD instead,
+    and ``results`` keep the exact path, so the client opens the files it names."""
+    import shutil
+
+    try:
+        exam = Path(shutil.copytree(inputs["a"], tmp_path / os.fsdecode(b"caso-\xff")))
+    except OSError:  # a file system that stores names as Unicode (macOS)
+        pytest.skip("this file system refuses a file name that is not UTF-8")
+    out = tmp_path / os.fsdecode(b"out-\xe9")
+    worker = start_worker(inputs["package"])
+    seen = []
+    try:
+        (result,) = worker.submit([exam], out, on_progress=seen.append).wait(timeout=120)
+        missing = worker.submit([exam / "gone"], out)
+        with pytest.raises(ProcessFailedError) as failure:
+            missing.wait(timeout=60)
+    finally:
+        worker.close()
+    assert result.is_file() and result.is_relative_to(out)  # the exact bytes, round trip
+    messages = [p.message for p in seen] + [str(failure.value)]
+    for message in messages:
+        message.encode("utf-8")  # strict: raises on a lone surrogate
+    assert any("out-\ufffd" in message for message in messages)
+    assert "caso-\ufffd" in str(failure.value)

@@ -74,7 +74,7 @@ from VirtualBiopsyLib.errors import (
     error_message,
     exit_code_for,
 )
-from VirtualBiopsyLib.inference.progress import JsonLinesProgress
+from VirtualBiopsyLib.inference.progress import JsonLinesProgress, json_line
 from VirtualBiopsyLib.limits import MAX_JSON_DEPTH, json_depth
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class Worker:
 
     def _line(self, record: dict[str, Any]) -> None:
         with self._lock:
-            self.stream.write(json.dumps(record) + "\n")
+            self.stream.write(json_line(record))
             self.stream.flush()
 
     def serve(self, requests: IO[bytes]) -> int:

@@ -109,7 +109,7 @@ class JsonLinesProgress(ConsoleMessages):
         self._stream = stream if stream is not None else sys.stdout
 
     def _write(self, record: dict[str, Any]) -> None:
-        self._stream.write(json.dumps(record) + "\n")
+        self._stream.write(json_line(record))
         self._stream.flush()
 
     def report(self, step: str, fraction: float, message: str) -> None:
@@ -125,6 +125,26 @@ class JsonLinesProgress(ConsoleMessages):
             record["exit_code"] = exit_code
         self._write(record)
         super().error(message, exit_code, context)
+
+
+def displayable(text: str) -> str:
+    """``text`` with every lone surrogate as U+FFFD, so any UTF-8 reader can show it.
+
+    Python keeps a file name's bytes that are not UTF-8 as lone surrogates (PEP 383);
+    strict JSON readers and Qt refuse them. Messages are for people, so they get the
+    replacement character; the ``results`` paths, for programs, stay exact.
+
+    >>> displayable("/exams/caso-\\udcff/LE_CC.dcm")
+    '/exams/caso-\ufffd/LE_CC.dcm'
+    """
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One protocol line: ``record`` as JSON with a ``message`` any reader can show."""
+    if isinstance(record.get("message"), str):
+        record = {**record, "message": displayable(record["message"])}
+    return json.dumps(record) + "\n"
 
 
 class TqdmProgress(ConsoleMessages):
