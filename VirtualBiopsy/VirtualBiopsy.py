@@ -199,18 +199,28 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
         self.ui.reviewTableView.connect("clicked(QModelIndex)", self.onReviewRowClicked)
         self.initializeParameterNode()
-        # end the session's worker when Slicer quits (QCoreApplication::aboutToQuit); it
+        # end the session when Slicer quits (QCoreApplication::aboutToQuit); the worker
         # also ends on its own when Slicer is gone: end of its input, parent process gone
-        slicer.app.connect("aboutToQuit()", self.logic.close)
+        slicer.app.connect("aboutToQuit()", self.endSession)
 
     def cleanup(self) -> None:
         # Slicer calls cleanup on qSlicerModuleManager::moduleAboutToBeUnloaded (a reload,
         # for one): Base/Python/slicer/ScriptedLoadableModule.py, ScriptedLoadableModuleWidget
+        self.endSession()
+        self.removeObservers()
+
+    def endSession(self) -> None:
+        """Stop the Run and the review, remove their folders, end the worker."""
         self.onCancel()
-        self.onCancelReview()
+        self.closeReview()
         if self.logic is not None:
             self.logic.close()
-        self.removeObservers()
+
+    def closeReview(self) -> None:
+        """Stop the review's requests and remove its folder (its results go with it)."""
+        if self.review is not None:
+            self.review.clear_results()
+            self.review = None
 
     def enter(self) -> None:
         if self.logic is not None:
@@ -223,8 +233,7 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.onCancel()
-        self.onCancelReview()
-        self.review = None
+        self.closeReview()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -334,7 +343,9 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._handle is not None and self._handle.job.step() is not JobState.RUNNING:
             handle, self._handle = self._handle, None
             with slicer.util.tryWithErrorDisplay(_("Virtual biopsy failed."), waitCursor=True):
-                if handle.job.state is not JobState.CANCELLED:
+                if handle.job.state is JobState.CANCELLED:
+                    self.logic.cancel(handle)  # stopped elsewhere: its folder goes
+                else:
                     self.showResults(self.logic.finish(handle))
         if self._handle is None and not self.reviewRunning():
             self._timer.stop()
@@ -391,8 +402,7 @@ class VirtualBiopsyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def newReview(self):
         from VirtualBiopsyLib.slicer.case_review import CaseReview
 
-        if self.review is not None:
-            self.review.clear_results()
+        self.closeReview()
         self.review = CaseReview(
             slicer.mrmlScene,
             runner_factory=self.logic.runner_factory,

@@ -108,6 +108,19 @@ def test_a_failed_case_says_why_and_the_others_are_kept(scene, study, tmp_path):
     assert cases[0].fused == pytest.approx(0.71) and cases[0].spread == pytest.approx(0.04)
 
 
+def test_a_review_that_ended_as_cancel_was_pressed_keeps_its_results(scene, study, tmp_path):
+    """The process wrote its results and ended; Cancel comes before the next poll."""
+    keys = [case.key for case in CaseReview(scene).find_in_folder(study)]
+    review = CaseReview(
+        scene, runner_factory=lambda: PartlyFailingPredict(keys), work_root=tmp_path
+    )
+    review.find_in_folder(study)
+    review.start(RunOptions(worker=False))
+    review.cancel()
+    assert [case.status for case in review.cases[:2]] == ["done", "done"]
+    assert review.cases[0].fused == pytest.approx(0.71)
+
+
 @pytest.mark.slow
 def test_review_runs_every_case_in_one_process_and_shows_one(scene, study, tmp_path):
     """The real predict command (bundled demo model) over the 3-case study."""

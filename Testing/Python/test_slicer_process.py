@@ -377,6 +377,22 @@ def test_a_worker_that_dies_fails_its_request_and_the_next_starts_afresh():
         worker.close()
 
 
+def test_requests_waiting_when_the_worker_dies_fail_saying_they_never_started():
+    """Another party's requests waiting behind the one that killed the worker fail with
+    a message that says so, rather than vanish or claim to have run."""
+    worker = PredictWorker(SubprocessRunner, protocol_worker())
+    try:
+        dead = worker.submit(["crash"], "out")
+        waiting = worker.submit(["exam"], "out")
+        with pytest.raises(ProcessFailedError, match="before the request did"):
+            dead.wait(timeout=20)
+        with pytest.raises(ProcessFailedError, match="before the request could start"):
+            waiting.wait(timeout=1)
+        assert not worker.busy
+    finally:
+        worker.close()
+
+
 def test_a_worker_that_ended_while_idle_is_replaced_before_the_next_request():
     worker = PredictWorker(SubprocessRunner, protocol_worker())
     try:

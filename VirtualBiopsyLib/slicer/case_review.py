@@ -30,12 +30,14 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE
+from VirtualBiopsyLib.atomic_io import LOCK_PREFIX, LOCK_SUFFIX, clear_stale
 from VirtualBiopsyLib.errors import CaseError
 from VirtualBiopsyLib.images.cases import Case, group_cases
 from VirtualBiopsyLib.roles import SLOTS
@@ -168,23 +170,33 @@ class CaseReview:
         root = Path(self.work_root) if self.work_root is not None else Path(tempfile.gettempdir())
         root.mkdir(parents=True, exist_ok=True)
         self.work_dir = Path(tempfile.mkdtemp(prefix="VirtualBiopsy-review-", dir=root))
-        out = self.work_dir / "results"
+        try:
+            self._launch(options, self.work_dir / "results", on_progress)
+        except BaseException:
+            self.clear_results()  # what was sent is stopped; the folder goes
+            raise
+        for case in self.cases:
+            case.status = "running"
+        self._update_table()
+        return self.job
+
+    def _launch(
+        self, options: RunOptions, out: Path, on_progress: Callable[[Progress], None] | None
+    ) -> None:
+        """Send the requests (or start the process); :attr:`job` holds what was sent."""
         env = {"PYTHONPATH": child_python_path()}
         if options.worker:
             assert self.workers is not None
             worker = self.workers.get(options.worker_command(), env)
+            self.job = ReviewJobs([])
             for case in self.cases:
                 case.job = worker.submit(list(case.files.values()), out, on_progress=on_progress)
-            self.job = ReviewJobs([case.job for case in self.cases if case.job is not None])
+                self.job.jobs.append(case.job)
         else:
             paths = [path for case in self.cases for path in case.files.values()]
             args = options.predict_command(paths, out)
             self.job = PredictJob(self.runner_factory(), args, on_progress, env)
             self.job.start()
-        for case in self.cases:
-            case.status = "running"
-        self._update_table()
-        return self.job
 
     def step(self) -> JobState:
         """Poll the review (from the panel's timer): a case's row is filled as soon as
@@ -192,15 +204,22 @@ class CaseReview:
         if self.job is None:
             return JobState.NOT_STARTED
         state = self.job.step()
-        changed = False
-        for case in self.cases:
-            running = case.job is not None and case.status == "running"
-            if running and case.job.state is not JobState.RUNNING:
-                self._settle(case)
-                changed = True
-        if changed:
+        if self._settle_ended():
             self._update_table()
         return state
+
+    def _settle_ended(self) -> bool:
+        """Settle the cases whose request has ended since; True when there were some."""
+        ended = [
+            case
+            for case in self.cases
+            if case.job is not None
+            and case.status == "running"
+            and case.job.state is not JobState.RUNNING
+        ]
+        for case in ended:
+            self._settle(case)
+        return bool(ended)
 
     def _settle(self, case: ReviewCase) -> None:
         """A finished request's case: its result, or why it has none."""
@@ -225,9 +244,7 @@ class CaseReview:
         if self.job is None or self.work_dir is None:
             raise CaseError("the review has not been started")
         if isinstance(self.job, ReviewJobs):
-            for case in self.cases:
-                if case.job is not None and case.job.state is not JobState.RUNNING:
-                    self._settle(case)
+            self._settle_ended()
             self._update_table()
             return self.cases
         results: dict[str, Path] = {}
@@ -249,12 +266,18 @@ class CaseReview:
         return self.cases
 
     def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-        for case in self.cases:
-            if case.status == "running":
-                case.status = "cancelled"
-        self._update_table()
+        """Stop the review's own requests (a Run on the shared worker goes on). Cases
+        that ended before keep their results; what the stopped ones half-wrote goes."""
+        if self.job is None or self.work_dir is None:
+            return
+        self.job.cancel()
+        self.finish()
+        if isinstance(self.job, PredictJob) and self.job.state is JobState.CANCELLED:
+            for case in self.cases:
+                if case.result is None:
+                    case.status = "cancelled"
+            self._update_table()
+        remove_partial_outputs(self.work_dir / "results")
 
     # ------------------------------------------------------------------ showing
 
@@ -362,7 +385,12 @@ class CaseReview:
     # ------------------------------------------------------------------ cleaning up
 
     def clear_results(self) -> None:
-        """Forget results and remove the review's folder under the temporary path."""
+        """Stop the review's requests, forget results and remove the review's folder under
+        the temporary path (a new review, a closed scene): no request of it is left to
+        run later and write into a folder that is gone."""
+        if self.job is not None:
+            self.job.cancel()
+        self.job = None
         if self.work_dir is not None:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         self.work_dir = None
@@ -372,10 +400,23 @@ class CaseReview:
         self._update_table()
 
 
+def remove_partial_outputs(folder: Path, settle: float = 2.0) -> None:
+    """Remove the hidden partial folders that stopped runs left in ``folder``, never a
+    finished case's folder. A killed process's claim (its lock) ends a moment after the
+    kill, when the kernel has ended the process: wait up to ``settle`` s for that."""
+    deadline = time.monotonic() + settle
+    while folder.is_dir():
+        clear_stale(folder)
+        claims = any(folder.glob(f"{LOCK_PREFIX}*{LOCK_SUFFIX}"))
+        if not claims or time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
+
+
 @dataclass
 class ReviewJobs:
     """The review's requests as one job: running while any runs; cancel stops them all
-    (it kills the worker they share)."""
+    and no other request on the worker they share."""
 
     jobs: list[WorkerJob]
     error: Exception | None = None  # a cancel or a timeout: the whole review's

@@ -5,8 +5,10 @@ background): hand the case's original DICOM files (or NRRD exports of other volu
 ``predict``, import the results as nodes, fill the results table, set up and fit the 2×2
 view, and remove the run's temporary folder. By default every Run is a request to the
 session's persistent worker (:class:`~VirtualBiopsyLib.slicer.process.SessionWorker`,
-shared with the case review), so the models load once per session; Cancel kills it and
-the next Run starts a fresh one; :meth:`VirtualBiopsyLogic.close` ends it.
+shared with the case review), so the models load once per session; Cancel stops the
+Run's own request only (a review's go on) and removes the Run's folder;
+:meth:`VirtualBiopsyLogic.close` stops the Runs still running, removes their folders and
+ends the worker.
 The collaborators are passed in: the runner
 (a :class:`~VirtualBiopsyLib.slicer.process.ProcessRunner` factory), the clock, the DICOM
 database (a :class:`~VirtualBiopsyLib.slicer.slots.DicomDatabase`) and the view fitter,
@@ -182,10 +184,14 @@ class VirtualBiopsyLogic:
         # the session's worker, shared with the case review; runner_factory read late,
         # so a caller may replace it
         self.workers = SessionWorker(lambda: self.runner_factory())
+        self.active_runs: list[RunHandle] = []  # started, neither finished nor cancelled yet
 
     def close(self) -> None:
-        """End the session's worker process (the module calls it from its widget's
-        ``cleanup``, which Slicer runs when the module is unloaded, at exit too)."""
+        """Cancel the Runs still running (their folders go) and end the session's worker
+        process (the module calls it when Slicer quits and from its widget's
+        ``cleanup``, which Slicer runs when the module is unloaded)."""
+        for handle in list(self.active_runs):
+            self.cancel(handle)
         self.workers.close()
 
     def parameter_node(self) -> Any:
@@ -248,7 +254,9 @@ class VirtualBiopsyLogic:
             ", ".join(slot for slot, node in inputs.items() if node is not None),
             ", ".join(prepared.dicom) or "none",
         )
-        return RunHandle(job, inputs, work_dir, input_dir, out_dir, prepared)
+        handle = RunHandle(job, inputs, work_dir, input_dir, out_dir, prepared)
+        self.active_runs.append(handle)
+        return handle
 
     def prepare_worker(self, options: RunOptions | None = None) -> bool:
         """Start the session's worker for ``options`` now, so that the first Run finds
@@ -296,14 +304,21 @@ class VirtualBiopsyLogic:
                 raise CaseError(f"{handle.out_dir}: the predict command wrote no result")
             return [self._import(handle, Path(p)) for p in result_files]
         finally:
+            self._forget(handle)
             if not keep_inputs:
                 shutil.rmtree(handle.work_dir, ignore_errors=True)
 
     def cancel(self, handle: RunHandle) -> None:
-        """Stop a running job (its whole process tree: the session's worker, which the
-        next run starts afresh) and remove the run's folder."""
+        """Stop a Run and remove its folder; also for a Run stopped otherwise (its folder
+        goes all the same). Only the Run's own request stops: a review's requests on the
+        session's worker go on (:meth:`.process.PredictWorker.cancel`)."""
         handle.job.cancel()
+        self._forget(handle)
         shutil.rmtree(handle.work_dir, ignore_errors=True)
+
+    def _forget(self, handle: RunHandle) -> None:
+        with contextlib.suppress(ValueError):
+            self.active_runs.remove(handle)
 
     def _import(self, handle: RunHandle, result_json: Path) -> CaseRun:
         if not result_json.is_absolute():

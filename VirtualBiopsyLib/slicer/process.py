@@ -10,8 +10,11 @@ Slicer too); :class:`PredictJob` turns the lines into progress and results.
 A session keeps one ``worker`` process instead (:class:`PredictWorker`, held by a
 :class:`SessionWorker`): started on the first Run, sent one request per Run or review
 case (:class:`WorkerJob`, the same interface as a :class:`PredictJob`), so the models
-load once per session. Cancel kills its process tree and the next request starts a fresh
-one; closing the session (or Slicer) closes its input, which ends it.
+load once per session. Requests wait on this side and go to the worker one at a time, so
+that cancelling one stops only that one: a waiting request is dropped; the one running
+is stopped by killing the process tree (a case cannot be stopped half-way), and the
+requests still waiting (a Run's, a review's) go to a fresh worker. Closing the session
+(or Slicer) closes its input, which ends it.
 
 >>> import sys
 >>> job = PredictJob(SubprocessRunner(), [sys.executable, "-c",
@@ -452,6 +455,11 @@ class PredictJob:
             self.state = JobState.DONE
 
     def cancel(self) -> None:
+        """Kill the process unless it has already ended: a run that finished just as
+        Cancel was pressed keeps its results."""
+        if self.state is not JobState.RUNNING:
+            return
+        self.step()
         if self.state is JobState.RUNNING:
             self.runner.cancel()
             self.state = JobState.CANCELLED
@@ -509,8 +517,8 @@ class WorkerJob:
     """One request to a :class:`PredictWorker`: the interface of a :class:`PredictJob`.
 
     :meth:`step` reads the worker's new output (for every request in flight) and returns
-    this request's state; :meth:`cancel` kills the worker (it cannot stop half a case),
-    and so every request in flight on it.
+    this request's state; :meth:`cancel` stops this request only
+    (:meth:`PredictWorker.cancel`).
     """
 
     worker: PredictWorker
@@ -547,21 +555,21 @@ class WorkerJob:
         self.error = _failure(code, "\n".join(self.log_tail), self.results, "the request")
         self.state = JobState.FAILED if self.error is not None else JobState.DONE
 
-    def _worker_ended(self, code: int | None, tail: str) -> None:
+    def _worker_ended(self, code: int | None, tail: str, when: str = "the request did") -> None:
         self.exit_code = code
         lines = "\n".join([*self.log_tail, tail]).strip()
         self.error = ProcessFailedError(
-            code, lines, f"the worker process ended (exit code {code}) before the request did"
+            code, lines, f"the worker process ended (exit code {code}) before {when}"
         )
         self.state = JobState.FAILED
 
-    def _cancelled(self) -> None:
+    def _cancelled(self, how: str = "the worker process was stopped") -> None:
         self.state = JobState.CANCELLED
-        self.error = JobCancelledError("cancelled by the user; the worker process was stopped")
+        self.error = JobCancelledError(f"cancelled by the user; {how}")
 
     def cancel(self) -> None:
         if self.state is JobState.RUNNING:
-            self.worker.kill()
+            self.worker.cancel(self)
 
     def wait(
         self,
@@ -578,8 +586,9 @@ class PredictWorker:
     """The ``virtual-biopsy worker`` process of a session: started on the first request,
     kept for the next ones, started afresh after it ended (cancel, crash).
 
-    Requests are answered in the order they were sent; each answer line names its
-    request, so several may be in flight.
+    Requests are answered in the order they were submitted. Only one at a time is written
+    to the worker (the one it runs); the others wait here, so that cancelling one never
+    stops another (:meth:`cancel`). Each answer line names its request.
 
     >>> import sys
     >>> worker = PredictWorker(SubprocessRunner, worker_command(python=sys.executable))
@@ -602,8 +611,10 @@ class PredictWorker:
         self.info: dict[str, Any] = {}  # the worker's own account (pid, networks_built, …)
         self.log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._runner: WorkerRunner | None = None
-        self._pending: dict[str, WorkerJob] = {}
+        self._sent: dict[str, WorkerJob] = {}  # written to the worker, not answered yet
+        self._waiting: dict[str, tuple[WorkerJob, str]] = {}  # request line not yet sent
         self._ids = itertools.count(1)
+        self._retiring = False
 
     @property
     def running(self) -> bool:
@@ -612,7 +623,8 @@ class PredictWorker:
 
     @property
     def busy(self) -> bool:
-        return bool(self._pending)
+        """Whether requests are running or waiting."""
+        return bool(self._sent or self._waiting)
 
     def _start(self) -> WorkerRunner:
         runner = self.runner_factory()
@@ -647,15 +659,13 @@ class PredictWorker:
         export_dicom: bool = False,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> WorkerJob:
-        """Send one predict request (starting the worker if needed); returns at once."""
+        """Queue one predict request (starting the worker if needed); returns at once.
+        It is written to the worker as soon as the requests before it have ended."""
         if not paths:
             raise ValueError("a request needs at least one input file or folder")
-        self.start()
-        runner = self._runner
-        assert runner is not None
+        self.start()  # a worker that ended is noticed before this request waits for it
         request_id = f"r{next(self._ids)}"
         job = WorkerJob(self, request_id, on_progress)
-        self._pending[request_id] = job
         request = {
             "id": request_id,
             "paths": [str(p) for p in paths],
@@ -663,8 +673,19 @@ class PredictWorker:
             "overwrite": overwrite,
             "export_dicom": export_dicom,
         }
-        runner.send(json.dumps(request))
+        self._waiting[request_id] = (job, json.dumps(request))
+        self._send_next()
         return job
+
+    def _send_next(self) -> None:
+        """Write the oldest waiting request once none runs (starting a worker if needed)."""
+        if self._sent or not self._waiting:
+            return
+        runner = self._runner or self._start()
+        request_id = next(iter(self._waiting))
+        job, line = self._waiting.pop(request_id)
+        self._sent[request_id] = job
+        runner.send(line)
 
     def _notice_an_end(self, runner: WorkerRunner, settle: float = 1.0) -> None:
         """Forget a worker that has ended (killed, out of memory, crashed), idle or with
@@ -675,14 +696,22 @@ class PredictWorker:
         deadline = time.monotonic() + settle  # its last output lines, then its exit code
         while runner.returncode() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        self.poll()
+        self._read()
         if self._runner is runner:  # its output had not all arrived: end it all the same
             code = runner.returncode()
             self._ended(EXIT_INTERNAL if code is None else code)
         self._runner = None
 
     def poll(self) -> None:
-        """Hand the worker's new output to the requests it belongs to."""
+        """Hand the worker's new output to the requests it belongs to; send the next
+        waiting request once the running one has ended."""
+        self._read()
+        self._send_next()
+        if self._retiring and not self.busy:
+            self.close(grace=0.0)  # idle: nothing of anyone's is lost
+
+    def _read(self) -> None:
+        """Hand the worker's new output to its requests; notice that it ended."""
         runner = self._runner
         if runner is None:
             return
@@ -707,42 +736,80 @@ class PredictWorker:
         job._handle(progress)
         if progress.end:
             self.info = _worker_info(line) or self.info
-            self._pending.pop(job.request, None)
+            self._sent.pop(job.request, None)
 
     def _job_for(self, request: str | None) -> WorkerJob | None:
-        """The request a line belongs to; untagged lines go to the oldest in flight."""
-        if request is not None and request in self._pending:
-            return self._pending[request]
-        if request is None and self._pending:
-            return next(iter(self._pending.values()))
+        """The request a line belongs to; untagged lines go to the one running."""
+        if request is not None and request in self._sent:
+            return self._sent[request]
+        if request is None and self._sent:
+            return next(iter(self._sent.values()))
         return None
 
     def _ended(self, code: int) -> None:
+        """The worker ended by itself (crash, out of memory, killed from outside): its
+        requests fail with its exit code, those waiting too (a start-up failure would
+        repeat for each of them)."""
         tail = "\n".join(self.log_tail)
-        for job in self._pending.values():
+        for job in self._sent.values():
             job._worker_ended(code, tail)
-        self._pending.clear()
+        for job, _line in self._waiting.values():
+            job._worker_ended(code, tail, "the request could start")
+        self._forget_jobs()
         self._runner = None
 
-    def kill(self) -> None:
-        """Kill the worker's process tree; requests in flight are cancelled. Its input is
-        closed too, so that a process the kill could not reach ends at end of input."""
+    def _jobs(self) -> list[WorkerJob]:
+        return [*self._sent.values(), *(job for job, _line in self._waiting.values())]
+
+    def _forget_jobs(self) -> None:
+        self._sent.clear()
+        self._waiting.clear()
+
+    def cancel(self, job: WorkerJob) -> None:
+        """Stop one request and no other: a waiting one is dropped; the running one is
+        stopped by killing the process tree (it cannot stop half a case), and the
+        requests still waiting go to a fresh worker at the next :meth:`poll`. A request
+        whose answer has already arrived is settled, not cancelled."""
+        self._read()
+        if job.state is not JobState.RUNNING:
+            return
+        if self._waiting.pop(job.request, None) is not None:
+            job._cancelled("it had not started")
+        elif self._sent.pop(job.request, None) is not None:
+            self._stop_process()
+            job._cancelled()
+
+    def _stop_process(self) -> None:
+        """Kill the process tree; its input is closed too, so that a process the kill
+        could not reach ends at end of input."""
         if self._runner is not None:
             self._runner.close_input()
             self._runner.cancel()
-        for job in self._pending.values():
-            job._cancelled()
-        self._pending.clear()
         self._runner = None
+
+    def kill(self) -> None:
+        """Kill the worker's process tree; every request, running or waiting, is cancelled."""
+        self._stop_process()
+        for job in self._jobs():
+            job._cancelled()
+        self._forget_jobs()
+
+    def retire(self) -> None:
+        """Close the worker once its requests (running or waiting) have ended, now when
+        it has none: another worker takes the new ones (other model options)."""
+        self._retiring = True
+        if not self.busy:
+            self.close()
 
     def close(self, grace: float = 2.0) -> None:
         """End the worker: close its input (it ends there); kill it if it has not ended
-        within ``grace`` s, or at once while requests are in flight."""
+        within ``grace`` s, or at once while requests are running or waiting."""
         runner = self._runner
         if runner is None:
+            self.kill()  # requests waiting for a worker that will not come
             return
         runner.close_input()
-        if self._pending or not runner.wait(grace):
+        if self.busy or not runner.wait(grace):
             self.kill()
         self._runner = None
 
@@ -758,20 +825,23 @@ def _worker_info(line: str) -> dict[str, Any]:
 class SessionWorker:
     """The one worker a session keeps (for Runs and the case review alike), reused while
     its command stays the same and replaced when it changes (another model package or
-    model option).
+    model option); the one replaced ends once the requests it has (another party's Run or
+    review) have ended.
     """
 
     def __init__(self, runner_factory: Callable[[], ProcessRunner]) -> None:
         self.runner_factory = runner_factory
         self.worker: PredictWorker | None = None
+        self.retired: list[PredictWorker] = []  # replaced, finishing their requests
 
     def get(self, args: Sequence[str], env_updates: Mapping[str, str]) -> PredictWorker:
-        """The worker for ``args``: the current one, or a new one (the old one closed)."""
+        """The worker for ``args``: the current one, or a new one (the old one retired)."""
         current = self.worker
         if current is not None and (
             current.args != list(args) or current.env_updates != dict(env_updates)
         ):
-            current.close()
+            current.retire()
+            self.retired = [w for w in (*self.retired, current) if w.running or w.busy]
             current = None
         if current is None:
             current = PredictWorker(self.runner_factory, args, env_updates)
@@ -779,9 +849,11 @@ class SessionWorker:
         return current
 
     def close(self) -> None:
-        """End the worker (the session, or Slicer, ends)."""
-        if self.worker is not None:
-            self.worker.close()
+        """End the workers (the session, or Slicer, ends)."""
+        for worker in (*self.retired, self.worker):
+            if worker is not None:
+                worker.close()
+        self.retired = []
 
 
 def worker_command(
