@@ -5,6 +5,11 @@ be reproduced and compared. :func:`tiny_config` is the small setting used by CI 
 images, demo-size networks, a few epochs); :func:`demo_config` is the same with generators
 trained longer, for the committed demo package (``make demo-model``).
 
+Every configuration is checked as it is made, read from JSON or built in code: a value
+of the wrong JSON type (``"false"`` for a boolean), one that training would fail on hours
+into a run, silently ignore, or that its model package could not hold is a
+:class:`ConfigError` naming the option.
+
 >>> config = RunConfig()
 >>> config.classifier.learning_rate, config.classifier.max_epochs, config.generator.max_epochs
 (0.001, 300, 200)
@@ -14,18 +19,36 @@ True
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+import math
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.errors import VirtualBiopsyError
-from VirtualBiopsyLib.models.cyclegan import DEMO_GENERATOR
-from VirtualBiopsyLib.models.names import GENERATOR_ARCHITECTURES, POOLINGS
+from VirtualBiopsyLib.images.preprocessing import STRETCH_RULES
+from VirtualBiopsyLib.limits import GENERATOR_MAXIMA, MAX_NETWORK_INPUT_SIZE
+from VirtualBiopsyLib.models.classifiers import pretrained_weights_problem
+from VirtualBiopsyLib.models.cyclegan import DEMO_GENERATOR, smallest_patchgan_input
+from VirtualBiopsyLib.models.generators import smallest_generator_input
+from VirtualBiopsyLib.models.names import (
+    CLASSIFIER_ARCHITECTURES,
+    GENERATOR_ARCHITECTURES,
+    GENERATOR_HYPERPARAMETERS,
+    GENERATOR_MINIMA,
+    POOLINGS,
+    SMALLEST_CLASSIFIER_INPUT,
+    pooling_problem,
+    unet_size_problem,
+)
+from VirtualBiopsyLib.models.package import MIN_IMAGE_SIZE
 from VirtualBiopsyLib.roles import Modality, Slot
+from VirtualBiopsyLib.training_manifest import PHASES
 
-CLASSIFIER_ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet50", "vgg16", "demo")
 CLASS_WEIGHTINGS: tuple[str, ...] = ("none", "balanced")
 #: Whose classifiers also train on the other view's images (``other_view_training``).
 OTHER_VIEW_TRAINING: tuple[str, ...] = ("none", "LE", "DES", "all")
@@ -47,6 +70,12 @@ class AugmentConfig:
     zoom_fraction: float = 0.10
     rotation_degrees: float = 15.0
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _check_range(self, "shift_fraction", 0.0, 1.0)
+        _check_range(self, "zoom_fraction", 0.0, 1.0, high_open=True)  # 1: zoom to nothing
+        _check_range(self, "rotation_degrees", 0.0, 180.0)
+
 
 @dataclass(frozen=True)
 class ClassifierConfig:
@@ -64,7 +93,12 @@ class ClassifierConfig:
     ``val_loss_smoothing`` (0 = none, the paper) is the factor of an exponential moving
     average of the validation loss that the schedule and early stopping watch: with
     validation splits of a dozen images the raw loss is noise and drives the rate to
-    1e-7 within a few epochs. The kept weights are those of the best raw validation loss.
+    1e-7 within a few epochs. The kept weights (``keep_best``) are those of the best
+    smoothed loss too. ``min_learning_rate`` may not exceed ``learning_rate`` (the schedule
+    only lowers the rate; equal to it, the rate stays constant).
+
+    ``pretrained_weights``: a ``.safetensors`` ImageNet state dict of the same torchvision
+    network (never a pickle; not for the demo network), read when each classifier starts.
 
     ``synthetic_des_training`` (not in the paper, which trains on real DES only): a DES
     classifier also trains on its fold's generator's synthetic DES of the same training
@@ -101,6 +135,37 @@ class ClassifierConfig:
     synthetic_des_training: bool = False  # DES classifiers also see G_v(LE) (not the paper)
     other_view_training: str = "none"  # "none" (paper), "LE", "DES" or "all" (see above)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _check_choice(self, "architecture", CLASSIFIER_ARCHITECTURES)
+        _check_choice(self, "pooling", POOLINGS)
+        _check_choice(self, "class_weighting", CLASS_WEIGHTINGS)
+        _check_choice(self, "other_view_training", OTHER_VIEW_TRAINING)
+        problem = pooling_problem(self.architecture, self.pooling)
+        if problem is not None:
+            raise ConfigError(
+                f"pooling {self.pooling!r} cannot be used with architecture "
+                f"{self.architecture!r}: {problem}"
+            )
+        if self.pretrained_weights is not None:
+            problem = pretrained_weights_problem(self.architecture, self.pretrained_weights)
+            if problem is not None:
+                raise ConfigError(f"pretrained_weights {self.pretrained_weights!r}: {problem}")
+        for name in ("max_epochs", "des_max_epochs", "batch_size"):
+            _check_at_least(self, name, 1)
+        _check_optimiser(self)
+        _check_range(self, "min_learning_rate", 0.0, math.inf)
+        if self.min_learning_rate > self.learning_rate:  # ReduceLROnPlateau would ignore it
+            raise ConfigError(
+                f"min_learning_rate {self.min_learning_rate!r} is above learning_rate "
+                f"{self.learning_rate!r}: the plateau schedule only lowers the rate (set them "
+                "equal for a constant rate)"
+            )
+        _check_range(self, "val_loss_smoothing", 0.0, 1.0, high_open=True)
+        _check_range(self, "lr_factor", 0.0, 1.0, low_open=True, high_open=True)
+        for name in ("lr_patience", "early_stopping_patience", "warmup_epochs"):
+            _check_at_least(self, name, 0)
 
     def trains_on_other_view(self, slot: Slot | str) -> bool:
         """Whether ``slot``'s classifier also trains on the other view's images.
@@ -142,7 +207,10 @@ class GeneratorConfig:
     cannot win). ``crop_size`` trains the (fully convolutional) generator on one square
     crop per pair, centred on a pixel drawn in proportion to its emphasis weight — a
     quarter of the cost at half the side, with lesions in many crops; the paper trains on
-    whole images (None). ``folds`` trains generators in the first N folds only (None:
+    whole images (None; a crop at least as large as the image is the whole image). Any
+    side works for either architecture, down to the smallest the networks take (checked
+    with the run's ``image_size``: a U-Net keeps two pixels at its deepest level, a
+    PatchGAN needs 3 × 2^``n_layers``). ``folds`` trains generators in the first N folds only (None:
     every fold, the paper): synthesis is most of a run's cost, the package keeps one
     generator per view, and folds without one simply have no Ĉ / F+Ĉ rows.
     ``lr_decay_epochs`` N: the learning rate falls linearly towards 0 over the last N
@@ -182,6 +250,63 @@ class GeneratorConfig:
     other_view_pairs: bool = False  # also train on the other view's pairs (paper: no)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _check_choice(self, "recipe", GENERATOR_RECIPES)
+        _check_choice(self, "architecture", GENERATOR_ARCHITECTURES)
+        _check_choice(self, "selection", GENERATOR_SELECTIONS)
+        for name in GENERATOR_HYPERPARAMETERS[self.architecture]:  # what the package stores
+            _check_at_least(self, name, GENERATOR_MINIMA[name], GENERATOR_MAXIMA[name])
+        if self.architecture == "unet":
+            problem = unet_size_problem(self.base_width, self.levels)
+            if problem is not None:
+                raise ConfigError(problem)
+        for name in ("max_epochs", "batch_size", "pretrain_epochs", "ndf", "n_layers"):
+            _check_at_least(self, name, 1)
+        for name in ("crop_size", "folds"):  # None: whole images, every fold
+            _check_at_least(self, name, 1)
+        for name in ("lr_decay_epochs", "early_stopping_patience", "warmup_epochs"):
+            _check_at_least(self, name, 0)
+        _check_optimiser(self)
+        for name in ("lambda_l1", "lambda_adversarial", "lambda_cycle", "lambda_identity"):
+            _check_range(self, name, 0.0, math.inf)
+        _check_range(self, "lesion_emphasis", 0.0, math.inf)
+        _check_range(self, "emphasis_window", 0.0, 1.0, low_open=True)
+
+    @property
+    def has_discriminator(self) -> bool:
+        """Whether training needs a PatchGAN (CycleGAN always; pix2pix with an adversary)."""
+        return self.recipe == "cyclegan" or self.lambda_adversarial > 0
+
+    def smallest_training_side(self) -> int:
+        """The smallest image or crop side these networks train on."""
+        sizes = {name: getattr(self, name) for name in GENERATOR_HYPERPARAMETERS[self.architecture]}
+        side = smallest_generator_input(self.architecture, sizes)
+        if self.has_discriminator:
+            side = max(side, smallest_patchgan_input(self.n_layers))
+        return side
+
+    def check_training_side(self, image_size: int) -> None:
+        """Refuse images of ``image_size`` (or this config's crops of them) that are too
+        small for its networks, before training rather than in its first step.
+
+        >>> GeneratorConfig(crop_size=16).smallest_training_side()  # a PatchGAN of 3 layers
+        24
+        """
+        crop = self.crop_size
+        cropped = crop is not None and crop < image_size  # else: the whole image
+        side = crop if cropped else image_size
+        smallest = self.smallest_training_side()
+        if side >= smallest:
+            return
+        what = f"generator.crop_size {crop}" if cropped else f"image_size {image_size}"
+        networks = f"a {self.architecture} generator" + (
+            f" and a PatchGAN of n_layers {self.n_layers}" if self.has_discriminator else ""
+        )
+        raise ConfigError(
+            f"{what} is too small for {networks}: they need at least {smallest} pixels"
+        )
+
 
 @dataclass(frozen=True)
 class SplitConfig:
@@ -190,6 +315,12 @@ class SplitConfig:
     n_folds: int = 5
     seed: int = 2026
     protocol: str = "paper"  # "paper" (5 × 80/10/10) or "every-patient" (each tested once)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _check_choice(self, "protocol", SPLIT_PROTOCOLS)
+        # one fold has no training chunk (paper) or validates on its test chunk (every-patient)
+        _check_at_least(self, "n_folds", 2)
 
 
 @dataclass(frozen=True)
@@ -209,6 +340,23 @@ class RunConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _check_choice(self, "stretch", STRETCH_RULES)
+        if self.classifier_phase is not None:
+            _check_choice(self, "classifier_phase", PHASES)
+        _check_at_least(self, "image_size", MIN_IMAGE_SIZE, MAX_NETWORK_INPUT_SIZE)  # packages
+        smallest = SMALLEST_CLASSIFIER_INPUT[self.classifier.architecture]
+        if self.image_size < smallest:
+            raise ConfigError(
+                f"image_size {self.image_size} is too small for the "
+                f"{self.classifier.architecture} classifier: it needs at least {smallest} pixels"
+            )
+        _check_range(self, "threshold", 0.0, 1.0, low_open=True, high_open=True)
+        _check_at_least(self, "robustness_repetitions", 1)
+        if self.train_generators:
+            self.generator.check_training_side(self.image_size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -242,6 +390,7 @@ _NESTED = {
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    """``cls`` from a JSON object; its own checks (``__post_init__``) run as it is made."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a JSON object")
     known = {f.name for f in fields(cls)}
@@ -252,46 +401,97 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     for name, value in data.items():
         nested = _NESTED.get(name)
         values[name] = _build(nested, value, f"{where}.{name}") if nested else value
-    config = cls(**values)
-    _validate(config)
-    return config
+    try:
+        return cls(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
-def _validate(config: Any) -> None:
-    if isinstance(config, ClassifierConfig) and config.architecture not in CLASSIFIER_ARCHITECTURES:
-        raise ConfigError(
-            f"unknown classifier architecture {config.architecture!r}; "
-            f"expected one of {', '.join(CLASSIFIER_ARCHITECTURES)}"
-        )
-    if isinstance(config, ClassifierConfig) and config.class_weighting not in CLASS_WEIGHTINGS:
-        raise ConfigError(
-            f"unknown class_weighting {config.class_weighting!r}; "
-            f"expected one of {', '.join(CLASS_WEIGHTINGS)}"
-        )
-    _check_choice(config, "pooling", POOLINGS)
-    _check_choice(config, "other_view_training", OTHER_VIEW_TRAINING)
-    _check_choice(config, "recipe", GENERATOR_RECIPES)
-    _check_choice(config, "selection", GENERATOR_SELECTIONS)
-    _check_choice(config, "protocol", SPLIT_PROTOCOLS)
-    if isinstance(config, GeneratorConfig):
-        _check_choice(config, "architecture", GENERATOR_ARCHITECTURES)
-    for name in ("max_epochs", "des_max_epochs", "batch_size", "n_folds", "image_size"):
-        value = getattr(config, name, 1)
-        if name == "des_max_epochs" and value is None:
-            continue
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    smoothing = getattr(config, "val_loss_smoothing", 0.0)
-    if not 0.0 <= smoothing < 1.0:
-        raise ConfigError(f"val_loss_smoothing must be in [0, 1), got {smoothing!r}")
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_types(config: Any) -> None:
+    """Every field holds its annotated type: a JSON string where a number or a boolean
+    belongs (``"false"`` is true) would otherwise pass until it is used, or never fail."""
+    for name, kind in _field_types(type(config)).items():
+        value = getattr(config, name)
+        if not _is_instance(value, kind):
+            raise ConfigError(f"{name} must be {_describe(kind)}, got {value!r}")
+
+
+def _is_instance(value: Any, kind: Any) -> bool:
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        return any(_is_instance(value, option) for option in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is float:  # a JSON number: 1 and 1.0 alike, never true/false
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _describe(kind: Any) -> str:
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        return " or ".join(_describe(option) for option in typing.get_args(kind))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if kind is type(None):
+        return "null"
+    if is_dataclass(kind):
+        return "a JSON object"
+    return names.get(kind, str(kind))
 
 
 def _check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
-    if not hasattr(config, name):
-        return
     value = getattr(config, name)
     if value not in choices:
         raise ConfigError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+
+
+def _check_at_least(config: Any, name: str, minimum: int, maximum: int | None = None) -> None:
+    """An integer option (None allowed where it is optional) within its bounds."""
+    value = getattr(config, name)
+    if value is None:
+        return
+    if value < minimum or (maximum is not None and value > maximum):
+        if maximum is not None:
+            kind = f"an integer from {minimum} to {maximum}"
+        else:
+            kind = {0: "a non-negative integer", 1: "a positive integer"}.get(
+                minimum, f"an integer >= {minimum}"
+            )
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+
+
+def _check_range(
+    config: Any,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """A number within ``[low, high]`` (``(`` / ``)`` where open); NaN and infinity never are."""
+    value = getattr(config, name)
+    above = value > low if low_open else value >= low
+    below = value < high if high_open or math.isinf(high) else value <= high
+    if not (above and below):
+        if math.isinf(high):
+            bound = f"a finite number {'>' if low_open else '>='} {low:g}"
+        else:
+            bound = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"{name} must be {bound}, got {value!r}")
+
+
+def _check_optimiser(config: ClassifierConfig | GeneratorConfig) -> None:
+    """Adam's settings, as torch would refuse them only once training starts."""
+    _check_range(config, "learning_rate", 0.0, math.inf)  # 0: frozen (Adam allows it)
+    _check_range(config, "beta1", 0.0, 1.0, high_open=True)
+    _check_range(config, "beta2", 0.0, 1.0, high_open=True)
+    _check_range(config, "weight_decay", 0.0, math.inf)
 
 
 def tiny_config(seed: int = 0) -> RunConfig:

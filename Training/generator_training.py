@@ -106,6 +106,8 @@ def train_generator(
     ``max_epochs`` overrides ``config.max_epochs`` (used for the pre-training phase).
     """
     runtime = generator_runtime(runtime or make_runtime("cpu"))
+    if len(train):  # a clear error now, not a shape error in the first step
+        config.check_training_side(min(train.le.shape[-2:]))
     if max_epochs is not None:  # the phase's own length (the learning-rate decay reads it)
         config = replace(config, max_epochs=max_epochs)
     torch.manual_seed(seed)

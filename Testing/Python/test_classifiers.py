@@ -187,5 +187,5 @@ def test_corrupt_pretrained_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_demo_has_no_imagenet_start(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="demo"):
+    with pytest.raises(ModelPackageError, match=r"x\.safetensors: the demo classifier"):
         build_classifier("demo", pretrained_weights=tmp_path / "x.safetensors")

@@ -160,3 +160,27 @@ def test_crops_are_drawn_towards_the_lesion_and_training_on_crops_runs() -> None
         PairSet(le, le.clone()), PairSet(le, le.clone()), config, None, progress=False
     )
     assert result.network(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+
+
+@pytest.mark.parametrize("recipe", ["cyclegan", "pix2pix"])
+def test_a_resnet_generator_trains_on_odd_crops(recipe: str) -> None:
+    """The paper's generator with either recipe on 13² crops of 32² pairs: not multiples
+    of 4, its output was 16², a shape error in the first L1."""
+    config = GeneratorConfig(
+        recipe=recipe, ngf=4, n_blocks=1, ndf=4, n_layers=2, max_epochs=1, batch_size=4
+    )
+    pairs = PairSet(torch.rand(4, 1, 32, 32), torch.rand(4, 1, 32, 32))
+    result = train_generator(pairs, pairs, replace(config, crop_size=13), None, progress=False)
+    assert result.epochs_run == 1
+    assert result.network(torch.rand(1, 1, 30, 30)).shape == (1, 1, 30, 30)
+
+
+def test_crops_too_small_for_the_networks_are_refused_before_training() -> None:
+    """A PatchGAN of 2 layers needs 12 pixels; a 3-level U-Net 5: a config error naming
+    the option, not a padding error from inside a network."""
+    pairs = PairSet(torch.rand(4, 1, 32, 32), torch.rand(4, 1, 32, 32))
+    with pytest.raises(ConfigError, match="crop_size 8 is too small .* at least 12 pixels"):
+        train_generator(pairs, pairs, replace(PIX2PIX, crop_size=8), None, progress=False)
+    with pytest.raises(ConfigError, match="crop_size 4 is too small for a unet generator:"):
+        config = replace(PIX2PIX, crop_size=4, lambda_adversarial=0.0)
+        train_generator(pairs, pairs, config, None, progress=False)

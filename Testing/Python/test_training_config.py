@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,103 @@ def test_the_epochs_option_is_every_classifiers_limit(tmp_path: Path) -> None:
     assert kept.classifier.for_slot("DES_CC").max_epochs == 30  # the config's own split
     overridden = _run_config(build_parser().parse_args([*train, "--epochs", "5"])).classifier
     assert {overridden.for_slot(s).max_epochs for s in ("LE_CC", "DES_MLO")} == {5}
+
+
+def _edited(section: str, key: str, value: object) -> dict:
+    """The paper's configuration as JSON with one value changed (section "" = top level)."""
+    data = RunConfig().to_dict()
+    (data[section] if section else data)[key] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("classifier", "synthetic_des_training", "false", "true or false"),  # "false" is true
+        ("generator", "other_view_pairs", "yes", "true or false"),
+        ("classifier", "val_loss_smoothing", "0.5", "a number"),
+        ("classifier", "learning_rate", "1e-3", "a number"),
+        ("classifier", "max_epochs", True, "an integer"),
+        ("generator", "crop_size", "64", "an integer or null"),
+        ("generator", "lr_decay_epochs", 2.5, "an integer"),
+        ("classifier", "pretrained_weights", 5, "a string or null"),
+        ("", "image_size", "256", "an integer"),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_refused_not_coerced(
+    section: str, key: str, value: object, expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"{key} must be {expected}, got {value!r}"):
+        RunConfig.from_dict(_edited(section, key, value))
+
+
+@pytest.mark.parametrize(
+    ("section", "edits", "message"),
+    [
+        # the plateau schedule never rises to a floor above its start: silently constant
+        ("classifier", {"min_learning_rate": 0.01}, "min_learning_rate 0.01 is above"),
+        ("classifier", {"min_learning_rate": -1e-4}, "min_learning_rate must be"),
+        ("classifier", {"val_loss_smoothing": 1.0}, r"val_loss_smoothing must be in \[0, 1\)"),
+        ("classifier", {"lr_factor": 1.5}, r"lr_factor must be in \(0, 1\)"),
+        ("classifier", {"learning_rate": -0.1}, "learning_rate must be"),
+        # refused by the builder only once the first classifier starts, hours into a run
+        (
+            "classifier",
+            {"architecture": "vgg16", "pooling": "attention"},
+            "pooling 'attention' cannot be used with architecture 'vgg16'",
+        ),
+        ("classifier", {"pretrained_weights": "imagenet.pth"}, r"imagenet\.pth.*\.safetensors"),
+        (
+            "classifier",
+            {"architecture": "demo", "pretrained_weights": "w.safetensors"},
+            "demo classifier has no ImageNet weights",
+        ),
+        ("generator", {"crop_size": 0}, "crop_size must be a positive integer"),  # was "no crop"
+        ("generator", {"lr_decay_epochs": -5}, "lr_decay_epochs must be a non-negative"),
+        ("generator", {"lesion_emphasis": -2.0}, "lesion_emphasis must be"),  # weights < 0
+        ("generator", {"emphasis_window": 0.0}, r"emphasis_window must be in \(0, 1\]"),
+        ("generator", {"folds": 0}, "folds must be a positive integer"),  # was: no generator
+        ("generator", {"ngf": 512}, "ngf must be an integer from 1 to 256"),  # unpackageable
+        (
+            "generator",
+            {"architecture": "unet", "base_width": 128, "levels": 5},
+            "invalid U-Net size",
+        ),
+        ("splits", {"n_folds": 1}, "n_folds must be an integer >= 2"),
+        ("", {"threshold": 1.0}, r"threshold must be in \(0, 1\)"),  # unpackageable
+        ("", {"image_size": 4}, "image_size must be an integer from 8 to 1024"),
+        ("", {"stretch": "histogram"}, "unknown stretch 'histogram'"),
+        ("", {"classifier_phase": "middle"}, "unknown classifier_phase 'middle'"),
+    ],
+)
+def test_an_option_that_training_would_ignore_or_fail_on_is_refused_up_front(
+    section: str, edits: dict, message: str
+) -> None:
+    data = RunConfig().to_dict()
+    (data[section] if section else data).update(edits)
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict(data)
+
+
+def test_images_or_crops_too_small_for_the_networks_are_refused() -> None:
+    paper = RunConfig()
+    with pytest.raises(ConfigError, match="crop_size 16 is too small .* at least 24 pixels"):
+        replace(paper, generator=replace(paper.generator, crop_size=16))
+    with pytest.raises(ConfigError, match="image_size 16 is too small for the vgg16"):
+        replace(paper, image_size=16, classifier=replace(paper.classifier, architecture="vgg16"))
+    # what the checks allow: a U-Net of 3 levels without an adversary on 8² crops, a crop
+    # larger than the image (the whole image), odd crops, no generators at a small size
+    unet = replace(
+        paper.generator, recipe="pix2pix", architecture="unet", levels=3, lambda_adversarial=0.0
+    )
+    replace(paper, generator=replace(unet, crop_size=8))
+    replace(paper, generator=replace(paper.generator, crop_size=1024))
+    replace(paper, generator=replace(paper.generator, crop_size=33))
+    replace(paper, image_size=16, train_generators=False, classifier=tiny_config().classifier)
+
+
+def test_a_config_built_in_code_is_checked_like_one_read_from_json() -> None:
+    with pytest.raises(ConfigError, match="attention"):
+        ClassifierConfig(architecture="vgg16", pooling="attention")
+    with pytest.raises(ConfigError, match="min_learning_rate"):
+        replace(ClassifierConfig(), min_learning_rate=1.0)

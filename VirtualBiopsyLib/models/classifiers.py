@@ -18,12 +18,18 @@ import torch
 from torch import nn
 
 from VirtualBiopsyLib.errors import ModelPackageError
-from VirtualBiopsyLib.models.names import PAPER_POOLING, POOLINGS
+from VirtualBiopsyLib.models.names import (
+    CLASSIFIER_ARCHITECTURES,
+    DEMO_ARCHITECTURE,
+    PAPER_POOLING,
+    pooling_problem,
+)
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
 from VirtualBiopsyLib.models.torchvision_compat import import_torchvision
 
-ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet50", "vgg16", "demo")
-DEMO_ARCHITECTURE = "demo"
+ARCHITECTURES: tuple[str, ...] = CLASSIFIER_ARCHITECTURES
+#: The only file type a user's ImageNet weights may come in (never a pickle).
+PRETRAINED_SUFFIX = ".safetensors"
 
 MALIGNANT_CLASS = 1
 # ImageNet statistics averaged over RGB: the grey image that pretrained filters (summed
@@ -115,9 +121,9 @@ def build_classifier(
     ``pretrained_weights`` is an ImageNet state dict of the same torchvision network that
     the user supplies as a ``.safetensors`` file (we never download or unpickle weights).
     Its RGB first convolution is summed over colour to take one grey channel, and its
-    1000-class head is replaced by a new 2-class layer. ``pooling`` (see :data:`POOLINGS`)
-    replaces the global average pool; the module keeps torchvision's name ``avgpool`` so
-    that weight names do not depend on it.
+    1000-class head is replaced by a new 2-class layer. ``pooling`` (one of
+    :data:`~VirtualBiopsyLib.models.names.POOLINGS`) replaces the global average pool; the
+    module keeps torchvision's name ``avgpool`` so that weight names do not depend on it.
 
     >>> build_classifier("resnet18").architecture
     'resnet18'
@@ -132,14 +138,34 @@ def build_classifier(
             f"unknown classifier architecture {architecture!r}; "
             f"expected one of {', '.join(ARCHITECTURES)}"
         )
-    if pretrained_weights is not None and architecture == DEMO_ARCHITECTURE:
-        raise ValueError("the demo classifier has no ImageNet weights to start from")
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; expected one of {', '.join(POOLINGS)}")
+    if pretrained_weights is not None:
+        problem = pretrained_weights_problem(architecture, pretrained_weights)
+        if problem is not None:
+            raise ModelPackageError(f"{pretrained_weights}: {problem}")
+    problem = pooling_problem(architecture, pooling)
+    if problem is not None:
+        raise ValueError(problem)
     backbone, split = builder(pretrained_weights)
     backbone.avgpool = _global_pool(pooling, backbone.avgpool, _pooled_channels(backbone))
     _disable_inplace_relu(backbone)
     return MalignancyClassifier(backbone, split, architecture, pooling)
+
+
+def pretrained_weights_problem(architecture: str, path: Path | str) -> str | None:
+    """Why ``path`` cannot start ``architecture``'s training, or None when it may (checked
+    before the file is read, so a configuration can be refused before a run starts).
+
+    >>> pretrained_weights_problem("resnet18", "imagenet/resnet18.pth")[:41]
+    'pretrained weights must be a .safetensors'
+    """
+    if architecture == DEMO_ARCHITECTURE:
+        return "the demo classifier has no ImageNet weights to start from"
+    if Path(path).suffix != PRETRAINED_SUFFIX:
+        return (
+            f"pretrained weights must be a {PRETRAINED_SUFFIX} file (pickled .pth/.pt files "
+            "are refused because unpickling can run code)"
+        )
+    return None
 
 
 class GeneralizedMeanPool(nn.Module):
@@ -185,9 +211,7 @@ def _global_pool(pooling: str, current: nn.Module, channels: int) -> nn.Module:
         return nn.AdaptiveMaxPool2d(output_size)
     if pooling == "gem":
         return GeneralizedMeanPool(output_size)
-    if output_size not in (1, (1, 1)):
-        raise ValueError("attention pooling needs a global pool (not VGG16's 7×7 pool)")
-    return AttentionPool(channels)
+    return AttentionPool(channels)  # a global pool only (names.pooling_problem)
 
 
 def _pooled_channels(backbone: nn.Module) -> int:
@@ -329,12 +353,7 @@ _BUILDERS: dict[str, Callable[[Path | str | None], tuple[nn.Module, NetworkSplit
 def _load_imagenet(network: nn.Module, path: Path | str) -> None:
     """Load a user-supplied ImageNet state dict (safetensors only) into the RGB network."""
     path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ModelPackageError(
-            f"{path}: pretrained weights must be a .safetensors file (pickled .pth/.pt files "
-            "are refused because unpickling can run code)"
-        )
-    state = read_state_dict(path)
+    state = read_state_dict(path)  # build_classifier has checked the suffix
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as error:

@@ -19,6 +19,10 @@ from torch import nn
 PAPER_GENERATOR: dict[str, int] = {"ngf": 64, "n_blocks": 9}
 DEMO_GENERATOR: dict[str, int] = {"ngf": 8, "n_blocks": 2}
 IMAGE_CHANNELS = 1
+#: The ResNet generator downsamples twice: it works on sides that are multiples of this.
+RESNET_STRIDE = 4
+#: The smallest side it trains on: padded to 8, its residual blocks see 2 × 2.
+SMALLEST_RESNET_INPUT = 5
 
 
 class ResidualBlock(nn.Module):
@@ -43,7 +47,10 @@ class ResidualBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """LE ``[B, 1, H, W]`` in [0, 1] → synthetic DES ``[B, 1, H, W]`` in [0, 1].
 
-    H and W should be multiples of 4 (two stride-2 downsamplings).
+    Two stride-2 downsamplings need sides that are multiples of 4: other sides (an odd
+    training crop, a package's image size) are reflection-padded at the bottom and right
+    and the output cropped back, so the synthetic DES always has the LE's size. Sides
+    that are multiples of 4 are computed exactly as before.
 
     >>> import torch
     >>> generator = build_generator(**DEMO_GENERATOR).eval()
@@ -75,7 +82,12 @@ class ResnetGenerator(nn.Module):
         return {"ngf": self.ngf, "n_blocks": self.n_blocks}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
+        height, width = images.shape[-2:]
+        pad_bottom, pad_right = -height % RESNET_STRIDE, -width % RESNET_STRIDE
+        if not (pad_bottom or pad_right):
+            return self.model(images)
+        padded = nn.functional.pad(images, (0, pad_right, 0, pad_bottom), mode="reflect")
+        return self.model(padded)[..., :height, :width]
 
 
 class PatchGANDiscriminator(nn.Module):
@@ -128,6 +140,16 @@ def build_discriminator(
     3
     """
     return PatchGANDiscriminator(ndf=ndf, n_layers=n_layers, in_channels=in_channels)
+
+
+def smallest_patchgan_input(n_layers: int = 3) -> int:
+    """The smallest image side a PatchGAN of ``n_layers`` gives a logit for (24 for 3):
+    ``n_layers`` halvings, then two 4×4 convolutions that each take one pixel off.
+
+    >>> smallest_patchgan_input(3)
+    24
+    """
+    return 3 * 2**n_layers
 
 
 def patch_receptive_field(n_layers: int = 3) -> int:

@@ -16,9 +16,13 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from VirtualBiopsyLib.models.cyclegan import ResnetGenerator, build_generator
+from VirtualBiopsyLib.models.cyclegan import (
+    SMALLEST_RESNET_INPUT,
+    ResnetGenerator,
+    build_generator,
+)
 from VirtualBiopsyLib.models.names import GENERATOR_ARCHITECTURES, GENERATOR_HYPERPARAMETERS
-from VirtualBiopsyLib.models.unet import UNetGenerator, build_unet_generator
+from VirtualBiopsyLib.models.unet import UNetGenerator, build_unet_generator, smallest_unet_input
 
 
 def build_named_generator(architecture: str, hyperparameters: Mapping[str, int]) -> nn.Module:
@@ -36,6 +40,17 @@ def build_named_generator(architecture: str, hyperparameters: Mapping[str, int])
     if architecture == "unet":
         return build_unet_generator(**sizes)
     return build_generator(**sizes)
+
+
+def smallest_generator_input(architecture: str, hyperparameters: Mapping[str, int]) -> int:
+    """The smallest image side a generator of ``architecture`` trains on.
+
+    >>> smallest_generator_input("unet", {"base_width": 16, "levels": 4})
+    9
+    """
+    if architecture == "unet":
+        return smallest_unet_input(int(hyperparameters["levels"]))
+    return SMALLEST_RESNET_INPUT
 
 
 def generator_spec(network: nn.Module) -> tuple[str, dict[str, int]]:

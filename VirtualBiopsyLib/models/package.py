@@ -36,7 +36,15 @@ from VirtualBiopsyLib.limits import (
     limit,
     read_regular_file,
 )
-from VirtualBiopsyLib.models.names import GENERATOR_HYPERPARAMETERS, POOLINGS
+from VirtualBiopsyLib.models.names import (
+    CLASSIFIER_ARCHITECTURES,
+    GENERATOR_HYPERPARAMETERS,
+    GENERATOR_MINIMA,
+    POOLINGS,
+    SMALLEST_CLASSIFIER_INPUT,
+    pooling_problem,
+    unet_size_problem,
+)
 from VirtualBiopsyLib.models.safetensors_io import (
     read_state_dict,
     sha256_bytes,
@@ -51,8 +59,9 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "model.json"
-ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet50", "vgg16", "demo")
+ARCHITECTURES: tuple[str, ...] = CLASSIFIER_ARCHITECTURES
 DEFAULT_THRESHOLD = 0.5
+MIN_IMAGE_SIZE = 8  # the schema's image_size minimum
 VERIFY_WORKERS = 4  # files hashed side by side by load_package
 _BUILD_LOCK = threading.Lock()  # one network built at a time (see _load_weights)
 _IMPORT_LOCK = threading.Lock()  # torchvision imported by one thread (import_builders)
@@ -617,17 +626,27 @@ def _build_package(
         generators = {
             View(view): _generator_entry(entry) for view, entry in manifest["generators"].items()
         }
-        if not 8 <= int(manifest["image_size"]) <= MAX_NETWORK_INPUT_SIZE:
-            raise ValueError(f"image_size must be 8 to {MAX_NETWORK_INPUT_SIZE}")
+        image_size = int(manifest["image_size"])
+        if not MIN_IMAGE_SIZE <= image_size <= MAX_NETWORK_INPUT_SIZE:
+            raise ValueError(f"image_size must be {MIN_IMAGE_SIZE} to {MAX_NETWORK_INPUT_SIZE}")
+        if image_size < SMALLEST_CLASSIFIER_INPUT[architecture]:  # would fail in its forward
+            raise ValueError(
+                f"image_size {image_size} is too small for {architecture} classifiers "
+                f"(at least {SMALLEST_CLASSIFIER_INPUT[architecture]})"
+            )
         threshold = float(manifest["threshold"])
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold {threshold} outside (0, 1)")
+        pooling = _pooling(manifest.get("classifier_pooling", "avg"))
+        problem = pooling_problem(architecture, pooling)
+        if problem is not None:  # refused here, not when inference first builds one
+            raise ValueError(f"classifier_pooling {pooling!r} with {architecture}: {problem}")
         return ModelPackage(
             directory=directory,
             name=str(manifest["name"]),
             version=str(manifest["version"]),
             architecture=architecture,
-            image_size=int(manifest["image_size"]),
+            image_size=image_size,
             preprocessing=preprocessing,
             threshold=threshold,
             is_demo=_boolean(manifest["is_demo"]),
@@ -637,7 +656,7 @@ def _build_package(
             provenance=dict(manifest["provenance"]),
             intended_use=str(manifest["intended_use"]),
             manifest=manifest,
-            pooling=_pooling(manifest.get("classifier_pooling", "avg")),
+            pooling=pooling,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelPackageError(f"{manifest_path}: invalid content ({error})") from error
@@ -666,15 +685,19 @@ def _generator_entry(entry: dict[str, Any]) -> GeneratorEntry:
     names = GENERATOR_HYPERPARAMETERS.get(architecture)
     if names is None:
         raise ValueError(f"unknown generator architecture {architecture!r}")
-    minimum = {"n_blocks": 0, "levels": 2}
+    hyperparameters = {
+        name: _positive_int(entry[name], name, GENERATOR_MINIMA[name], GENERATOR_MAXIMA[name])
+        for name in names
+    }
+    if architecture == "unet":
+        problem = unet_size_problem(**hyperparameters)
+        if problem is not None:  # refused here, not when inference first builds it
+            raise ValueError(problem)
     return GeneratorEntry(
         file=_file_name(entry["file"]),
         sha256=_digest(entry["sha256"]),
         architecture=architecture,
-        hyperparameters={
-            name: _positive_int(entry[name], name, minimum.get(name, 1), GENERATOR_MAXIMA[name])
-            for name in names
-        },
+        hyperparameters=hyperparameters,
     )
 
 

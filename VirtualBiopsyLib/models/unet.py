@@ -20,10 +20,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from VirtualBiopsyLib.models.names import unet_size_problem
+
 IMAGE_CHANNELS = 1
 PAPER_UNET: dict[str, int] = {"base_width": 32, "levels": 5}
 DEMO_UNET: dict[str, int] = {"base_width": 8, "levels": 4}
-MAX_UNET_WIDTH = 1024
 
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -37,16 +38,28 @@ def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+def smallest_unet_input(levels: int) -> int:
+    """The smallest image side a U-Net of ``levels`` trains on: its deepest level must keep
+    two pixels (reflection padding and instance norm refuse one).
+
+    >>> smallest_unet_input(4)
+    9
+    """
+    return 2 ** (levels - 1) + 1
+
+
 class UNetGenerator(nn.Module):
     """LE ``[B, 1, H, W]`` in [0, 1] → synthetic DES ``[B, 1, H, W]`` in [0, 1].
 
-    H and W must be multiples of ``2 ** (levels - 1)``.
+    Any H and W of at least :func:`smallest_unet_input` (the decoder upsamples to each
+    skip connection's size).
     """
 
     def __init__(self, base_width: int = 32, levels: int = 5) -> None:
         super().__init__()
-        if base_width < 1 or levels < 2 or base_width * 2 ** (levels - 1) > MAX_UNET_WIDTH:
-            raise ValueError(f"invalid U-Net size base_width={base_width}, levels={levels}")
+        problem = unet_size_problem(base_width, levels)
+        if problem is not None:
+            raise ValueError(problem)
         self.base_width = base_width
         self.levels = levels
         widths = [base_width * 2**level for level in range(levels)]
