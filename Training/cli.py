@@ -412,7 +412,14 @@ def _print_job_progress(run_dir: Path) -> None:
 
 
 def run_jobs(args: argparse.Namespace) -> int:
-    from Training.jobs import format_jobs, id_ranges, job_status, plan_jobs, read_plan
+    from Training.jobs import (
+        describe_state,
+        format_jobs,
+        id_ranges,
+        job_status,
+        plan_jobs,
+        read_plan,
+    )
 
     if args.status and args.run is None:
         raise UsageError("--status needs --run RUN_DIR: the states are that folder's")
@@ -430,7 +437,7 @@ def run_jobs(args: argparse.Namespace) -> int:
     if args.status and args.run is not None:
         print(f"{'ID':>3}  {'JOB':16} STATUS")
         for job in jobs:
-            print(f"{job.id:>3}  {job.name:16} {job_status(args.run, job)['status']}")
+            print(f"{job.id:>3}  {job.name:16} {describe_state(job_status(args.run, job))}")
         return EXIT_OK
     print(format_jobs(jobs), end="")
     return EXIT_OK

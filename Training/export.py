@@ -26,7 +26,7 @@ from Training.config import RunConfig
 from Training.datasets import ManifestError
 from Training.generator_training import build_config_generator
 from Training.jobs import Job, JobError, describe_missing, missing_jobs, read_plan
-from Training.run import finalize_run, fold_dirs, preprocessing_params
+from Training.run import finalize_run, fold_dirs, gathering_fingerprint, preprocessing_params
 from VirtualBiopsyLib.atomic_io import finite_json
 from VirtualBiopsyLib.models.package import FoldModels, write_package
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
@@ -113,14 +113,16 @@ def gather_run(run_dir: Path) -> None:
 
 
 def _gathered(run_dir: Path, jobs: list[Job]) -> bool:
-    """True when ``run.json`` says complete and no job's files are newer than it (a job
-    trained again after the run was gathered makes the summary stale)."""
-    record = run_dir / "run.json"
-    if not record.exists() or _read_json(record).get("status") != "complete":
+    """True when ``run.json`` says complete and every job file and summary file is the
+    one gathered (:func:`Training.run.gathering_fingerprint`): a job trained again or
+    restored from an older copy, or a summary file removed, makes the summary stale."""
+    path = run_dir / "run.json"
+    if not path.exists():
         return False
-    gathered = record.stat().st_mtime_ns
-    files = [path for job in jobs for path in job.finished_files(run_dir) if path.exists()]
-    return all(path.stat().st_mtime_ns <= gathered for path in files)
+    record = _read_json(path)
+    if record.get("status") != "complete":
+        return False
+    return record.get("gathered") == gathering_fingerprint(run_dir, jobs)
 
 
 def _fold_models(folder: Path, config: RunConfig) -> FoldModels:

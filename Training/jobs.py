@@ -19,8 +19,10 @@ array can run one stage after another (``virtual-biopsy-train jobs --ids generat
 ``jobs.json`` in the run folder holds the plan (job list and the manifest's SHA-256),
 created once by the first job; every later job checks it has the same plan. Each job
 writes ``jobs/<name>.json`` (its status: running, complete, skipped or failed; device,
-world size, dates) and only its own model folder; a model is finished when its
-``result.json`` (and, for a classifier, its ``predictions.csv``) exists.
+world size, dates, host and process ID) and only its own model folder; a model is
+finished when its ``result.json`` (and, for a classifier, its ``predictions.csv``)
+exists. A job holds ``jobs/<name>.lock`` while it trains (:func:`job_lock`); one that
+says running while nobody holds its lock is ``interrupted``.
 
 >>> from Training.config import RunConfig
 >>> jobs = plan_jobs(RunConfig())
@@ -33,6 +35,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
+import os
 import secrets
 import socket
 from collections.abc import Iterable, Iterator, Sequence
@@ -42,6 +46,7 @@ from typing import Any
 
 from Training.config import RunConfig
 from VirtualBiopsyLib.atomic_io import (
+    LockUnsupportedError,
     exclusive_lock,
     rename_no_replace,
     write_json_atomic,
@@ -49,6 +54,8 @@ from VirtualBiopsyLib.atomic_io import (
 )
 from VirtualBiopsyLib.errors import UsageError, VirtualBiopsyError
 from VirtualBiopsyLib.roles import SLOTS, VIEWS, parse_slot
+
+logger = logging.getLogger(__name__)
 
 PLAN_FORMAT = "virtual-biopsy-training-jobs-v1"
 JOB_KINDS: tuple[str, ...] = ("pretrain", "generator", "classifier")
@@ -62,6 +69,7 @@ COMPLETE, SKIPPED, RUNNING, FAILED, NOT_STARTED, INTERRUPTED = (
     "interrupted",  # said running, but no process holds its lock (killed, node lost)
 )
 FINISHED = (COMPLETE, SKIPPED)
+PROBE_WAIT = 1.0  # seconds job_lock waits for a lock held by a status probe (job_status)
 
 
 class JobError(VirtualBiopsyError):
@@ -295,7 +303,12 @@ def read_plan(run_dir: Path) -> list[Job] | None:
 
 
 def job_status(run_dir: Path, job: Job) -> dict[str, Any]:
-    """Where a job stands: its status file, with ``complete`` decided by its output files."""
+    """Where a job stands: its status file, with ``complete`` decided by its output files.
+
+    A job that says running reads as ``interrupted`` once its process is gone
+    (:func:`_still_running`); where that cannot be told from here, the record says why
+    in ``unverified``.
+    """
     record: dict[str, Any] = {}
     path = job.status_file(run_dir)
     if path.exists():
@@ -309,19 +322,48 @@ def job_status(run_dir: Path, job: Job) -> dict[str, Any]:
         return {**record, "status": COMPLETE}
     if record.get("status") == COMPLETE:  # its outputs were removed since
         record = {**record, "status": NOT_STARTED}
-    if record.get("status") == RUNNING and _abandoned(run_dir, job):
-        record = {**record, "status": INTERRUPTED}
+    if record.get("status") == RUNNING:
+        running = _still_running(run_dir, job, record)
+        if running is False:
+            record = {**record, "status": INTERRUPTED}
+        elif running is None:
+            record = {
+                **record,
+                "unverified": "whether its process still runs can only be checked on "
+                f"{record.get('host', 'the host it ran on')}",
+            }
     return {**record, "status": record.get("status", NOT_STARTED)}
 
 
-def _abandoned(run_dir: Path, job: Job) -> bool:
-    """True when the job's lock exists and nobody holds it: the process that said
-    "running" is gone (a job holds its lock while it trains, see :func:`job_lock`)."""
+def _still_running(run_dir: Path, job: Job, record: dict[str, Any]) -> bool | None:
+    """Whether the process that wrote "running" is still there; None when nobody can tell.
+
+    Its lock says so where ``flock`` works (a job holds it while it trains, see
+    :func:`job_lock`; the kernel drops it when the process dies). Where the file system
+    has no ``flock``, or the run predates job locks, the process ID recorded with the
+    status answers on the host that process ran on.
+    """
     lock = _lock_file(run_dir, job)
-    if not lock.exists():  # a run from before job locks: cannot tell
+    if lock.exists():
+        try:
+            with exclusive_lock(lock) as free:
+                return not free
+        except LockUnsupportedError:
+            pass  # no flock on this file system: ask the process table
+    if record.get("host") == socket.gethostname() and isinstance(record.get("pid"), int):
+        return _process_exists(record["pid"])
+    return None
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether a process with this ID exists on this host (signal 0 only checks)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    with exclusive_lock(lock) as free:
-        return free
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def is_finished(run_dir: Path, job: Job) -> bool:
@@ -341,7 +383,13 @@ def write_status(run_dir: Path, job: Job, status: str, **fields: Any) -> None:
     if status == RUNNING:
         record = {"started": now}
     record.update(
-        {"job": job.to_dict(), "status": status, "updated": now, "host": socket.gethostname()}
+        {
+            "job": job.to_dict(),
+            "status": status,
+            "updated": now,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),  # with host: is it still running, where flock cannot tell
+        }
     )
     record.update(fields)
     write_json_atomic(path, record)
@@ -355,16 +403,53 @@ def job_lock(run_dir: Path, job: Job) -> Iterator[None]:
     otherwise write the same model folder and checkpoint under each other. The lock is a
     ``flock`` on ``jobs/<name>.lock``: held across processes on one machine and, on a
     shared file system that supports ``flock`` (NFSv4, Lustre, GPFS), across machines.
+    Where the file system has no ``flock``, the job's status record stands in
+    (:func:`_check_without_flock`). A lock found held is tried again for
+    ``PROBE_WAIT`` seconds: whoever asks whether an interrupted job still runs
+    (:func:`job_status`: ``jobs --status``, ``package``, another job's progress line)
+    holds its lock for an instant, and a copy starting then is no second copy.
     """
-    with exclusive_lock(_lock_file(run_dir, job)) as held:
+    with contextlib.ExitStack() as stack:
+        try:
+            held = stack.enter_context(exclusive_lock(_lock_file(run_dir, job), PROBE_WAIT))
+        except LockUnsupportedError as error:
+            held = _check_without_flock(run_dir, job, error)
         if not held:
             status = job_status(run_dir, job)
-            where = f"since {status.get('started', '?')} on {status.get('host', '?')}"
             raise JobError(
-                f"{job.describe()} is running already ({where}); wait for it, or end that "
-                "process before starting the job again"
+                f"{job.describe()} is running already ({_where(status)}); wait for it, or "
+                "end that process before starting the job again"
             )
         yield
+
+
+def _check_without_flock(run_dir: Path, job: Job, error: LockUnsupportedError) -> bool:
+    """Whether a job may start where ``flock`` fails: False when its record shows a copy
+    alive on this host; an error when it shows one elsewhere (it cannot be checked from
+    here, so the user decides); True otherwise, with a warning that only the record
+    guards the job now (two copies started in the same instant both pass)."""
+    status = job_status(run_dir, job)
+    if status["status"] == RUNNING and not status.get("unverified"):
+        return False
+    if status["status"] == RUNNING:
+        raise JobError(
+            f"{error.filename}: {error.strerror}, so a running copy of a job is known from "
+            f"its status record only. {job.describe()} says running ({_where(status)}); "
+            f"{status['unverified']}. If that process has ended (killed, node lost), remove "
+            f"{job.status_file(run_dir)} and start the job again with --resume"
+        )
+    logger.warning(
+        "%s: %s; a second copy of %s is recognised by its status record (host, process ID) only",
+        error.filename,
+        error.strerror,
+        job.name,
+    )
+    return True
+
+
+def _where(status: dict[str, Any]) -> str:
+    where = f"since {status.get('started', '?')} on {status.get('host', '?')}"
+    return f"{where}, process {status['pid']}" if "pid" in status else where
 
 
 def _lock_file(run_dir: Path, job: Job) -> Path:
@@ -395,17 +480,27 @@ def missing_jobs(run_dir: Path, jobs: Sequence[Job]) -> list[tuple[Job, dict[str
     return missing
 
 
+def describe_state(status: dict[str, Any]) -> str:
+    """A job's state for people: "failed (updated … on node-3): RuntimeError: …"; when and
+    where an unfinished job last ran, its error, and why "running" is unverified."""
+    state = status["status"]
+    if state in FINISHED:
+        return state
+    if status.get("updated"):
+        state += f" (updated {status['updated']}"
+        state += f" on {status['host']})" if status.get("host") else ")"
+    if status.get("error"):
+        state += f": {status['error']}"
+    if status.get("unverified"):
+        state += f"; {status['unverified']}"
+    return state
+
+
 def describe_missing(run_dir: Path, missing: Sequence[tuple[Job, dict[str, Any]]]) -> str:
     """The message of an incomplete run: every missing job, its ID, what it is, its state."""
     lines = [f"{run_dir}: {len(missing)} job(s) not finished, so no package was written:"]
     for job, status in missing:
-        state = status["status"]
-        if status.get("updated"):
-            state += f" (updated {status['updated']}"
-            state += f" on {status['host']})" if status.get("host") else ")"
-        if status.get("error"):
-            state += f": {status['error']}"
-        lines.append(f"  {job.describe()}: {state}")
+        lines.append(f"  {job.describe()}: {describe_state(status)}")
     ids = id_ranges([job.id for job, _ in missing])
     lines.append(f"run them with `virtual-biopsy-train train MANIFEST --out {run_dir} --job ID`")
     lines.append(f"(IDs {ids}), then package again")

@@ -11,10 +11,12 @@ Output folder (``RUN_DIR``)::
     jobs/<name>.json      each job's status (running, complete, skipped, failed), device
     run.json              provenance: manifest SHA-256, dates, code version, notices, status
     splits.json           patient keys (pseudonyms) of every fold's train/val/test
-    fold_<k>/generators/<CC|MLO>/   checkpoint/, generator_LE_to_DES_<view>.safetensors,
-                                    result.json (val loss history, test MSE/PSNR/SSIM)
-    fold_<k>/classifiers/<slot>/    checkpoint/, classifier_<slot>.safetensors, result.json,
-                                    predictions.csv (this classifier's val/test rows)
+    fold_<k>/generators/<CC|MLO>/   generator_LE_to_DES_<view>.safetensors,
+                                    result.json (val loss history, test MSE/PSNR/SSIM),
+                                    checkpoint/ while it trains
+    fold_<k>/classifiers/<slot>/    classifier_<slot>.safetensors, result.json,
+                                    predictions.csv (this classifier's val/test rows),
+                                    checkpoint/ while it trains
     fold_<k>/predictions.csv        val/test probabilities, real and synthetic DES (the
                                     synthetic rows recalibrated with the fold's shifts)
     fold_<k>/fold.json              validation MCC per slot and per modality, and each DES
@@ -24,9 +26,9 @@ Output folder (``RUN_DIR``)::
     pretrain/<view>/      the generator pre-trained on ``--pretrain-manifest`` (optional)
 
 Each model's folder is complete once its ``result.json`` (and a classifier's
-``predictions.csv``) exists; ``resume=True`` skips finished models and continues an
-interrupted one from its checkpoint. Under torchrun every rank runs the same jobs and
-only rank 0 writes.
+``predictions.csv``) exists; its checkpoint is deleted then (a finished model is never
+trained again). ``resume=True`` skips finished models and continues an interrupted one
+from its checkpoint. Under torchrun every rank runs the same jobs and only rank 0 writes.
 
 >>> from Training.config import tiny_config
 >>> train_run(Path("cohort/manifest.csv"), Path("runs/tiny"), tiny_config())  # doctest: +SKIP
@@ -35,6 +37,7 @@ PosixPath('runs/tiny')
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -111,7 +114,7 @@ from Training.jobs import (
 from Training.metrics import BREAST_METRICS, GENERATION_METRICS, auc, mean_and_standard_error
 from Training.runtime import CheckpointStore, Runtime, make_runtime, seed_everything
 from Training.splits import FoldSplit, make_splits, patient_labels, save_splits
-from VirtualBiopsyLib.atomic_io import finite_json, write_text_atomic
+from VirtualBiopsyLib.atomic_io import finite_json, sync_to_disk, write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict, write_state_dict
@@ -307,7 +310,11 @@ def _claim_run(context: RunContext, folds: list[FoldSplit], pretrain: Manifest |
 
 
 def _write_run_record(
-    out_dir: Path, plan: dict[str, Any], status: str, runtime: Runtime | None = None
+    out_dir: Path,
+    plan: dict[str, Any],
+    status: str,
+    runtime: Runtime | None = None,
+    **fields: Any,
 ) -> None:
     path = out_dir / "run.json"
     record: dict[str, Any] = {}
@@ -328,6 +335,7 @@ def _write_run_record(
             "synthetic_data": plan["synthetic_data"],
             "research_use_notice": VirtualBiopsyLib.RESEARCH_USE_NOTICE,
             "updated": now,
+            **fields,
         }
     )
     record.setdefault("started", now)
@@ -388,27 +396,55 @@ def run_job(context: RunContext, job: Job) -> str:
     (:func:`Training.jobs.check_needs` says which is not). Only rank 0 writes; the job's
     status file records running → complete / skipped / failed. Rank 0 holds the job's
     lock throughout (:func:`Training.jobs.job_lock`): a second copy of the job is refused.
+    Under torchrun rank 0 alone takes the lock and decides whether the job runs; every
+    rank follows (a refusal stops all of them with its message), and no other rank reads
+    or locks the job's files, where its probe of a free lock could make rank 0 refuse.
+    A finished model keeps no checkpoint (:func:`_drop_checkpoint`).
     """
-    if not context.runtime.is_main:
-        return _run_job(context, job)
-    with job_lock(context.out_dir, job):
+    with contextlib.ExitStack() as stack:
+
+        def lock() -> None:
+            stack.enter_context(job_lock(context.out_dir, job))
+
+        context.runtime.on_main(lock)
         return _run_job(context, job)
 
 
-def _run_job(context: RunContext, job: Job) -> str:
-    runtime, out_dir = context.runtime, context.out_dir
+def _finished_or_refused(context: RunContext, job: Job) -> bool:
+    """Rank 0's decision under the job's lock: True when the job is finished already;
+    an error when it may not start (finished or checkpointed without ``--resume``, or
+    what it needs is not finished)."""
+    out_dir = context.out_dir
     if is_finished(out_dir, job):
         if context.selective and not context.resume:
             raise OutputExistsError(
                 f"{out_dir}: {job.describe()} is finished already; use --resume to skip "
                 "finished jobs"
             )
-        return COMPLETE
+        _drop_checkpoint(out_dir, job)  # left by a process killed right after finishing
+        return True
     if context.selective and not context.resume and CheckpointStore(job.folder(out_dir)).exists():
         raise OutputExistsError(
             f"{job.folder(out_dir)}: {job.describe()} has a checkpoint; continue it with --resume"
         )
     check_needs(out_dir, context.jobs, job)
+    return False
+
+
+def _drop_checkpoint(out_dir: Path, job: Job) -> None:
+    """Delete a finished job's resume state (GBs for 30 ResNet jobs), once its weights
+    and records are on disk: a finished job is never trained again."""
+    folder = job.folder(out_dir)
+    store = CheckpointStore(folder)
+    if store.present():
+        sync_to_disk(*[path for path in job.finished_files(out_dir) if path.exists()], folder)
+        store.remove()
+
+
+def _run_job(context: RunContext, job: Job) -> str:
+    runtime, out_dir = context.runtime, context.out_dir
+    if runtime.on_main(lambda: _finished_or_refused(context, job)):
+        return COMPLETE
     provenance = {
         "device": str(runtime.device),
         "world_size": runtime.world_size,
@@ -425,7 +461,12 @@ def _run_job(context: RunContext, job: Job) -> str:
             write_status(out_dir, job, FAILED, error=f"{type(error).__name__}: {reason}"[:500])
         raise
     status = SKIPPED if skipped else COMPLETE
-    runtime.on_main(lambda: write_status(out_dir, job, status, **provenance, **details))
+
+    def finish() -> None:
+        write_status(out_dir, job, status, **provenance, **details)
+        _drop_checkpoint(out_dir, job)
+
+    runtime.on_main(finish)
     return status
 
 
@@ -744,12 +785,46 @@ def finalize_run(out_dir: Path) -> Path:
         raise JobError(describe_missing(out_dir, missing))
     config = RunConfig.load(out_dir / "config.json")
     plan = json.loads((out_dir / "jobs.json").read_text(encoding="utf-8"))
+    inputs = gathering_fingerprint(out_dir, jobs)["jobs"]
     predictions: list[Prediction] = []
     for fold in range(config.splits.n_folds):
         predictions.extend(_gather_fold(out_dir, config, fold, jobs))
     _write_summary(out_dir, config, plan["synthetic_data"], predictions)
-    _write_run_record(out_dir, plan, "complete")
+    gathered = {**gathering_fingerprint(out_dir, jobs), "jobs": inputs}
+    _write_run_record(out_dir, plan, "complete", gathered=gathered)
     return out_dir
+
+
+def gathering_fingerprint(
+    out_dir: Path, jobs: Sequence[Job]
+) -> dict[str, dict[str, list[int] | None]]:
+    """Size and modification time of every finished job's files ("jobs") and of what
+    gathering writes from them ("summary"); None for a file that is missing.
+
+    ``run.json`` keeps it: a gathered run whose files differ in any way (a job trained
+    again, or restored from an older copy with its old date; a summary file removed) is
+    gathered again by ``package`` (:func:`Training.export.gather_run`).
+    """
+    folds = sorted({job.fold for job in jobs if job.kind == "classifier"})
+    summary = [out_dir / "predictions.csv", out_dir / "metrics.json"]
+    summary += [
+        out_dir / f"fold_{k}" / name for k in folds for name in ("predictions.csv", "fold.json")
+    ]
+    files = [path for job in jobs for path in job.finished_files(out_dir)]
+    return {"jobs": _fingerprint(out_dir, files), "summary": _fingerprint(out_dir, summary)}
+
+
+def _fingerprint(out_dir: Path, paths: Sequence[Path]) -> dict[str, list[int] | None]:
+    """{path in the run: [size, modification time in ns], or None when missing}."""
+    fingerprint: dict[str, list[int] | None] = {}
+    for path in paths:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            stat = None
+        key = path.relative_to(out_dir).as_posix()
+        fingerprint[key] = None if stat is None else [stat.st_size, stat.st_mtime_ns]
+    return fingerprint
 
 
 def _gather_fold(out_dir: Path, config: RunConfig, fold: int, jobs: list[Job]) -> list[Prediction]:

@@ -292,11 +292,25 @@ class CheckpointStore:
         self.folder = self.work_dir / "checkpoint"
 
     def exists(self) -> bool:
+        """Whether a complete checkpoint is there to resume from."""
         return (self.folder / "state.json").exists() or (self._old / "state.json").exists()
+
+    def present(self) -> bool:
+        """Whether any checkpoint folder is on disk, complete or half-written."""
+        return any(folder.exists() for folder in (self.folder, self._old, self._temporary))
+
+    def remove(self) -> None:
+        """Delete every checkpoint folder (the model is finished: nothing to resume)."""
+        for folder in (self.folder, self._old, self._temporary):
+            shutil.rmtree(folder, ignore_errors=True)
 
     @property
     def _old(self) -> Path:
         return self.work_dir / "checkpoint.old"
+
+    @property
+    def _temporary(self) -> Path:
+        return self.work_dir / "checkpoint.tmp"
 
     def save(
         self,
@@ -306,7 +320,7 @@ class CheckpointStore:
         state: dict[str, Any],
     ) -> None:
         """Write a complete checkpoint, then swap it in place of the previous one."""
-        temporary = self.work_dir / "checkpoint.tmp"
+        temporary = self._temporary
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
         write_state_dict(weights, temporary / "weights.safetensors")

@@ -16,6 +16,11 @@ kernel drops the lock when the process dies, even by ``kill -9``, so the next ru
 tell a stale partial folder (token whose lock nobody holds) from one a live run is
 still filling, and removes only the stale ones.
 
+Some shared file systems have no ``flock`` (Lustre mounted without ``flock``, NFS without
+its lock service: the call fails with ENOSYS, ENOLCK or EOPNOTSUPP). :func:`exclusive_lock`
+raises :class:`LockUnsupportedError` there, so that a caller never takes "no lock" for
+"lock held".
+
 >>> import tempfile
 >>> target = Path(tempfile.mkdtemp()) / "note.txt"
 >>> write_text_atomic(target, "phantom").read_text()
@@ -34,6 +39,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,8 @@ except ImportError:  # pragma: no cover - Windows: no flock; stale folders are k
     fcntl = None  # type: ignore[assignment]
 
 LOCK_PREFIX = ".virtual-biopsy-run-"
+#: what ``flock`` answers on a file system that does not support it (see the module docstring)
+FLOCK_UNSUPPORTED = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 LOCK_SUFFIX = ".lock"
 _HIDDEN_FOLDER = re.compile(r"^\..+\.(?P<token>[0-9a-f]{16})\.[^.]+\.(?:partial|old)$")
 _RENAME_NOREPLACE = 1
@@ -101,8 +109,7 @@ def write_atomically(
     try:
         write(temporary)
         if durable:
-            with open(temporary, "rb+") as stream:
-                os.fsync(stream.fileno())
+            sync_to_disk(temporary)
         os.chmod(temporary, mode if mode is not None else 0o666 & ~current_umask())
         os.replace(temporary, path)
     except BaseException:
@@ -398,22 +405,55 @@ def _try_lock(lock: Path) -> int | None:
     return handle
 
 
+class LockUnsupportedError(OSError):
+    """The file system of a lock file does not support ``flock``."""
+
+
 @contextlib.contextmanager
-def exclusive_lock(path: Path) -> Iterator[bool]:
+def exclusive_lock(path: Path, wait: float = 0.0) -> Iterator[bool]:
     """Hold an exclusive ``flock`` on ``path`` (created if needed) for the block.
 
-    Yields False, holding nothing, when another process holds it; the kernel drops the
-    lock when its holder dies, even by ``kill -9``. (No flock on Windows: always True.)
+    Yields False, holding nothing, when another process holds it (still after ``wait``
+    seconds, tried every 10 ms); the kernel drops the lock when its holder dies, even by
+    ``kill -9``. (No flock on Windows: always True.) Raises :class:`LockUnsupportedError`
+    where the file system has no ``flock``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    deadline = time.monotonic() + wait
     try:
-        if fcntl is not None:
+        while fcntl is not None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
             except BlockingIOError:
-                yield False
-                return
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.01)
+            except OSError as error:
+                if error.errno not in FLOCK_UNSUPPORTED:
+                    raise
+                raise LockUnsupportedError(
+                    error.errno,
+                    f"this file system does not support flock "
+                    f"({errno.errorcode[error.errno]}: {error.strerror})",
+                    str(path),
+                ) from error
         yield True
     finally:
         os.close(handle)
+
+
+def sync_to_disk(*paths: Path | str) -> None:
+    """fsync files and folders: what a crash must not lose (a folder's fsync makes the
+    renames in it durable). Windows cannot open a folder: folders are skipped there."""
+    for path in map(Path, paths):
+        folder = path.is_dir()
+        if folder and os.name == "nt":  # pragma: no cover - Windows
+            continue
+        handle = os.open(path, os.O_RDONLY if folder else os.O_RDWR)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)

@@ -13,7 +13,8 @@
   non-zero).
 - ``resume``: OUT/interrupted resumed (``resume=True``).
 
-Every weight file a rank writes is logged in ``OUT/writes_rank<r>.txt``.
+Every weight file a rank writes is logged in ``OUT/writes_rank<r>.txt``, every job lock
+it takes or probes in ``OUT/locks_rank<r>.txt``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from toy_training import toy_config, toy_loader  # noqa: E402
 
 import Training.classifier_training as classifier_training  # noqa: E402
 import Training.generator_training as generator_training  # noqa: E402
+import Training.jobs as jobs_module  # noqa: E402
 import Training.run as run_module  # noqa: E402
 import Training.runtime as runtime_module  # noqa: E402
 from Training.config import ClassifierConfig, GeneratorConfig  # noqa: E402
@@ -133,6 +135,19 @@ def _log_writes(out: Path) -> None:
     runtime_module.write_state_dict = logged(runtime_module.write_state_dict)
 
 
+def _log_locks(out: Path) -> None:
+    """Record (per rank) every job lock this process takes or probes."""
+    log = out / f"locks_rank{os.environ['RANK']}.txt"
+    original = jobs_module.exclusive_lock
+
+    def logged(path, *args, **kwargs):
+        with open(log, "a", encoding="utf-8") as stream:
+            stream.write(f"{Path(path).relative_to(out)}\n")
+        return original(path, *args, **kwargs)
+
+    jobs_module.exclusive_lock = logged
+
+
 def _interrupt(name: str) -> None:
     """Stop the model described ``name`` after one epoch, with its checkpoint written."""
     original = classifier_training.run_epochs
@@ -164,6 +179,7 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, required=True)
     args = parser.parse_args()
     _log_writes(args.out)
+    _log_locks(args.out)
     if args.mode == "first":
         steps(args.out / "steps")
         run(args.out / "straight", args.manifest)

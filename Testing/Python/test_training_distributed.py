@@ -2,7 +2,8 @@
 
 Two launches of ``distributed_worker.py`` (module fixture): the first checks steps
 (shards, gradients, weights on both ranks), trains four of fold 0's toy jobs straight and
-again with an interruption after one epoch of a classifier; the second resumes that run.
+again with an interruption after one epoch of a classifier; the second resumes that run,
+whose interrupted job says "running" as a kill -9 leaves it.
 
 Tolerances, and why:
 
@@ -34,6 +35,7 @@ import torch
 from toy_training import toy_config, toy_loader, write_cohort
 
 from Training.evaluation import read_predictions
+from Training.jobs import job_status, plan_jobs, write_status
 from Training.run import train_run
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict
 
@@ -95,9 +97,20 @@ def launched(tmp_path_factory) -> dict:
     state = json.loads(
         (interrupted / "fold_0/classifiers/LE_MLO/checkpoint/state.json").read_text()
     )
+    # as a kill -9 leaves it: "running", and nobody holds the lock
+    killed = next(job for job in plan_jobs(toy_config()) if job.name == "fold_0/LE_MLO")
+    write_status(interrupted, killed, "running")
+    before_resume = job_status(interrupted, killed)["status"]
     second = _torchrun("resume", out, manifest)
     assert second.returncode == 0, second.stderr[-3000:]
-    return {"root": root, "out": out, "manifest": manifest, "status": status, "state": state}
+    return {
+        "root": root,
+        "out": out,
+        "manifest": manifest,
+        "status": status,
+        "state": state,
+        "before_resume": before_resume,
+    }
 
 
 def test_ranks_train_on_disjoint_parts_of_the_same_global_batches(launched) -> None:
@@ -143,17 +156,28 @@ def test_gradients_are_the_single_process_gradients_of_the_whole_batch(launched)
 
 
 def test_only_rank_zero_writes_and_each_file_once(launched) -> None:
+    """Rank 0 writes each final file once and one checkpoint per epoch, and removes a
+    finished model's checkpoint; rank 1 writes nothing and takes or probes no job lock
+    (its probe of a free lock could make rank 0 refuse its own job as a second copy)."""
     out = launched["out"]
     assert not (out / "writes_rank1.txt").exists()
     written = (out / "writes_rank0.txt").read_text().split()
     finals = [path for path in written if "checkpoint" not in path]
     assert len(finals) == len(set(finals)) == 2 * len(JOBS)  # straight + interrupted runs
-    assert not [p for p in (out / "straight").rglob("checkpoint.tmp")]
+    straight = out / "straight"
+    for result in straight.glob("fold_0/*/*/result.json"):
+        folder = str(result.parent.relative_to(out))
+        saved = written.count(f"{folder}/checkpoint.tmp/weights.safetensors")
+        assert saved == json.loads(result.read_text())["epochs_run"] > 0, folder
+    assert not list(straight.rglob("checkpoint*"))
+    assert not list((out / "interrupted").rglob("checkpoint*"))
+    assert (out / "locks_rank0.txt").exists() and not (out / "locks_rank1.txt").exists()
 
 
 def test_resume_under_torchrun_continues_to_the_straight_runs_result(launched) -> None:
     assert launched["status"]["status"] == "failed"
     assert "interrupted" in launched["status"]["error"]
+    assert launched["before_resume"] == "interrupted"  # after a kill -9's "running"
     assert launched["state"]["epoch"] == 1  # the kill came after one of two epochs
     straight, resumed = launched["out"] / "straight", launched["out"] / "interrupted"
     weights = sorted(p for p in straight.rglob("*.safetensors") if "checkpoint" not in p.parts)

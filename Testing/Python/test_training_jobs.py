@@ -6,12 +6,18 @@ seconds, so the jobs-one-by-one run is compared file by file with the whole run.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import multiprocessing
 import os
+import re
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +29,7 @@ from Training.cli import main
 from Training.config import RunConfig
 from Training.export import export_package
 from Training.jobs import (
+    Job,
     JobError,
     id_ranges,
     job_status,
@@ -244,6 +251,15 @@ def test_package_gathers_again_after_a_job_is_retrained_and_names_broken_outputs
     export_package(run, tmp_path / "package-2")
     gathered = (run / "fold_1" / "predictions.csv").read_text()
     assert ",".join(first) in gathered and ",".join(rows[1].split(",")) not in gathered
+    # ... and one restored from an older copy with its old date (cp -p, rsync -a), or a
+    # gathered file removed: gathered again too (run.json records what it gathered)
+    path.write_text("\n".join(rows) + "\n")
+    os.utime(path, ns=(os.stat(run / "run.json").st_mtime_ns - 10**9,) * 2)
+    (run / "fold_3" / "fold.json").unlink()
+    export_package(run, tmp_path / "package-2b")
+    gathered = (run / "fold_1" / "predictions.csv").read_text()
+    assert rows[1] in gathered and ",".join(first) not in gathered
+    assert (run / "fold_3" / "fold.json").exists()
     # a finished job whose weights went missing is not finished: listed, exit 3
     weights = job.finished_files(run)[0]
     weights.rename(weights.with_suffix(".moved"))
@@ -315,6 +331,122 @@ def test_a_second_copy_of_a_running_job_is_refused(tmp_path: Path) -> None:
     with exclusive_lock(run / "jobs" / "fold_0.G_MLO.lock"):
         assert job_status(run, other)["status"] == "running"
     assert job_status(run, other)["status"] == "interrupted"
+
+
+def test_a_job_starting_while_a_status_probe_holds_its_lock_runs(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """``jobs --status``, ``package`` or another job's progress line asks whether an
+    interrupted job still runs by taking its lock for an instant; its --resume copy
+    starting in that instant waits for the probe instead of refusing as a second copy."""
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    run = tmp_path / "run"
+    _train_job(manifest, run, "10")
+    job = plan_jobs(toy_config())[11]
+    write_status(run, job, "running")  # then killed: nobody holds its lock
+    sleep = time.sleep
+    with contextlib.ExitStack() as probe:
+        assert probe.enter_context(exclusive_lock(job.status_file(run).with_suffix(".lock")))
+
+        def probe_ends(seconds: float) -> None:  # the probe lets go while the job waits
+            probe.close()
+            sleep(seconds)
+
+        monkeypatch.setattr(time, "sleep", probe_ends)
+        _train_job(manifest, run, "11", resume=True)
+    assert job_status(run, job)["status"] == "complete"
+
+
+def _dead_pid() -> int:
+    """The ID of a process of this host that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def _say_running(run: Path, job: Job, **fields: object) -> None:
+    """The status record a process leaves when it is killed while training ``job``."""
+    write_status(run, job, "running")
+    path = job.status_file(run)
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def test_without_flock_jobs_run_and_a_dead_copy_reads_interrupted(
+    tmp_path: Path, monkeypatch, capsys, caplog
+) -> None:
+    """Lustre without ``-o flock`` and NFS without its lock service answer flock with
+    ENOSYS / ENOLCK. A job still runs there (with a warning), the record's host and
+    process ID tell a copy killed on this host (interrupted, resumable) from a live one
+    (refused), and one that says running on another host is refused, saying how to go on."""
+
+    def no_flock(handle: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    run = tmp_path / "run"
+    jobs = plan_jobs(toy_config())
+    with caplog.at_level("WARNING", logger="Training.jobs"):
+        _train_job(manifest, run, "fold_0/LE_CC")
+    assert job_status(run, jobs[10])["status"] == "complete"
+    assert "does not support flock (ENOLCK" in caplog.text and "fold_0/LE_CC" in caplog.text
+    # killed on this host: its process is gone, so it is interrupted, and --resume runs it
+    _say_running(run, jobs[11], pid=_dead_pid())
+    assert job_status(run, jobs[11])["status"] == "interrupted"
+    assert main(["jobs", "--run", str(run), "--status"]) == 0
+    assert capsys.readouterr().out.splitlines()[12].split()[:3] == [
+        "11",
+        "fold_0/LE_MLO",
+        "interrupted",
+    ]
+    _train_job(manifest, run, "fold_0/LE_MLO", resume=True)
+    assert job_status(run, jobs[11])["status"] == "complete"
+    # a live copy on this host (this process stands in for it): refused
+    _say_running(run, jobs[14])
+    assert job_status(run, jobs[14])["status"] == "running"
+    with pytest.raises(JobError, match=rf"job 14 fold_1/LE_CC .*running already.*{os.getpid()}"):
+        _train_job(manifest, run, "14", resume=True)
+    # running on another host: nobody here can tell; refused, naming the file to remove
+    _say_running(run, jobs[15], host="node-7", pid=_dead_pid())
+    status = job_status(run, jobs[15])
+    assert status["status"] == "running" and "node-7" in status["unverified"]
+    assert main(["jobs", "--run", str(run), "--status"]) == 0
+    line = capsys.readouterr().out.splitlines()[16]
+    assert line.split()[:3] == ["15", "fold_1/LE_MLO", "running"] and "checked on node-7" in line
+    with pytest.raises(JobError, match="does not support flock") as refused:
+        _train_job(manifest, run, "15", resume=True)
+    assert str(jobs[15].status_file(run)) in str(refused.value)
+    assert not jobs[14].folder(run).exists() and not jobs[15].folder(run).exists()
+
+
+def test_jobs_status_says_each_state_and_why(tmp_path: Path, capsys) -> None:
+    """One line per job: finished ones say so; an unfinished one says when and where it
+    last ran, and a failed one its error, which otherwise only its status file holds."""
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    run = train_run(
+        manifest, tmp_path / "run", toy_config(), progress=False, loader=toy_loader,
+        prepare_only=True,
+    )  # fmt: skip
+    jobs = plan_jobs(toy_config())
+    for path in jobs[0].finished_files(run):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    write_status(run, jobs[1], "skipped", reason="no LE/DES pairs")
+    for job in jobs[10:12]:
+        write_status(run, job, "running")
+    write_status(run, jobs[12], "failed", error="RuntimeError: CUDA out of memory")
+    with exclusive_lock(jobs[10].status_file(run).with_suffix(".lock")):  # job 10 runs
+        jobs[11].status_file(run).with_suffix(".lock").touch()  # job 11's process is gone
+        assert main(["jobs", "--run", str(run), "--status"]) == 0
+    lines = {
+        line.split()[0]: line.split(None, 2)[2] for line in capsys.readouterr().out.splitlines()
+    }
+    host = socket.gethostname()
+    assert lines["0"] == "complete" and lines["1"] == "skipped" and lines["13"] == "not started"
+    assert re.fullmatch(rf"running \(updated \S+ on {re.escape(host)}\)", lines["10"])
+    assert re.fullmatch(rf"interrupted \(updated \S+ on {re.escape(host)}\)", lines["11"])
+    assert lines["12"].startswith("failed (updated ")
+    assert lines["12"].endswith(f"on {host}): RuntimeError: CUDA out of memory")
 
 
 def _run_in_child(manifest: str, run: str, job: str) -> None:

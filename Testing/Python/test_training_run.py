@@ -11,6 +11,7 @@ import pytest
 import torch
 from toy_training import SIZE, toy_config, toy_loader, write_cohort
 
+from Training import classifier_training
 from Training.evaluation import read_predictions
 from Training.run import train_run
 from VirtualBiopsyLib.errors import OutputExistsError
@@ -40,25 +41,50 @@ def test_pretrained_generators_are_fine_tuned_per_fold(tmp_path: Path) -> None:
     assert json.loads((run / "config.json").read_text())["image_size"] == SIZE
 
 
-def test_an_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
+def test_an_interrupted_run_resumes_from_its_checkpoint_and_finished_jobs_keep_none(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A finished model's checkpoint (GBs for 30 ResNet jobs) goes once its weights and
+    records are written; an interrupted one keeps its checkpoint and --resume continues it
+    from there to the straight run's result."""
     manifest = write_cohort(tmp_path / "cohort", 15, "P")
     straight = train_run(
         manifest, tmp_path / "straight", toy_config(), progress=False, loader=toy_loader
     )
+    assert not list(straight.rglob("checkpoint*"))
+    killed = "fold 3 DES_MLO"  # job 25: killed after one of its two epochs
+    first_epoch: list[int] = []
+    run_epochs = classifier_training.run_epochs
+
+    def interrupting(loop, train, val, **options):
+        if options["description"] != killed:
+            return run_epochs(loop, train, val, **options)
+        first_epoch.append(loop.epoch)
+        if len(first_epoch) == 1:
+            run_epochs(loop, train, val, **{**options, "stop_after_epochs": 1})
+            raise KeyboardInterrupt
+        return run_epochs(loop, train, val, **options)
+
+    monkeypatch.setattr(classifier_training, "run_epochs", interrupting)
     interrupted = tmp_path / "interrupted"
-    shutil.copytree(straight, interrupted)
-    # a run killed while training fold 3's classifiers: later work absent, a checkpoint left
-    shutil.rmtree(interrupted / "fold_4")
-    (interrupted / "metrics.json").unlink()
-    (interrupted / "predictions.csv").unlink()
-    (interrupted / "fold_3" / "classifiers" / "DES_MLO" / "result.json").unlink()
-    (interrupted / "fold_3" / "predictions.csv").unlink()
+    with pytest.raises(KeyboardInterrupt):
+        train_run(manifest, interrupted, toy_config(), progress=False, loader=toy_loader)
+    checkpoints = sorted(p.parent.relative_to(interrupted) for p in interrupted.rglob("checkpoint"))
+    assert checkpoints == [Path("fold_3/classifiers/DES_MLO")]
+    # a finished job whose process was killed right after its last file keeps a checkpoint
+    # until the next --resume (which never trains it again)
+    leftover = interrupted / "fold_0" / "classifiers" / "LE_CC" / "checkpoint"
+    shutil.copytree(interrupted / checkpoints[0] / "checkpoint", leftover)
     with pytest.raises(OutputExistsError):
         train_run(manifest, interrupted, toy_config(), progress=False, loader=toy_loader)
     train_run(manifest, interrupted, toy_config(), resume=True, progress=False, loader=toy_loader)
+    assert first_epoch == [0, 1]  # resumed from the checkpoint, not from the start
+    assert not list(interrupted.rglob("checkpoint*"))
     for relative in (
+        "fold_3/classifiers/DES_MLO/classifier_DES_MLO.safetensors",
         "fold_4/classifiers/LE_CC/classifier_LE_CC.safetensors",
         "fold_4/generators/MLO/generator_LE_to_DES_MLO.safetensors",
+        "fold_0/classifiers/LE_CC/classifier_LE_CC.safetensors",
     ):
         first = read_state_dict(straight / relative)
         second = read_state_dict(interrupted / relative)
