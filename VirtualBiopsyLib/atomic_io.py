@@ -19,7 +19,9 @@ still filling, and removes only the stale ones.
 Some shared file systems have no ``flock`` (Lustre mounted without ``flock``, NFS without
 its lock service: the call fails with ENOSYS, ENOLCK or EOPNOTSUPP). :func:`exclusive_lock`
 raises :class:`LockUnsupportedError` there, so that a caller never takes "no lock" for
-"lock held".
+"lock held". A :class:`StagingArea` there still stages and publishes (a run's output
+matters more than its claim), and keeps every other run's partial folders, since none
+can be told stale.
 
 >>> import tempfile
 >>> target = Path(tempfile.mkdtemp()) / "note.txt"
@@ -309,8 +311,8 @@ class StagingArea:
         self.folder.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix=LOCK_PREFIX, suffix=".new", dir=self.folder)
         try:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with contextlib.suppress(LockUnsupportedError):  # no claim there: nothing
+                _try_flock(handle, name)  # is ever taken for stale (see clear_stale)
             os.write(handle, f"{os.getpid()}\n".encode())
             os.replace(name, self.lock_path)  # named for cleaners only once it is locked
         except BaseException:
@@ -390,19 +392,44 @@ def clear_stale(folder: Path) -> list[Path]:
 
 
 def _try_lock(lock: Path) -> int | None:
-    """An fd holding ``lock``'s flock, or None when a live process holds it."""
-    if fcntl is None:  # pragma: no cover - no way to tell: treat as live
+    """An fd holding ``lock``'s flock, or None when a live process holds it or there is
+    no way to tell (no flock on Windows or on the file system: the run is taken as live,
+    so its partial folders stay rather than risk removing one still being filled)."""
+    if fcntl is None:  # pragma: no cover - Windows
         return None
     try:
         handle = os.open(lock, os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
+        if _try_flock(handle, lock):
+            return handle
+    except LockUnsupportedError:
+        pass
+    os.close(handle)
+    return None
+
+
+def _try_flock(handle: int, path: Path | str) -> bool:
+    """Take ``handle``'s exclusive flock without waiting: False when another process
+    holds it; :class:`LockUnsupportedError` (naming ``path``) where the file system has
+    no flock. (No flock on Windows: True.)"""
+    if fcntl is None:  # pragma: no cover - Windows
+        return True
+    try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        os.close(handle)
-        return None
-    return handle
+        return False
+    except OSError as error:
+        if error.errno not in FLOCK_UNSUPPORTED:
+            raise
+        raise LockUnsupportedError(
+            error.errno,
+            f"this file system does not support flock "
+            f"({errno.errorcode[error.errno]}: {error.strerror})",
+            str(path),
+        ) from error
+    return True
 
 
 class LockUnsupportedError(OSError):
@@ -422,24 +449,11 @@ def exclusive_lock(path: Path, wait: float = 0.0) -> Iterator[bool]:
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     deadline = time.monotonic() + wait
     try:
-        while fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.01)
-            except OSError as error:
-                if error.errno not in FLOCK_UNSUPPORTED:
-                    raise
-                raise LockUnsupportedError(
-                    error.errno,
-                    f"this file system does not support flock "
-                    f"({errno.errorcode[error.errno]}: {error.strerror})",
-                    str(path),
-                ) from error
+        while not _try_flock(handle, path):
+            if time.monotonic() >= deadline:
+                yield False
+                return
+            time.sleep(0.01)
         yield True
     finally:
         os.close(handle)

@@ -291,6 +291,29 @@ def test_staging_area_never_clears_a_live_runs_folder(tmp_path):
     assert hidden(tmp_path) == []  # a run takes its own partial folders and lock with it
 
 
+def test_predict_writes_where_the_file_system_has_no_flock(
+    inputs, package_dir, tmp_path, monkeypatch
+):
+    """Lustre without ``-o flock`` and NFS without its lock service answer flock with
+    ENOLCK / ENOSYS. ``predict --out`` there still writes every case; with no lock to
+    tell a live run from a dead one, another run's partial folder is kept, not removed."""
+    import errno
+    import fcntl
+
+    def no_flock(handle: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    other = out / ".case-x.0123456789abcdef.1.partial"  # another run's, maybe still filling
+    other.mkdir()
+    (out / f"{LOCK_PREFIX}0123456789abcdef.lock").write_text("1\n")
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    assert predict(inputs, package_dir, out) == 0
+    assert len(list(out.glob("case-*/result.json"))) == 2
+    assert other.is_dir()
+
+
 # --- a batch goes on past a case's trouble -----------------------------------------------
 
 
