@@ -31,6 +31,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import VirtualBiopsyLib
@@ -303,7 +304,7 @@ def _add_demo_model(commands: argparse._SubParsersAction) -> None:
 def _run_config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
     """The base configuration with the command line's overrides (0 is a value, not "unset")."""
     if args.config:
-        config = RunConfig.load(args.config)
+        config = _with_absolute_paths(RunConfig.load(args.config), Path(args.config).parent)
     elif args.tiny:
         config = tiny_config()
     else:
@@ -329,6 +330,17 @@ def _run_config(args: argparse.Namespace, base: RunConfig | None = None) -> RunC
     if args.epochs is not None:  # one limit for every slot, as the help says
         data["classifier"]["des_max_epochs"] = None
     return RunConfig.from_dict(data)  # validates the overrides
+
+
+def _with_absolute_paths(config: RunConfig, folder: Path) -> RunConfig:
+    """A config file's relative ``pretrained_weights`` is relative to the file's folder;
+    made absolute before it is saved, so jobs started from anywhere (a Slurm task, a
+    local worker) find the file."""
+    weights = config.classifier.pretrained_weights
+    if weights is None or Path(weights).is_absolute():
+        return config
+    absolute = str((folder / weights).resolve())
+    return replace(config, classifier=replace(config.classifier, pretrained_weights=absolute))
 
 
 def _train_config(args: argparse.Namespace) -> RunConfig:

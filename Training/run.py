@@ -117,6 +117,7 @@ from Training.splits import FoldSplit, make_splits, patient_labels, save_splits
 from VirtualBiopsyLib.atomic_io import finite_json, sync_to_disk, write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
+from VirtualBiopsyLib.models.classifiers import build_classifier
 from VirtualBiopsyLib.models.safetensors_io import read_state_dict, write_state_dict
 from VirtualBiopsyLib.roles import SLOTS, VIEWS, Slot, View, parse_slot, slot_name
 
@@ -194,6 +195,7 @@ def train_run(
     chosen = select_jobs(jobs, fold=fold, slot=slot, job=job) if selective else jobs
     if prepare_only:
         chosen = []
+    _check_pretrained_weights(config, chosen)
     runtime = make_runtime(config.device, config.amp, config.channels_last)
     config = runtime.on_main(lambda: _prepare_out_dir(out_dir, config, resume, selective))
     if synthetic_data is None:
@@ -245,6 +247,15 @@ def require_new_run_folder(out_dir: Path) -> None:
             f"{out_dir}: folder exists and is not empty; use --resume to continue a run "
             "or choose a new folder"
         )
+
+
+def _check_pretrained_weights(config: RunConfig, jobs: Sequence[Job]) -> None:
+    """Read the user's ImageNet weights once now when classifiers will start from them: a
+    missing file or one of another network is refused (naming it) before the generators
+    train for hours, not when the first classifier job starts."""
+    classifier = config.classifier
+    if classifier.pretrained_weights and any(job.kind == "classifier" for job in jobs):
+        build_classifier(classifier.architecture, classifier.pretrained_weights, classifier.pooling)
 
 
 def _prepare_out_dir(out_dir: Path, config: RunConfig, resume: bool, selective: bool) -> RunConfig:
