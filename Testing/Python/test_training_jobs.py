@@ -502,10 +502,13 @@ def test_the_slurm_script_submits_one_array_per_stage_with_dependencies(tmp_path
     calls = log.read_text().splitlines()
     assert len(calls) == 5  # prepare, pretrain, generators, classifiers, package
     assert "--prepare --tiny --pretrain-manifest cdd.csv" in calls[0]
-    assert calls[1].startswith("--parsable --array=0-1 --dependency=afterok:101 ")
-    assert calls[2].startswith("--parsable --array=2-11 --dependency=afterok:102 ")
-    assert calls[3].startswith("--parsable --array=12-31 --dependency=afterok:103 ")
+    # a failed stage cancels the stages after it (not pending forever) ...
+    stage = "--kill-on-invalid-dep=yes"
+    assert calls[1].startswith(f"--parsable --array=0-1 --dependency=afterok:101 {stage} ")
+    assert calls[2].startswith(f"--parsable --array=2-11 --dependency=afterok:102 {stage} ")
+    assert calls[3].startswith(f"--parsable --array=12-31 --dependency=afterok:103 {stage} ")
     assert calls[3].endswith(
         "train_job.sbatch cohort.csv runs/r18 --tiny --pretrain-manifest cdd.csv"
     )
-    assert "--dependency=afterok:104" in calls[4] and "package runs/r18" in calls[4]
+    # ... and the package step still runs, to list the jobs that are not finished
+    assert "--dependency=afterany:104" in calls[4] and "package runs/r18" in calls[4]
