@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from Training.datasets import ManifestError
 from Training.metrics import (
     CLASSIFICATION_METRICS,
     auc,
@@ -61,6 +62,8 @@ ROBUSTNESS_PERCENTS: tuple[int, ...] = tuple(range(0, 101, 10))
 SETTING_ASCII: dict[str, str] = {"F": "F", "C": "C", "Ĉ": "C_hat", "F+C": "F+C", "F+Ĉ": "F+C_hat"}
 REAL = "real"
 SYNTHETIC = "synthetic"
+#: The splits whose predictions training stores.
+SPLITS: tuple[str, ...] = ("val", "test")
 
 
 @dataclass(frozen=True)
@@ -102,22 +105,59 @@ def _csv_value(value: object) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+class PredictionsFileError(ManifestError, ValueError):
+    """A ``predictions.csv`` row that cannot be scored; names the file, line and value."""
+
+
 def read_predictions(path: Path) -> list[Prediction]:
+    """The rows of a ``predictions.csv``, each checked: a NaN or out-of-range probability
+    (a classifier that diverged), an unknown split, slot or source, or a label other than
+    0/1 is refused here, naming the file and line, rather than failing deep inside the
+    fusion or being dropped from one setting and not the others."""
     with open(path, newline="", encoding="utf-8") as stream:
-        return [
-            Prediction(
-                fold=int(row["fold"]),
-                split=row["split"],
-                case=row["case"],
-                patient=row["patient"],
-                label=int(row["label"]),
-                acr_density=row["acr_density"],
-                slot=row["slot"],
-                source=row["source"],
-                probability=float(row["probability"]),
-            )
-            for row in csv.DictReader(stream)
-        ]
+        try:
+            rows = enumerate(csv.DictReader(stream), start=2)
+            return [_prediction(row, path, line) for line, row in rows]
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise PredictionsFileError(f"{path}: not a CSV text file ({error})") from None
+
+
+def _prediction(row: dict[str, str], path: Path, line: int) -> Prediction:
+    try:
+        prediction = Prediction(
+            fold=int(row["fold"]),
+            split=row["split"],
+            case=row["case"],
+            patient=row["patient"],
+            label=int(row["label"]),
+            acr_density=row["acr_density"],
+            slot=row["slot"],
+            source=row["source"],
+            probability=float(row["probability"]),
+        )
+    except KeyError as error:
+        raise PredictionsFileError(f"{path}: line {line}: no {error} column") from None
+    except (TypeError, ValueError) as error:  # a short row gives None, a bad number ValueError
+        raise PredictionsFileError(f"{path}: line {line}: unreadable row ({error})") from None
+    problem = _row_problem(prediction)
+    if problem:
+        raise PredictionsFileError(f"{path}: line {line}: {problem}")
+    return prediction
+
+
+def _row_problem(p: Prediction) -> str | None:
+    """What makes a stored prediction unusable, or None."""
+    if not 0.0 <= p.probability <= 1.0:  # NaN fails both comparisons
+        return f"probability {p.probability!r} of {p.slot} is not a number in [0, 1]"
+    if p.label not in (0, 1):
+        return f"label {p.label} is neither 0 (benign) nor 1 (malignant)"
+    if p.split not in SPLITS:
+        return f"split {p.split!r} is not one of {', '.join(SPLITS)}"
+    if p.slot not in SLOTS:
+        return f"slot {p.slot!r} is not one of {', '.join(SLOTS)}"
+    if p.source not in (REAL, SYNTHETIC):
+        return f"source {p.source!r} is neither {REAL!r} nor {SYNTHETIC!r}"
+    return None
 
 
 def case_inputs(predictions: Iterable[Prediction]) -> dict[str, CaseInputs]:
@@ -321,6 +361,13 @@ def per_fold_metrics(
     return result
 
 
+def defined_folds(folds: Sequence[Mapping[str, float]], metric: str = "auc") -> int:
+    """How many folds define ``metric``: a fold whose scored test cases hold one class
+    (or none) gives NaN and is left out of the mean, so a table says over how many
+    folds its mean ± SE is taken."""
+    return sum(1 for fold in folds if not math.isnan(fold[metric]))
+
+
 def summarize(per_fold: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, dict[str, list]]:
     """``{setting: {metric: [mean, standard_error]}}`` over folds (NaN folds ignored)."""
     return {
@@ -452,8 +499,9 @@ def density_metrics(
     Within a fold a category's metrics are computed on that fold's scored test cases of
     the category, and only when there are at least :data:`MIN_SUBSET_CASES` of them:
     one or two cases make no metric. Undefined values (one class only) are left out of
-    the mean. Each category also reports ``n`` (its scored test cases over all folds) and
-    ``folds`` (how many folds gave a metric).
+    the mean. Each category also reports ``n`` (its scored test cases over all folds),
+    ``folds`` (how many folds had enough cases) and ``defined_folds`` (how many of those
+    held both classes: the folds its mean ± SE is taken over).
     """
     result: dict[str, dict[str, dict[str, list]]] = {}
     categories = sorted({density_category(p.acr_density) for p in predictions})
@@ -479,5 +527,6 @@ def density_metrics(
         for setting, folds in per_fold.items():
             summary[setting]["n"] = [n_cases, math.nan]
             summary[setting]["folds"] = [len(folds), math.nan]
+            summary[setting]["defined_folds"] = [defined_folds(folds), math.nan]
         result[category] = summary
     return result

@@ -1,15 +1,18 @@
 """The paper's experiments as tables, from one or more finished runs (one per architecture).
 
-- ``settings.csv|md`` — Table A1: AUC, G-mean, MCC of F, C, Ĉ, F+C, F+Ĉ per architecture;
+- ``settings.csv|md`` — Table A1: AUC, G-mean, MCC of F, C, Ĉ, F+C, F+Ĉ per run, and
+  over how many folds (a fold whose test cases hold one class defines no metric);
 - ``robustness.csv|md`` (+ ``robustness.png``) — Figure 5: real DES of n % of test
-  patients replaced by synthetic DES (n = 10 … 100, repetitions from the config);
-- ``density.csv|md`` — Table 4: F, F+C, F+Ĉ per ACR category, plus the architectures'
-  average;
-- ``generation.csv|md`` — Table 3: MSE, PSNR, SSIM per view (data_range 1, whole image).
+  patients replaced by synthetic DES (n = 0, 10 … 100, repetitions from the config);
+- ``density.csv|md`` — Table 4: F, F+C, F+Ĉ per ACR category with n and folds, plus
+  the runs' average (not for runs trained on different manifests);
+- ``generation.csv|md`` — Table 3: MSE, PSNR, SSIM per view (data_range 1, whole image)
+  and MSE, PSNR inside the breast.
 
 Values are percentages for classification metrics, mean ± standard error over folds.
 When a run was trained on synthetic (phantom) data every table says so: Markdown files
-start with ``SYNTHETIC_NOTICE`` and CSV files with a ``# `` comment line carrying it.
+start with ``SYNTHETIC_NOTICE`` and CSV files with a ``# `` comment line carrying it;
+runs trained on different manifests are flagged the same way (and in a warning).
 
 >>> write_experiments([Path("runs/resnet18")], Path("tables"))  # doctest: +SKIP
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,27 +34,28 @@ from Training.datasets import ManifestError
 from Training.evaluation import (
     SETTINGS,
     Prediction,
+    defined_folds,
     density_metrics,
     per_fold_metrics,
     read_predictions,
     robustness_sweep,
     summarize,
 )
-from Training.metrics import BREAST_METRICS, CLASSIFICATION_METRICS, GENERATION_METRICS
+from Training.metrics import (
+    BREAST_METRICS,
+    CLASSIFICATION_METRICS,
+    GENERATION_DIGITS,
+    GENERATION_METRICS,
+    GENERATION_TITLES,
+)
+from Training.report.data import manifest_note, run_names
 from Training.run import generation_summary
 from VirtualBiopsyLib.atomic_io import write_bytes_atomic, write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError
 
-METRIC_TITLES = {
-    "auc": "AUC",
-    "g_mean": "G-mean",
-    "mcc": "MCC",
-    "mse": "MSE",
-    "psnr": "PSNR (dB)",
-    "ssim": "SSIM",
-    "breast_mse": "MSE in breast",
-    "breast_psnr": "PSNR in breast (dB)",
-}
+logger = logging.getLogger(__name__)
+
+METRIC_TITLES = {"auc": "AUC", "g_mean": "G-mean", "mcc": "MCC", **GENERATION_TITLES}
 
 
 @dataclass
@@ -66,25 +71,26 @@ class RunTables:
     config: RunConfig
     synthetic: bool
     run_dir: Path
+    manifest_sha256: str | None = None
 
 
-def load_run(run_dir: Path) -> RunTables:
-    """The run in ``run_dir``, named after its folder as resolved: ``.`` or ``runs/x/..``
-    have no name of their own, and an empty name would leave the tables' rows unnamed."""
+def load_run(run_dir: Path, name: str | None = None) -> RunTables:
+    """The run in ``run_dir``, named ``name`` or, by default, as :func:`run_names` names
+    it alone (its folder as resolved: ``.`` or ``runs/x/..`` name the folder they are)."""
     run_dir = Path(run_dir)
     predictions_file = run_dir / "predictions.csv"
     if not predictions_file.exists():
         raise ManifestError(f"{run_dir}: no predictions.csv; is the run complete?")
     config = RunConfig.load(run_dir / "config.json")
     record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    folder = run_dir.resolve()
     return RunTables(
-        folder.name or str(folder),
+        name or run_names([run_dir])[0],
         config.classifier.architecture,
         read_predictions(predictions_file),
         config,
         bool(record.get("synthetic_data")),
         run_dir,
+        record.get("manifest_sha256"),
     )
 
 
@@ -98,25 +104,23 @@ def write_experiments(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise OutputExistsError(f"{out_dir}: folder exists and is not empty (use --overwrite)")
-    runs = [load_run(path) for path in run_dirs]
-    folders = [run.run_dir.resolve() for run in runs]
-    twice = sorted({str(folder) for folder in folders if folders.count(folder) > 1})
-    if twice:
-        raise ManifestError(f"{', '.join(twice)}: the same run folder is given twice")
-    names = [run.name for run in runs]
-    if len(set(names)) != len(names):
-        raise ManifestError(f"two runs share a folder name ({', '.join(names)}); rename one")
+    names = run_names(run_dirs)  # refuses one folder given twice
+    runs = [load_run(path, name) for path, name in zip(run_dirs, names, strict=True)]
     synthetic = any(run.synthetic for run in runs)
+    note = manifest_note([(run.name, run.manifest_sha256) for run in runs])
+    if note:  # a warning, not a refusal: comparing data sets is a choice, pooling them is not
+        logger.warning(note)
     tables = {
         "settings": settings_table(runs),
         "robustness": robustness_table(runs, repetitions),
-        "density": density_table(runs),
+        "density": density_table(runs, average=note is None),
         "generation": generation_table(runs),
     }
+    notices = _notice_lines(synthetic) + ([note] if note else [])
     written = []
     for name, (header, rows) in tables.items():
-        written.append(_write_csv(out_dir / f"{name}.csv", header, rows, synthetic))
-        written.append(_write_markdown(out_dir / f"{name}.md", name, header, rows, synthetic))
+        written.append(_write_csv(out_dir / f"{name}.csv", header, rows, notices))
+        written.append(_write_markdown(out_dir / f"{name}.md", name, header, rows, notices))
     plot = _plot_robustness(out_dir / "robustness.png", tables["robustness"][1], synthetic)
     if plot is not None:
         written.append(plot)
@@ -141,10 +145,13 @@ def settings_table(runs: Sequence[RunTables]) -> Table:
         "architecture",
         "setting",
         *[METRIC_TITLES[m] for m in CLASSIFICATION_METRICS],
+        "folds",
     ]
     rows = []
     for run in runs:
-        summary = summarize(per_fold_metrics(run.predictions, run.config.threshold))
+        per_fold = per_fold_metrics(run.predictions, run.config.threshold)
+        summary = summarize(per_fold)
+        total = len({p.fold for p in run.predictions})
         for setting in SETTINGS:
             rows.append(
                 [
@@ -152,6 +159,7 @@ def settings_table(runs: Sequence[RunTables]) -> Table:
                     run.architecture,
                     setting,
                     *[_cell(*summary[setting][m]) for m in CLASSIFICATION_METRICS],
+                    f"{defined_folds(per_fold[setting])} of {total}",
                 ]
             )
     return header, rows
@@ -189,14 +197,16 @@ def robustness_table(runs: Sequence[RunTables], repetitions: int | None) -> Tabl
     return header, rows
 
 
-def density_table(runs: Sequence[RunTables]) -> Table:
-    """Table 4: per ACR category and setting; the last block averages the architectures."""
+def density_table(runs: Sequence[RunTables], average: bool = True) -> Table:
+    """Table 4: per ACR category and setting; the last block averages the architectures
+    (with ``average``: not for runs on different manifests, whose patients differ)."""
     header = [
         "run",
         "acr_density",
         "setting",
         "n",
         *[METRIC_TITLES[m] for m in CLASSIFICATION_METRICS],
+        "folds",
     ]
     rows = []
     means: dict[tuple[str, str, str], list[float]] = {}
@@ -211,23 +221,23 @@ def density_table(runs: Sequence[RunTables]) -> Table:
                         setting,
                         str(int(metrics["n"][0])),
                         *[_cell(*metrics[m]) for m in CLASSIFICATION_METRICS],
+                        str(int(metrics["defined_folds"][0])),
                     ]
                 )
                 for m in CLASSIFICATION_METRICS:
                     means.setdefault((category, setting, m), []).append(metrics[m][0])
-    if len(runs) > 1:
+    if average and len(runs) > 1:
         for category, setting in sorted({(c, s) for c, s, _ in means}):
             values = [_mean_of(means[(category, setting, m)]) for m in CLASSIFICATION_METRICS]
-            rows.append(["average", category, setting, "", *[_cell(v, math.nan) for v in values]])
+            rows.append(
+                ["average", category, setting, "", *[_cell(v, math.nan) for v in values], ""]
+            )
     return header, rows
 
 
 def _mean_of(values: list[float]) -> float:
     finite = [v for v in values if v is not None and not math.isnan(v)]
     return sum(finite) / len(finite) if finite else math.nan
-
-
-GENERATION_DIGITS = {"mse": 4, "psnr": 2, "ssim": 3, "breast_mse": 4, "breast_psnr": 2}
 
 
 def generation_table(runs: Sequence[RunTables]) -> Table:
@@ -253,9 +263,9 @@ def _notice_lines(synthetic: bool) -> list[str]:
     return lines
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[str]], synthetic: bool) -> Path:
+def _write_csv(path: Path, header: list[str], rows: list[list[str]], notices: list[str]) -> Path:
     buffer = io.StringIO()
-    for line in _notice_lines(synthetic):
+    for line in notices:
         buffer.write(f"# {line}\n")
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -265,10 +275,10 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]], synthetic: 
 
 
 def _write_markdown(
-    path: Path, name: str, header: list[str], rows: list[list[str]], synthetic: bool
+    path: Path, name: str, header: list[str], rows: list[list[str]], notices: list[str]
 ) -> Path:
     lines = [f"# {name.capitalize()}", ""]
-    lines += [f"> {line}" for line in _notice_lines(synthetic)]
+    lines += [f"> {line}" for line in notices]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     write_text_atomic(path, "\n".join(lines) + "\n")

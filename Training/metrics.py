@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
@@ -28,6 +28,29 @@ CLASSIFICATION_METRICS: tuple[str, ...] = ("auc", "g_mean", "mcc")
 GENERATION_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim")
 #: The same errors inside the breast (the LE's): the easy background does not inflate them.
 BREAST_METRICS: tuple[str, ...] = ("breast_mse", "breast_psnr")
+#: Inside the lesion, where a lesion mask is known (the phantom's; real data sets may have none).
+LESION_METRICS: tuple[str, ...] = ("lesion_mae",)
+#: How the generation tables print each metric: title and decimals.
+GENERATION_TITLES: dict[str, str] = {
+    "mse": "MSE",
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "breast_mse": "MSE in breast",
+    "breast_psnr": "PSNR in breast (dB)",
+}
+GENERATION_DIGITS: dict[str, int] = {
+    "mse": 4,
+    "psnr": 2,
+    "ssim": 3,
+    "breast_mse": 4,
+    "breast_psnr": 2,
+}
+#: Each region's metrics under the key that counts the images they average over.
+REGION_METRICS: dict[str, tuple[str, ...]] = {
+    "images": GENERATION_METRICS,
+    "breast_images": BREAST_METRICS,
+    "lesion_images": LESION_METRICS,
+}
 
 
 def mcc(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> float:
@@ -112,9 +135,21 @@ def generation_metrics(synthetic_des: np.ndarray, real_des: np.ndarray) -> dict[
     """
     synthetic_des = np.asarray(synthetic_des, dtype=np.float64)
     real_des = np.asarray(real_des, dtype=np.float64)
+    _check_shapes(synthetic_des, real_des)
     error, psnr = _mse_and_psnr(real_des, synthetic_des)
     ssim = structural_similarity(real_des, synthetic_des, data_range=1.0)
     return {"mse": error, "psnr": psnr, "ssim": float(ssim)}
+
+
+def _check_shapes(synthetic_des: np.ndarray, real_des: np.ndarray, **masks: np.ndarray) -> None:
+    """Refuse arrays on different grids with their shapes (scikit-image says only that
+    the dimensions differ; a mask of another size fails as an index error): a synthetic
+    DES is compared with the real one on the grid both were preprocessed to."""
+    shapes = {"synthetic DES": synthetic_des.shape, "real DES": real_des.shape}
+    shapes |= {name.replace("_", " "): mask.shape for name, mask in masks.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ValueError(f"images of different sizes cannot be compared pixel by pixel: {listed}")
 
 
 def _mse_and_psnr(real: np.ndarray, synthetic: np.ndarray) -> tuple[float, float]:
@@ -137,29 +172,61 @@ def format_mean_se(values: Sequence[float], scale: float = 100.0, digits: int = 
 def masked_generation_metrics(
     synthetic_des: np.ndarray,
     real_des: np.ndarray,
-    breast_mask: np.ndarray,
+    breast_mask: np.ndarray | None,
     lesion_mask: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Errors that see what matters: the paper's whole-image metrics plus masked ones.
 
     ``breast_*``: MSE and PSNR (data_range 1) over the breast only (the background is
     easy and inflates whole-image scores); ``lesion_mae``: mean |synthetic − real| inside
-    the lesion (NaN without a lesion mask or an empty one).
+    the lesion. A region without a mask, or with an empty one, gives NaN (undefined, never
+    a value from no pixels); :func:`average_generation_metrics` counts what is defined.
     """
     result = generation_metrics(synthetic_des, real_des)
     synthetic_des = np.asarray(synthetic_des, dtype=np.float64)
     real_des = np.asarray(real_des, dtype=np.float64)
-    breast = np.asarray(breast_mask, dtype=bool)
+    breast = (
+        np.zeros(real_des.shape, bool) if breast_mask is None else np.asarray(breast_mask, bool)
+    )
+    lesion = None if lesion_mask is None else np.asarray(lesion_mask, dtype=bool)
+    masks = {"breast_mask": breast} | ({} if lesion is None else {"lesion_mask": lesion})
+    _check_shapes(synthetic_des, real_des, **masks)
     if breast.any():
         result["breast_mse"], result["breast_psnr"] = _mse_and_psnr(
             real_des[breast], synthetic_des[breast]
         )
     else:
         result["breast_mse"] = result["breast_psnr"] = math.nan
-    lesion = None if lesion_mask is None else np.asarray(lesion_mask, dtype=bool)
     result["lesion_mae"] = (
         float(np.mean(np.abs(synthetic_des[lesion] - real_des[lesion])))
         if lesion is not None and lesion.any()
         else math.nan
     )
+    return result
+
+
+def average_generation_metrics(per_image: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the images where its region is defined, and per region
+    (:data:`REGION_METRICS`) how many images that is: ``lesion_images`` 0 and
+    ``lesion_mae`` NaN for a data set without lesion masks, not an error, and one image
+    without a breast leaves the others' in-breast means defined.
+
+    >>> images = [{"mse": 0.1, "lesion_mae": 0.2}, {"mse": 0.3, "lesion_mae": math.nan}]
+    >>> average_generation_metrics(images)
+    {'images': 2, 'mse': 0.2, 'lesion_images': 1, 'lesion_mae': 0.2}
+    """
+    result: dict[str, float] = {}
+    for count, metrics in REGION_METRICS.items():
+        shown = [m for m in metrics if any(m in image for image in per_image)]
+        if not shown:
+            continue
+        defined = [
+            image
+            for image in per_image
+            if all(math.isfinite(image.get(m, math.nan)) for m in shown)
+        ]
+        result[count] = len(defined)
+        for metric in shown:
+            values = [image[metric] for image in defined]
+            result[metric] = float(np.mean(values)) if values else math.nan
     return result

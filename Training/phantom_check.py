@@ -55,7 +55,13 @@ from Training.datasets import group_cases, read_manifest
 from Training.evaluation import SETTINGS
 from Training.holdout import PackageScores, score_package
 from Training.local_jobs import default_workers
-from Training.metrics import auc, best_fixed_mix, masked_generation_metrics
+from Training.metrics import (
+    REGION_METRICS,
+    auc,
+    average_generation_metrics,
+    best_fixed_mix,
+    masked_generation_metrics,
+)
 from Training.phantom_bounds import (
     CV_FOLDS,
     FEATURE_SETS,
@@ -369,21 +375,26 @@ def _case_measurements(
 
 
 def _des_images(scores: PackageScores, truth: dict[str, CaseTruth]):
-    """(case, truth, slot, real DES, synthetic DES) for every DES view with both images."""
+    """(case, truth or None, slot, real DES, synthetic DES) for every DES view with both
+    images, whatever masks its truth holds: a view without a lesion mask still has its
+    whole-image and in-breast errors."""
     for case in scores.cases:
-        record = truth[case.key]
+        record = truth.get(case.key)
         for view in VIEWS:
             slot = slot_name("DES", view)
             real = scores.real.get(slot, {}).get(case.key)
             fake = scores.synthetic.get(slot, {}).get(case.key)
-            if real is not None and fake is not None and slot in record.lesion_masks:
+            if real is not None and fake is not None:
                 yield case, record, slot, real, fake
 
 
 def _contrast_pairs(scores: PackageScores, truth: dict[str, CaseTruth]) -> list[ContrastPair]:
-    """One :class:`ContrastPair` per case and DES view with both contrasts defined."""
+    """One :class:`ContrastPair` per case and DES view with a lesion mask and both
+    contrasts defined."""
     pairs = []
     for case, record, slot, real, fake in _des_images(scores, truth):
+        if record is None or slot not in record.lesion_masks or slot not in record.breast_masks:
+            continue
         mask, breast = record.lesion_masks[slot], record.breast_masks[slot]
         real_contrast = lesion_contrast(real, mask, breast)
         fake_contrast = lesion_contrast(fake, mask, breast)
@@ -465,18 +476,19 @@ def le_image_prediction(pairs: list[ContrastPair]) -> np.ndarray:
 
 
 def _generation_summary(scores: PackageScores, truth: dict[str, CaseTruth]) -> dict[str, float]:
-    """Mean over DES images of whole-image, in-breast and in-lesion errors (data_range 1)."""
-    collected: dict[str, list[float]] = {}
-    for _, record, slot, real, fake in _des_images(scores, truth):
-        metrics = masked_generation_metrics(
-            fake, real, record.breast_masks[slot], record.lesion_masks[slot]
+    """Whole-image, in-breast and in-lesion errors (data_range 1), each averaged over the
+    DES images whose region is known and not empty, with how many those are
+    (:func:`Training.metrics.average_generation_metrics`)."""
+    per_image = [
+        masked_generation_metrics(
+            fake,
+            real,
+            None if record is None else record.breast_masks.get(slot),
+            None if record is None else record.lesion_masks.get(slot),
         )
-        for name, value in metrics.items():
-            collected.setdefault(name, []).append(value)
-    return {
-        name: float(np.nanmean(values)) if not all(map(math.isnan, values)) else math.nan
-        for name, values in collected.items()
-    }
+        for _, record, slot, real, fake in _des_images(scores, truth)
+    ]
+    return average_generation_metrics(per_image)
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -557,10 +569,16 @@ def format_phantom_check(check: PhantomCheck) -> str:
         f"(a generator that knew the diagnosis and nothing more): "
         f"{_number(contrast.get('pearson_r_label'), False)}.",
         "",
-        "| generation (synthetic vs real DES, data_range 1) | value |",
-        "|---|---|",
+        "| generation (synthetic vs real DES, data_range 1) | value | DES images |",
+        "|---|---|---|",
     ]
-    lines += [f"| {name} | {_number(value, False)} |" for name, value in check.generation.items()]
+    generation = check.generation
+    for count, metrics in REGION_METRICS.items():
+        lines += [
+            f"| {name} | {_number(generation[name], False)} | {int(generation.get(count, 0))} |"
+            for name in metrics
+            if name in generation
+        ]
     return "\n".join(lines) + "\n"
 
 

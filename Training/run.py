@@ -71,6 +71,7 @@ from Training.evaluation import (
     REAL,
     SYNTHETIC,
     Prediction,
+    PredictionsFileError,
     modality_mccs,
     per_fold_metrics,
     pooled_test_scores,
@@ -111,7 +112,13 @@ from Training.jobs import (
     select_jobs,
     write_status,
 )
-from Training.metrics import BREAST_METRICS, GENERATION_METRICS, auc, mean_and_standard_error
+from Training.metrics import (
+    BREAST_METRICS,
+    GENERATION_METRICS,
+    auc,
+    average_generation_metrics,
+    mean_and_standard_error,
+)
 from Training.runtime import CheckpointStore, Runtime, make_runtime, seed_everything
 from Training.splits import FoldSplit, make_splits, patient_labels, save_splits
 from VirtualBiopsyLib.atomic_io import finite_json, sync_to_disk, write_text_atomic
@@ -590,10 +597,8 @@ def _generation_summary(quality: list[dict[str, float]]) -> dict[str, Any]:
     ``breast_psnr`` inside the breast of the LE (see ``generator_training.breast_mask``).
     """
     summary: dict[str, Any] = {"n_pairs": len(quality), "data_range": 1.0, "region": "whole image"}
-    for metric in (*GENERATION_METRICS, *BREAST_METRICS):
-        values = [q[metric] for q in quality]
-        summary[metric] = float(np.mean(values)) if values else None
-    return summary
+    averages = average_generation_metrics(quality)  # a pair without a breast: left out there
+    return summary | {k: v for k, v in averages.items() if not k.startswith("lesion")}
 
 
 # --- classifiers --------------------------------------------------------------------------
@@ -772,7 +777,7 @@ def _rows(
 
 
 def _write_result(folder: Path, record: dict[str, Any]) -> None:
-    write_text_atomic(folder / "result.json", json.dumps(record, indent=2) + "\n")
+    write_text_atomic(folder / "result.json", json.dumps(finite_json(record), indent=2) + "\n")
 
 
 # --- the run's summary ----------------------------------------------------------------------
@@ -872,14 +877,16 @@ def _job_predictions(out_dir: Path, job: Job) -> list[Prediction]:
     path = job.folder(out_dir) / "predictions.csv"
     try:
         rows = read_predictions(path)
+    except PredictionsFileError as error:  # names the file and line itself
+        problem = str(error)
     except (OSError, KeyError, TypeError, ValueError) as error:
-        problem = f"unreadable ({type(error).__name__}: {error})"
+        problem = f"{path}: unreadable ({type(error).__name__}: {error})"
     else:
         if rows:
             return rows
-        problem = "no predictions"
+        problem = f"{path}: no predictions"
     raise JobError(
-        f"{path}: {problem}; {job.describe()} must be trained again: remove "
+        f"{problem}; {job.describe()} must be trained again: remove "
         f"{job.folder(out_dir)} and run `train … --job {job.id}`"
     )
 

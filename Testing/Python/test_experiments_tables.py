@@ -45,3 +45,64 @@ def test_experiments_on_dot_writes_the_run_folder_name(
 def test_one_run_folder_given_twice_is_named_as_such(run_dir: Path, tmp_path: Path, capsys) -> None:
     code = main(["experiments", str(run_dir), f"{run_dir}/.", "--out", str(tmp_path / "t")])
     assert code == 3 and "the same run folder is given twice" in capsys.readouterr().err
+
+
+def _table_rows(table: Path) -> list[dict[str, str]]:
+    lines = [line for line in table.read_text().splitlines() if not line.startswith("#")]
+    return list(csv.DictReader(lines))
+
+
+def test_runs_on_different_manifests_are_flagged_and_not_averaged(tmp_path: Path, caplog) -> None:
+    """Runs trained on different data: every table says so and Table 4 has no average
+    over them (a mean of two populations); on one manifest the average is there."""
+    import json
+
+    from Training.experiments import write_experiments
+
+    a = simulate_run(tmp_path / "a" / "resnet18", patients=20, seed=1)
+    b = simulate_run(tmp_path / "b" / "resnet18", patients=20, seed=2)  # shares the name
+    same = write_experiments([a, b], tmp_path / "same", repetitions=1)
+    assert {row["run"] for row in _table_rows(tmp_path / "same" / "settings.csv")} == {
+        "a/resnet18",
+        "b/resnet18",
+    }
+    assert "average" in {row["run"] for row in _table_rows(tmp_path / "same" / "density.csv")}
+    assert not any(
+        "different manifests" in path.read_text() for path in same if path.suffix != ".png"
+    )
+    record = json.loads((b / "run.json").read_text())
+    record["manifest_sha256"] = "f" * 64
+    (b / "run.json").write_text(json.dumps(record))
+    written = write_experiments([a, b], tmp_path / "different", repetitions=1)
+    for path in written:
+        if path.suffix in (".csv", ".md"):
+            assert "trained on different manifests" in path.read_text(), path.name
+            assert "b/resnet18 ffffffffffff" in path.read_text()
+    density = _table_rows(tmp_path / "different" / "density.csv")
+    assert density and "average" not in {row["run"] for row in density}
+    assert "different manifests" in caplog.text
+
+
+def test_tables_say_over_how_many_folds_a_mean_is_taken(tmp_path: Path) -> None:
+    """A fold whose test cases hold one class defines no metric and is left out of the
+    mean ± SE: Table A1 and Table 4 say over how many folds, instead of showing the mean
+    of the others as if it were all of them."""
+    import dataclasses
+
+    from Training.evaluation import read_predictions, write_predictions
+    from Training.experiments import write_experiments
+
+    run = simulate_run(tmp_path / "run", patients=60, seed=3, protocol="every-patient")
+    write_experiments([run], tmp_path / "before", repetitions=1)
+    before = {row["setting"]: row for row in _table_rows(tmp_path / "before" / "settings.csv")}
+    assert before["F"]["folds"] == "5 of 5"
+    rows = read_predictions(run / "predictions.csv")
+    one_class = [
+        dataclasses.replace(p, label=1) if (p.fold, p.split) == (1, "test") else p for p in rows
+    ]
+    write_predictions(one_class, run / "predictions.csv")
+    write_experiments([run], tmp_path / "after", repetitions=1)
+    after = {row["setting"]: row for row in _table_rows(tmp_path / "after" / "settings.csv")}
+    assert {row["folds"] for row in after.values()} == {"4 of 5"}
+    for row in _table_rows(tmp_path / "after" / "density.csv"):
+        assert int(row["folds"]) <= 4 and (row["AUC"] == "n/a") == (row["folds"] == "0")

@@ -385,3 +385,47 @@ def test_write_phantom_check_refuses_a_check_that_appeared_while_it_ran(
     assert not (tmp_path / "phantom_check.md").exists()
     written = write_phantom_check(one_patient_check, tmp_path, overwrite=True)
     assert [path.name for path in written] == ["phantom_check.json", "phantom_check.md"]
+
+
+def test_generation_errors_count_the_images_each_region_is_known_on() -> None:
+    """A data set with lesion masks for some images only (CDD-CESM annotates some; an
+    import may have none): every image has its whole-image and in-breast errors, the
+    lesion error averages the images with a non-empty mask, and each region says how many
+    images it covers; the Markdown shows those counts."""
+    from Training.datasets import TrainingCase
+    from Training.holdout import PackageScores
+    from Training.phantom_check import PhantomCheck, _generation_summary, format_phantom_check
+    from Training.phantom_truth import CaseTruth
+
+    rng = np.random.default_rng(0)
+    cases = [TrainingCase(f"P{n}", "1.2", "L", n % 2, "b") for n in range(6)]
+    real: dict[str, dict[str, np.ndarray]] = {"DES_CC": {}}
+    fake: dict[str, dict[str, np.ndarray]] = {"DES_CC": {}}
+    truth = {}
+    lesion = np.zeros((32, 32), bool)
+    lesion[10:14, 10:14] = True
+    for n, case in enumerate(cases):
+        real["DES_CC"][case.key] = rng.random((32, 32))
+        fake["DES_CC"][case.key] = 0.9 * real["DES_CC"][case.key]
+        record = CaseTruth(case.label, 0.5, 0.1, "none", 10.0)
+        record.breast_masks["DES_CC"] = np.ones((32, 32), bool)
+        if n >= 2:  # two without a lesion mask, two with an empty one, two with a lesion
+            record.lesion_masks["DES_CC"] = lesion if n >= 4 else np.zeros((32, 32), bool)
+        truth[case.key] = record
+    scores = PackageScores(cases, {s: {} for s in SETTINGS}, real, fake, 0.5)
+    generation = _generation_summary(scores, truth)
+    assert generation["images"] == generation["breast_images"] == 6
+    assert generation["lesion_images"] == 2
+    assert (
+        generation["lesion_mae"]
+        == pytest.approx(  # |0.9 real − real| in the lesion
+            np.mean([np.mean(0.1 * real["DES_CC"][c.key][lesion]) for c in cases[4:]])
+        )
+    )
+    without = _generation_summary(scores, {})  # no truth at all: whole image only
+    assert without["images"] == 6 and without["breast_images"] == without["lesion_images"] == 0
+    assert math.isnan(without["lesion_mae"]) and math.isnan(without["breast_psnr"])
+    settings = {s: dict.fromkeys(("auc", "g_mean", "mcc", "cases"), 0.0) for s in SETTINGS}
+    check = PhantomCheck("p", 6, 1, 6, settings, [], {}, {}, {}, without)
+    assert "| lesion_mae | n/a | 0 |" in format_phantom_check(check)
+    assert "| psnr |" in format_phantom_check(check)

@@ -96,6 +96,17 @@ def test_report_folder_has_markdown_html_csv_and_figures(report: Path) -> None:
         assert f"]({png.name})" in markdown
 
 
+def test_generation_table_shows_the_in_breast_errors_beside_the_papers(report: Path) -> None:
+    """Table 3 of the report, as of ``experiments``: whole-image MSE/PSNR/SSIM and the
+    in-breast MSE/PSNR that training records beside them."""
+    rows = _csv_rows(report / "generation.csv")
+    assert rows and all(float(row["breast_psnr_fold_mean"]) > 0 for row in rows)
+    markdown = (report / "report.md").read_text()
+    assert (
+        "| run | view | MSE | PSNR (dB) | SSIM | MSE in breast | PSNR in breast (dB) |" in markdown
+    )
+
+
 def test_first_page_carries_notices_provenance_and_tripod_items(report: Path) -> None:
     markdown = (report / "report.md").read_text()
     first_page = markdown[: markdown.index("## Statistical methods")]
@@ -110,6 +121,15 @@ def test_first_page_carries_notices_provenance_and_tripod_items(report: Path) ->
         assert line.startswith("# ")
 
 
+def test_the_paper_protocols_pool_is_not_presented_as_the_whole_cohort(report: Path) -> None:
+    """Its folds test about half of the patients: the discrimination table's caption
+    says the pooled estimate of that run covers only those, and not of the other run."""
+    markdown = (report / "report.md").read_text()
+    caption = markdown.split("## Discrimination")[1].split("## ")[0]
+    assert "resnet18: the paper's protocol; the pooled estimate covers only the patients" in caption
+    assert "vgg16: the paper" not in caption
+
+
 def test_every_patient_protocol_pools_each_patient_once(runs) -> None:
     paper, every = load_run(runs["paper"]), load_run(runs["every"])
     tested = {p.patient for p in every.predictions if p.split == "test"}
@@ -119,6 +139,31 @@ def test_every_patient_protocol_pools_each_patient_once(runs) -> None:
     assert sorted(pooled.cases) == sorted(scored) and len(set(scored)) == len(scored)
     assert set(pooled.patients) <= tested and len(set(pooled.patients)) > 60
     assert len({p.patient for p in paper.predictions if p.split == "test"}) == 40
+
+
+def test_every_patient_is_claimed_only_when_every_patient_is_scored(tmp_path: Path) -> None:
+    """Under the every-patient protocol the first page says "every patient is tested
+    once" only when the pool holds every patient; generators in fold 0 only (the demo
+    recipe) leave folds 1-4 unscored, and the page says so instead of the claim."""
+    from Training.evaluation import read_predictions, write_predictions
+    from Training.report.build import _coverage
+
+    full = load_run(
+        simulate_run(
+            tmp_path / "full", patients=20, protocol=EVERY_PATIENT_PROTOCOL, missing_des=0.0
+        )
+    )
+    text = _coverage(full, analyse_run(full, n_resamples=100, repetitions=1))
+    assert "20 of 20 patients (every patient is tested once)" in text
+    folder = simulate_run(tmp_path / "fold0", patients=20, protocol=EVERY_PATIENT_PROTOCOL)
+    rows = read_predictions(folder / "predictions.csv")
+    write_predictions(
+        [p for p in rows if p.source == "real" or p.fold == 0], folder / "predictions.csv"
+    )
+    partial = load_run(folder)
+    text = _coverage(partial, analyse_run(partial, n_resamples=100, repetitions=1))
+    assert "every patient is tested once" not in text
+    assert "Fold(s) 1, 2, 3, 4 score no case: they have no synthetic DES" in text
 
 
 def test_c_and_c_hat_are_scored_on_the_same_cases(runs) -> None:
@@ -240,6 +285,29 @@ def test_runs_are_keyed_by_folder_not_architecture(tmp_path: Path) -> None:
     out = write_report([a, b], tmp_path / "report", n_resamples=RESAMPLES, progress=False)
     names = {row["run"] for row in _csv_rows(out / "settings.csv")}
     assert names == {"first/resnet18", "second/resnet18"}
+
+
+def test_a_run_given_as_dot_is_named_after_its_folder(runs, tmp_path: Path, monkeypatch) -> None:
+    """``report .`` inside a run folder: rows, text and figure files carry the folder's
+    name, not an empty one (``|  |`` rows, ``roc_.png``), as ``experiments`` names it."""
+    monkeypatch.chdir(runs["paper"])
+    out = write_report([Path(".")], tmp_path / "report", n_resamples=RESAMPLES, progress=False)
+    assert {row["run"] for row in _csv_rows(out / "settings.csv")} == {"resnet18"}
+    assert (out / "roc_resnet18.png").is_file() and not (out / "roc_.png").exists()
+    assert "resnet18: pooled out-of-fold test set" in (out / "report.md").read_text()
+
+
+def test_runs_on_different_manifests_are_flagged_on_the_first_page(tmp_path: Path) -> None:
+    import json
+
+    a = simulate_run(tmp_path / "a", patients=20, seed=1)
+    b = simulate_run(tmp_path / "b", patients=20, seed=2)
+    record = json.loads((b / "run.json").read_text())
+    del record["manifest_sha256"]  # a run that does not say what it was trained on
+    (b / "run.json").write_text(json.dumps(record))
+    out = write_report([a, b], tmp_path / "report", n_resamples=100, progress=False)
+    first_page = (out / "report.md").read_text().split("## Statistical methods")[0]
+    assert "trained on different manifests (SHA-256 a 000000000000; b unknown)" in first_page
 
 
 def test_refuses_to_replace_a_folder_that_is_not_a_report(runs, tmp_path: Path) -> None:

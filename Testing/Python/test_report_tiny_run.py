@@ -117,7 +117,7 @@ def test_recomputed_generation_metrics_equal_those_recorded_by_training(tiny_run
         quality = recorded["test_generation"]
         assert len(rows) == quality["n_pairs"]
         if rows:
-            for metric in ("mse", "psnr", "ssim"):
+            for metric in ("mse", "psnr", "ssim", "breast_mse", "breast_psnr"):
                 assert np.mean([r[metric] for r in rows]) == pytest.approx(
                     quality[metric], rel=1e-4, abs=1e-6
                 )

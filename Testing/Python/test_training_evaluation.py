@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -130,3 +132,39 @@ def test_pooled_auc_of_a_setting_without_predictions_is_nan(
     real_only = [p for p in predictions if p.source == "real"]
     assert np.isnan(pooled_test_auc(real_only, "Ĉ"))
     assert 0.5 < pooled_test_auc(real_only, "C") <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("probability", "nan", "probability nan of LE_CC is not a number in [0, 1]"),
+        ("probability", "1.5", "probability 1.5 of LE_CC is not a number in [0, 1]"),
+        ("label", "2", "label 2 is neither 0 (benign) nor 1 (malignant)"),
+        ("source", "fake", "source 'fake' is neither 'real' nor 'synthetic'"),
+        ("probability", "high", "unreadable row"),
+    ],
+)
+def test_a_prediction_that_cannot_be_scored_is_refused_naming_file_and_line(
+    predictions: list[Prediction], tmp_path, column: str, value: str, problem: str
+) -> None:
+    """A diverged classifier writes NaN: refused when read, naming the file and line, not a
+    fusion error without a file (``experiments``) or a case silently left out of one
+    setting (the report)."""
+    from Training.evaluation import PredictionsFileError
+
+    path = tmp_path / "predictions.csv"
+    write_predictions(predictions, path)
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[3].split(",")
+    row[header.index("slot")] = "LE_CC"
+    row[header.index(column)] = value
+    lines[3] = ",".join(row)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        PredictionsFileError, match=rf"predictions.csv: line 4: .*{re.escape(problem)}"
+    ):
+        read_predictions(path)
+    path.write_bytes(b"fold,split\n\xff\xfe,\x00\n")  # neither UTF-8 nor CSV: named, not a crash
+    with pytest.raises(PredictionsFileError, match="predictions.csv: not a CSV text file"):
+        read_predictions(path)

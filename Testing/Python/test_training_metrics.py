@@ -71,3 +71,37 @@ def test_mean_and_standard_error_over_folds() -> None:
     assert error == pytest.approx(np.std(values, ddof=1) / math.sqrt(5))
     assert mean_and_standard_error([0.5, math.nan])[0] == 0.5
     assert format_mean_se([0.6, 0.8]) == "70.00 ± 10.00"
+
+
+def test_images_of_different_sizes_are_refused_with_their_shapes() -> None:
+    """A real DES on another grid than its synthetic one (or a mask of another size) is
+    named with both shapes, not scikit-image's bare message or an index error."""
+    from Training.metrics import masked_generation_metrics
+
+    real = np.random.default_rng(0).random((32, 32))
+    with pytest.raises(ValueError, match=r"synthetic DES \(16, 16\), real DES \(32, 32\)"):
+        generation_metrics(real[:16, :16], real)
+    with pytest.raises(ValueError, match=r"breast mask \(16, 16\)"):
+        masked_generation_metrics(real, real, np.ones((16, 16), bool))
+    with pytest.raises(ValueError, match=r"lesion mask \(8, 8\)"):
+        masked_generation_metrics(real, real, np.ones((32, 32), bool), np.ones((8, 8), bool))
+
+
+def test_edge_images_give_finite_or_undefined_metrics_never_an_error() -> None:
+    """Identical images: PSNR capped (strict JSON has no infinity); a constant synthetic
+    DES: finite values; no breast, no lesion mask, an empty lesion: NaN, never a value
+    from no pixels; an all-breast mask: the whole image."""
+    from Training.metrics import average_generation_metrics, masked_generation_metrics
+
+    real = np.random.default_rng(0).random((32, 32))
+    everywhere, nowhere = np.ones((32, 32), bool), np.zeros((32, 32), bool)
+    same = masked_generation_metrics(real, real, everywhere, nowhere)
+    assert same["psnr"] == same["breast_psnr"] == 100.0 and same["mse"] == 0.0
+    assert math.isnan(same["lesion_mae"])
+    constant = masked_generation_metrics(np.full((32, 32), 0.3), real, None)
+    assert all(math.isfinite(constant[m]) for m in ("mse", "psnr", "ssim"))
+    assert math.isnan(constant["breast_mse"]) and math.isnan(constant["lesion_mae"])
+    summary = average_generation_metrics([same, constant])
+    assert summary["images"] == 2 and summary["breast_images"] == 1
+    assert summary["breast_psnr"] == 100.0 and summary["lesion_images"] == 0
+    assert math.isnan(summary["lesion_mae"])

@@ -219,3 +219,41 @@ def _check_synthetic_calibration(run: Path, package) -> None:
                     shift_probability(p.probability, shift), abs=1e-12
                 )
     assert fitted > 0  # at least one fold's validation split holds both classes
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def test_a_blank_le_among_the_test_pairs_leaves_the_in_breast_means_defined(
+    tmp_path: Path,
+) -> None:
+    """A test pair whose LE shows no breast has no in-breast error; the fold's means are
+    taken over the other pairs (they were NaN, written as bare NaN into result.json)."""
+    from Training.datasets import patient_key
+    from Training.splits import load_splits
+
+    manifest = write_cohort(tmp_path / "cohort", 15, "P")
+    run = tmp_path / "run"
+    train_run(manifest, run, toy_config(), progress=False, loader=toy_loader, prepare_only=True)
+    test_keys = load_splits(run / "splits.json")[0].test
+    patients = [f"P{i:02d}" for i in range(15)]
+    blank = next(p for p in patients if patient_key(p) in test_keys)
+
+    def loader(path: Path):
+        image = toy_loader(path)
+        if path.name.startswith(f"{blank}_LE_"):
+            image.pixels[:] = 0.0  # a blank LE: no breast to measure in
+        return image
+
+    train_run(
+        manifest, run, toy_config(), progress=False, loader=loader, job=["fold_0/G_CC"],
+        cache_dir=tmp_path / "cache",  # not the prepared cache of the unblanked images
+    )  # fmt: skip
+    record = json.loads(
+        (run / "fold_0" / "generators" / "CC" / "result.json").read_text(),
+        parse_constant=_refuse_constant,
+    )
+    quality = record["test_generation"]
+    assert quality["n_pairs"] == len(test_keys) and quality["breast_images"] == len(test_keys) - 1
+    assert quality["breast_psnr"] is not None and quality["breast_psnr"] > 0

@@ -31,6 +31,13 @@ import numpy as np
 from tqdm import tqdm
 
 import VirtualBiopsyLib
+from Training.evaluation import SYNTHETIC, has_synthesis
+from Training.metrics import (
+    BREAST_METRICS,
+    GENERATION_DIGITS,
+    GENERATION_METRICS,
+    GENERATION_TITLES,
+)
 from Training.report import figures
 from Training.report.analysis import RunAnalysis, analyse_run
 from Training.report.bootstrap import (
@@ -39,7 +46,13 @@ from Training.report.bootstrap import (
     patient_bootstrap_weights,
     percentile_interval,
 )
-from Training.report.data import EVERY_PATIENT_PROTOCOL, ReportInputError, ReportRun, load_runs
+from Training.report.data import (
+    EVERY_PATIENT_PROTOCOL,
+    ReportInputError,
+    ReportRun,
+    load_runs,
+    manifest_note,
+)
 from Training.report.document import (
     Block,
     Bullets,
@@ -67,7 +80,8 @@ from VirtualBiopsyLib.errors import OutputExistsError
 
 REPORT_FORMAT = "virtual-biopsy-study-report-v1"
 MARKER = "report.json"
-GENERATION_METRICS = ("mse", "psnr", "ssim")
+#: Table 3: the paper's whole-image metrics and beside them the in-breast ones.
+GENERATION_SHOWN = (*GENERATION_METRICS, *BREAST_METRICS)
 
 
 def write_report(
@@ -226,6 +240,10 @@ def _csv_value(value: Any) -> str:
     return str(value)
 
 
+def _fixed(value: float, digits: int) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
@@ -304,11 +322,16 @@ def _pair_intervals(
         rows = [p for p in pairs if p["view"] == view]
         weights = patient_bootstrap_weights([p["patient"] for p in rows], n_resamples, seed)
         result[view] = {}
-        for metric in GENERATION_METRICS:
-            values = np.array([p[metric] for p in rows], dtype=float)
-            means = weights @ values / weights.sum(axis=1)
+        for metric in GENERATION_SHOWN:
+            values = np.array([p.get(metric, math.nan) for p in rows], dtype=float)
+            defined = np.isfinite(values)  # no breast in an image: not in its breast mean
+            if not defined.any():
+                result[view][metric] = (math.nan, math.nan, math.nan, 0)
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = weights[:, defined] @ values[defined] / weights[:, defined].sum(axis=1)
             low, high = percentile_interval(means)
-            result[view][metric] = (float(values.mean()), low, high, len(rows))
+            result[view][metric] = (float(values[defined].mean()), low, high, int(defined.sum()))
     return result
 
 
@@ -364,22 +387,11 @@ def _provenance(runs, analyses, n_resamples, seed) -> list[Block]:
         ),
         Table(RUN_HEADER, tuple(tuple(r) for r in run_rows(runs)), "Runs"),
     ]
+    note = manifest_note([(run.name, run.record.get("manifest_sha256")) for run in runs])
+    if note:
+        blocks.append(Notice(note))
     for run, analysis in zip(runs, analyses, strict=True):
-        covered = {p for s in analysis.scores.values() for p in s.patients}
-        everyone = {p for item in run.splits for p in item.get("test", [])} | {
-            p for item in run.splits for s in ("train", "val") for p in item.get(s, [])
-        }
-        share = f"{len(covered)} of {len(everyone)}" if everyone else f"{len(covered)}"
-        note = (
-            "every patient is tested once"
-            if run.protocol == EVERY_PATIENT_PROTOCOL
-            else "the paper's protocol: the folds' test sets are disjoint but leave the "
-            "other patients untested"
-        )
-        text = f"{run.name}: pooled out-of-fold test set of {share} patients ({note})."
-        if analysis.repeated_cases:
-            text += f" {analysis.repeated_cases} cases were tested in more than one fold."
-        blocks.append(Paragraph(text))
+        blocks.append(Paragraph(_coverage(run, analysis)))
     rows = [tuple(row) for run in runs for row in split_rows(run)]
     if rows:
         blocks.append(
@@ -400,6 +412,48 @@ def _provenance(runs, analyses, n_resamples, seed) -> list[Block]:
         Bullets(TRIPOD_AI_NOT_COVERED),
     ]
     return blocks
+
+
+def _coverage(run: ReportRun, analysis: RunAnalysis) -> str:
+    """Which patients the pooled figures cover, from the scored cases themselves: the
+    every-patient protocol tests each patient once, but only the patients with a scored
+    case (real LE and DES, and synthetic DES in a run with synthesis) are in the pool, and
+    a fold without generators in such a run scores none; "every patient" is said only
+    when it holds."""
+    covered = {p for s in analysis.scores.values() for p in s.patients}
+    everyone = {p for item in run.splits for s in ("train", "val", "test") for p in item.get(s, [])}
+    share = f"{len(covered)} of {len(everyone)}" if everyone else f"{len(covered)}"
+    if run.protocol == EVERY_PATIENT_PROTOCOL:
+        note = (
+            "every patient is tested once"
+            if everyone and covered == everyone
+            else "the every-patient protocol tests each patient once; the others have "
+            "no scored case"
+        )
+    else:
+        note = (
+            "the paper's protocol: the folds' test sets are disjoint but leave the "
+            "other patients untested"
+        )
+    text = f"{run.name}: pooled out-of-fold test set of {share} patients ({note})."
+    scored = {int(fold) for s in analysis.scores.values() for fold in s.folds}
+    unscored = [fold for fold in run.folds if fold not in scored]
+    synthesis = has_synthesis(run.predictions)
+    with_synthetic = {p.fold for p in run.predictions if p.source == SYNTHETIC}
+    without_generator = [f for f in unscored if synthesis and f not in with_synthetic]
+    if without_generator:
+        text += (
+            f" Fold(s) {', '.join(map(str, without_generator))} score no case: they have no "
+            "synthetic DES (no generator), and every setting is scored on the cases with one."
+        )
+    if other := [f for f in unscored if f not in without_generator]:
+        text += (
+            f" Fold(s) {', '.join(map(str, other))} score no case: none has a real LE, a "
+            "real DES" + (" and a synthetic DES." if synthesis else " image.")
+        )
+    if analysis.repeated_cases:
+        text += f" {analysis.repeated_cases} cases were tested in more than one fold."
+    return text
 
 
 def _methods(runs, n_resamples, seed) -> list[Block]:
@@ -473,7 +527,7 @@ def _discrimination(analyses, files, synthetic, stems: dict[str, str]) -> list[B
             ),
             tuple(rows),
             "Percent. Mean ± SE over folds (the paper's summary) and pooled out-of-fold "
-            "estimate with a patient-level bootstrap 95 % CI.",
+            "estimate with a patient-level bootstrap 95 % CI." + _partial_pool_caveat(analyses),
         )
     )
     for analysis in analyses:
@@ -481,6 +535,19 @@ def _discrimination(analyses, files, synthetic, stems: dict[str, str]) -> list[B
         files[name] = figures.roc_figure(analysis, synthetic)
         blocks.append(Figure(name, files[name], f"ROC curves per setting, {analysis.run.name}"))
     return blocks
+
+
+def _partial_pool_caveat(analyses: Sequence[RunAnalysis]) -> str:
+    """What the pooled columns are for runs of the paper's protocol: its five 10 % test
+    sets leave about half of the patients untested, so its pool is not an estimate over
+    the cohort, and a caption must not let it read as one."""
+    paper = [a.run.name for a in analyses if a.run.protocol != EVERY_PATIENT_PROTOCOL]
+    if not paper:
+        return ""
+    return (
+        f" {', '.join(paper)}: the paper's protocol; the pooled estimate covers only the "
+        "patients its folds tested (see Provenance), not the whole cohort."
+    )
 
 
 def _paired_section(analyses, files, synthetic) -> list[Block]:
@@ -689,10 +756,10 @@ def _generation_section(
         for view, metrics in item["summary"].items():
             csv_row: dict[str, Any] = {"run": run.name, "view": view}
             cells = []
-            for metric in GENERATION_METRICS:
+            for metric in GENERATION_SHOWN:
                 mean, error = metrics.get(metric, (math.nan, math.nan))
                 csv_row[f"{metric}_fold_mean"], csv_row[f"{metric}_fold_se"] = mean, error
-                digits = {"mse": 4, "psnr": 2, "ssim": 3}[metric]
+                digits = GENERATION_DIGITS[metric]
                 cell = "n/a" if mean is None or math.isnan(mean) else f"{mean:.{digits}f}"
                 if error is not None and not math.isnan(error):
                     cell += f" ± {error:.{digits}f}"
@@ -701,19 +768,23 @@ def _generation_section(
                     csv_row.update(
                         {metric: pooled, f"{metric}_ci_low": low, f"{metric}_ci_high": high}
                     )
-                    csv_row["pairs"] = n
-                    cell += f"; pooled {pooled:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+                    csv_row["pairs" if metric in GENERATION_METRICS else f"{metric}_pairs"] = n
+                    if n:
+                        cell += f"; pooled {_fixed(pooled, digits)} [{_fixed(low, digits)}, "
+                        cell += f"{_fixed(high, digits)}]"
                 cells.append(cell)
             rows.append((run.name, view, *cells))
             csv_rows.append(csv_row)
     files["generation.csv"] = _csv(csv_rows, synthetic)
     blocks.append(
         Table(
-            ("run", "view", "MSE", "PSNR (dB)", "SSIM"),
+            ("run", "view", *[GENERATION_TITLES[m] for m in GENERATION_SHOWN]),
             tuple(rows),
-            "Whole image, data range 1: mean ± SE over folds of each fold's test mean; "
-            "'pooled' (when the images were given with --generation-intervals): mean over "
-            "all test pairs with a patient-bootstrap 95 % CI.",
+            "Data range 1; the paper's whole-image MSE, PSNR and SSIM, and beside them MSE "
+            "and PSNR inside the breast (an Otsu mask of the LE), which the flat background "
+            "does not flatter: mean ± SE over folds of each fold's test mean; 'pooled' (when "
+            "the images were given with --generation-intervals): mean over all test pairs "
+            "(with a breast, for the in-breast ones) with a patient-bootstrap 95 % CI.",
         )
     )
     for run in runs:

@@ -37,6 +37,7 @@ from Training.evaluation import (
     CaseInputs,
     FoldWeights,
     Prediction,
+    PredictionsFileError,
     fold_test_cases,
     fold_weights,
     fused_probability,
@@ -114,26 +115,66 @@ def load_run(run_dir: Path, name: str | None = None) -> ReportRun:
         raise ReportInputError(f"{predictions_file}: missing; is the run complete?")
     try:
         predictions = read_predictions(predictions_file)
-    except (KeyError, ValueError, TypeError) as error:
-        raise ReportInputError(f"{predictions_file}: unreadable row ({error})") from None
+    except PredictionsFileError as error:  # names the file and line already
+        raise ReportInputError(str(error)) from None
     if not any(p.split == "test" for p in predictions):
         raise ReportInputError(f"{predictions_file}: no test predictions")
     splits: list[dict[str, Any]] = []
     if (run_dir / "splits.json").exists():
         splits = list(_read_json(run_dir / "splits.json").get("folds", []))
-    return ReportRun(name or run_dir.name, run_dir, config, record, predictions, splits)
+    name = name or run_names([run_dir])[0]
+    return ReportRun(name, run_dir, config, record, predictions, splits)
+
+
+def run_names(run_dirs: Sequence[Path]) -> list[str]:
+    """One distinct name per run folder, the key of its rows, figures and file names
+    (``experiments`` and the report name runs alike).
+
+    The folder's own name as resolved, so ``.`` or ``runs/x/..`` name the folder they
+    are rather than nothing; ``parent/name`` where two runs share a name; the resolved
+    paths where even those repeat. The same folder given twice is refused.
+
+    >>> run_names([Path("/runs/a/resnet18"), Path("/runs/b/resnet18"), Path("/runs/vgg16")])
+    ['a/resnet18', 'b/resnet18', 'vgg16']
+    """
+    folders = [Path(path).resolve() for path in run_dirs]
+    twice = sorted({str(folder) for folder in folders if folders.count(folder) > 1})
+    if twice:
+        raise ReportInputError(f"{', '.join(twice)}: the same run folder is given twice")
+    plain = [folder.name or str(folder) for folder in folders]
+    counts = Counter(plain)
+    names = [
+        f"{folder.parent.name}/{name}" if counts[name] > 1 else name
+        for folder, name in zip(folders, plain, strict=True)
+    ]
+    if len(set(names)) != len(names):
+        names = [str(folder) for folder in folders]
+    return names
+
+
+def manifest_note(manifests: Sequence[tuple[str, str | None]]) -> str | None:
+    """A warning when runs, given as ``(name, manifest SHA-256 or None)``, were trained
+    on different manifests (or on one whose hash a run does not record): their rows
+    describe different patients, so they are neither paired nor averaged. None when
+    every run names the same manifest (or none does: nothing to compare).
+
+    >>> manifest_note([("resnet18", "ab" * 32), ("vgg16", "cd" * 32)])[:44]
+    'The runs were trained on different manifests'
+    """
+    if len({sha for _, sha in manifests}) < 2:
+        return None
+    listing = "; ".join(f"{name} {sha[:12] if sha else 'unknown'}" for name, sha in manifests)
+    return (
+        f"The runs were trained on different manifests (SHA-256 {listing}): each row "
+        "describes its own data set; rows of different runs are not a comparison on the "
+        "same patients and are not averaged."
+    )
 
 
 def load_runs(run_dirs: Sequence[Path]) -> list[ReportRun]:
-    """Every run, keyed by folder name (``parent/name`` where names repeat)."""
+    """Every run, keyed by :func:`run_names`."""
     paths = [Path(p) for p in run_dirs]
-    if len({p.resolve() for p in paths}) != len(paths):
-        raise ReportInputError("the same run folder was given twice")
-    counts = Counter(p.name for p in paths)
-    names = [f"{p.parent.name}/{p.name}" if counts[p.name] > 1 else p.name for p in paths]
-    if len(set(names)) != len(names):
-        names = [str(p) for p in paths]
-    return [load_run(path, name) for path, name in zip(paths, names, strict=True)]
+    return [load_run(path, name) for path, name in zip(paths, run_names(paths), strict=True)]
 
 
 @dataclass

@@ -42,7 +42,7 @@ class GenerationExample:
 @dataclass
 class GenerationMaterial:
     examples: list[GenerationExample] = field(default_factory=list)
-    pairs: list[dict] = field(default_factory=list)  # fold, view, patient, mse, psnr, ssim
+    pairs: list[dict] = field(default_factory=list)  # fold, view, patient, whole/breast errors
     skipped: list[str] = field(default_factory=list)  # why a fold/view gave nothing
 
 
@@ -54,15 +54,16 @@ def generation_material(
     all_pairs: bool = False,
     progress: bool = True,
 ) -> GenerationMaterial:
-    """Examples (and, with ``all_pairs``, every test pair's MSE/PSNR/SSIM) of one run."""
+    """Examples (and, with ``all_pairs``, every test pair's MSE/PSNR/SSIM, whole image and
+    in the breast) of one run."""
     import torch
     from tqdm import tqdm
 
     from Training.cache import PreprocessedCache
     from Training.config import RunConfig
     from Training.datasets import image_pairs, patient_key, read_manifest
-    from Training.generator_training import build_config_generator, synthesize_des
-    from Training.metrics import generation_metrics
+    from Training.generator_training import breast_mask, build_config_generator, synthesize_des
+    from Training.metrics import masked_generation_metrics
     from Training.run import preprocessing_params
     from VirtualBiopsyLib.models.safetensors_io import read_state_dict
     from VirtualBiopsyLib.roles import VIEWS
@@ -116,7 +117,9 @@ def generation_material(
         for index, pair in enumerate(pairs):
             label = int(labels.get(pair.le_path, 0))
             if all_pairs:
-                metrics = generation_metrics(synthetic[index], des[index])
+                metrics = masked_generation_metrics(  # as training scores its test pairs
+                    synthetic[index], des[index], breast_mask(le[index])
+                )
                 material.pairs.append(
                     {
                         "fold": fold,
