@@ -11,6 +11,7 @@ import SimpleITK
 import slicer
 import slicer.util
 import vtk
+from slicer_scene import fresh_scene
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE
 from VirtualBiopsyLib.errors import CaseError, ImageError
@@ -29,13 +30,8 @@ PICTURE_DIRECTIONS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 @pytest.fixture
 def scene():
-    """A fresh global scene (slicer.util helpers use ``slicer.mrmlScene``)."""
-    slicer.mrmlScene = slicer.vtkMRMLScene()
-    color_logic = slicer.vtkMRMLColorLogic()
-    color_logic.SetMRMLScene(slicer.mrmlScene)  # default grey table for display nodes
-    yield slicer.mrmlScene
-    color_logic.SetMRMLScene(None)
-    slicer.mrmlScene.Clear(True)
+    with fresh_scene() as scene:
+        yield scene
 
 
 def marked_picture(rows: int = 40, columns: int = 60) -> np.ndarray:

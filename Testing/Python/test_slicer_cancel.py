@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import slicer
+from slicer_scene import fresh_scene
 from test_slicer_bridge import add_volume, marked_picture, write_result_folder
 
-from VirtualBiopsyLib.slicer import bridge
 from VirtualBiopsyLib.slicer.case_review import CaseReview
 from VirtualBiopsyLib.slicer.logic import RunOptions, VirtualBiopsyLogic
 from VirtualBiopsyLib.slicer.process import JobState, SubprocessRunner
@@ -79,15 +78,9 @@ class FakeWorkerProcess:
 
 @pytest.fixture
 def scene():
-    slicer.mrmlScene = slicer.vtkMRMLScene()
-    color_logic = slicer.vtkMRMLColorLogic()
-    color_logic.SetMRMLScene(slicer.mrmlScene)
-    for view in bridge.VIEW_SLOTS:
-        slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceCompositeNode").SetLayoutName(view)
-    add_volume(marked_picture(), "P1_L_DM_CC")  # the Run's exam
-    yield slicer.mrmlScene
-    color_logic.SetMRMLScene(None)
-    slicer.mrmlScene.Clear(True)
+    with fresh_scene(slice_views=True) as scene:
+        add_volume(marked_picture(), "P1_L_DM_CC")  # the Run's exam
+        yield scene
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import slicer
 from slicer_dicom_loading import FileIndex, load_exam_like_slicer
+from slicer_scene import fresh_scene
 from test_slicer_bridge import write_result_folder
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE
@@ -23,14 +24,8 @@ from VirtualBiopsyLib.slicer.logic import RunOptions
 
 @pytest.fixture
 def scene():
-    slicer.mrmlScene = slicer.vtkMRMLScene()
-    color_logic = slicer.vtkMRMLColorLogic()
-    color_logic.SetMRMLScene(slicer.mrmlScene)
-    for view in bridge.VIEW_SLOTS:
-        slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceCompositeNode").SetLayoutName(view)
-    yield slicer.mrmlScene
-    color_logic.SetMRMLScene(None)
-    slicer.mrmlScene.Clear(True)
+    with fresh_scene(slice_views=True) as scene:
+        yield scene
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 import slicer
 import slicer.util
 from slicer_dicom_loading import FileIndex, load_exam_like_slicer, load_series_like_slicer
+from slicer_scene import fresh_scene
 
 from VirtualBiopsyLib.errors import CaseError
 from VirtualBiopsyLib.roles import Laterality
@@ -28,14 +29,8 @@ HE = ["ORIGINAL", "PRIMARY", "", "HIGH_ENERGY"]
 
 @pytest.fixture
 def scene():
-    slicer.mrmlScene = slicer.vtkMRMLScene()
-    color_logic = slicer.vtkMRMLColorLogic()
-    color_logic.SetMRMLScene(slicer.mrmlScene)
-    for view in bridge.VIEW_SLOTS:
-        slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceCompositeNode").SetLayoutName(view)
-    yield slicer.mrmlScene
-    color_logic.SetMRMLScene(None)
-    slicer.mrmlScene.Clear(True)
+    with fresh_scene(slice_views=True) as scene:
+        yield scene
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 import SimpleITK
 import slicer
 import slicer.util
+from slicer_scene import fresh_scene
 from test_slicer_bridge import add_volume, marked_picture, write_result_folder
 
 from VirtualBiopsyLib.errors import CaseError
@@ -94,14 +95,8 @@ class FakePredictProcess:
 
 @pytest.fixture
 def scene():
-    slicer.mrmlScene = slicer.vtkMRMLScene()
-    color_logic = slicer.vtkMRMLColorLogic()
-    color_logic.SetMRMLScene(slicer.mrmlScene)
-    for view in bridge.VIEW_SLOTS:  # the app's 2×2 layout has these slice views
-        slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceCompositeNode").SetLayoutName(view)
-    yield slicer.mrmlScene
-    color_logic.SetMRMLScene(None)
-    slicer.mrmlScene.Clear(True)
+    with fresh_scene(slice_views=True) as scene:
+        yield scene
 
 
 def test_run_exports_runs_and_imports(scene, tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import slicer
 import slicer.util
+from slicer_scene import fresh_scene
 from test_slicer_bridge import add_volume, marked_picture
 
 from VirtualBiopsyLib.errors import ImageError
@@ -21,12 +22,8 @@ from VirtualBiopsyLib.slicer import bridge
 
 @pytest.fixture
 def scene():
-    slicer.mrmlScene = slicer.vtkMRMLScene()
-    color_logic = slicer.vtkMRMLColorLogic()
-    color_logic.SetMRMLScene(slicer.mrmlScene)
-    yield slicer.mrmlScene
-    color_logic.SetMRMLScene(None)
-    slicer.mrmlScene.Clear(True)
+    with fresh_scene() as scene:
+        yield scene
 
 
 def two_over_two_rows(scene) -> list[list[str]]:
