@@ -524,7 +524,14 @@ def run_phantom_check_command(args: argparse.Namespace) -> int:
         check_phantom_check_out(args.out, args.overwrite)
     package = load_package(args.package or demo_package_path())
     baseline = None if args.baseline is None else load_package(args.baseline)
-    check = run_phantom_check(package, patients=patients, seed=seed, baseline=baseline)
+    try:
+        check = run_phantom_check(package, patients=patients, seed=seed, baseline=baseline)
+    except KeyboardInterrupt:  # there is nothing to resume: say what is left, not `--resume`
+        written = (
+            "nothing was written" if args.out is None else f"nothing was written to {args.out}"
+        )
+        print(f"phantom-check interrupted: {written}; run it again", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(format_phantom_check(check), end="")
     if args.out is not None:
         for path in write_phantom_check(check, args.out, overwrite=args.overwrite):
@@ -657,7 +664,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return exit_code_for(error)
     except KeyboardInterrupt:
-        print("interrupted; continue with `train ... --resume`", file=sys.stderr)
+        resumable = args.command == "train"
+        print("interrupted" + ("; continue with `train ... --resume`" if resumable else ""),
+              file=sys.stderr)  # fmt: skip
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `jobs | head`: the reader of stdout went away
         silence_stdout()

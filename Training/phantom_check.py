@@ -34,7 +34,6 @@ Phantom figures are synthetic: they show the pipeline can learn, not clinical pe
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -51,6 +50,7 @@ from sklearn.preprocessing import StandardScaler
 
 import VirtualBiopsyLib
 from Training.cache import PreprocessedCache
+from Training.cli import DEMO_COHORT_SEED
 from Training.datasets import group_cases, read_manifest
 from Training.evaluation import SETTINGS
 from Training.holdout import PackageScores, score_package
@@ -80,7 +80,7 @@ from Training.phantom_truth import (
     radial_profile,
 )
 from Training.report.delong import auc_interval, delong_test
-from VirtualBiopsyLib.atomic_io import finite_json, write_text_atomic
+from VirtualBiopsyLib.atomic_io import finite_json, write_json_atomic, write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError, UsageError
 from VirtualBiopsyLib.inference.output import check_writable
 from VirtualBiopsyLib.phantom import generate_cohort
@@ -216,9 +216,39 @@ def run_phantom_check(
         lesion_contrast=_contrast_summary(scores, truth),
         generation=_generation_summary(scores, truth),
         fusion=[_fusion_reference(scores, *names) for names in FUSIONS],
-        notices=[VirtualBiopsyLib.SYNTHETIC_NOTICE, VirtualBiopsyLib.RESEARCH_USE_NOTICE],
+        notices=[
+            VirtualBiopsyLib.SYNTHETIC_NOTICE,
+            VirtualBiopsyLib.RESEARCH_USE_NOTICE,
+            *check_notices(package, seed, baseline),
+        ],
         baseline=against,
     )
+
+
+def check_notices(package: Any, seed: int, baseline: Any | None = None) -> list[str]:
+    """What a reader must know before reading the figures: a package (or baseline) with no
+    generators leaves Ĉ and F+Ĉ unscored (n/a, not a score of 0), and the demo cohort's
+    seed draws the patients ``demo-model`` trains on, so a package trained there is scored
+    on data it has seen."""
+    notices = []
+    for role, candidate in (("package", package), ("baseline package", baseline)):
+        if candidate is not None and not candidate.generators:
+            notices.append(
+                f"The {role} {candidate.name} has no LE-to-DES generators: its Ĉ and F+Ĉ "
+                "are not scored (n/a), nor are the synthetic DES's figures."
+            )
+    if baseline is not None and baseline.sha256 == package.sha256:
+        notices.append(
+            "The baseline is the package itself (the same model.json sha256): every "
+            "difference against it is 0 by construction."
+        )
+    if seed == DEMO_COHORT_SEED:
+        notices.append(
+            f"Seed {seed} draws the patients `demo-model` trains on (its default cohort "
+            "seed): a package trained on them is scored here on data it has seen, so its "
+            "figures are optimistic. Use another seed for a fresh cohort."
+        )
+    return notices
 
 
 def _with_auc_intervals(scores: PackageScores) -> dict[str, dict[str, float]]:
@@ -573,13 +603,15 @@ def format_phantom_check(check: PhantomCheck) -> str:
         "|---|---|---|",
     ]
     generation = check.generation
-    for count, metrics in REGION_METRICS.items():
-        lines += [
-            f"| {name} | {_number(generation[name], False)} | {int(generation.get(count, 0))} |"
-            for name in metrics
-            if name in generation
-        ]
-    return "\n".join(lines) + "\n"
+    rows = [
+        f"| {name} | {_number(generation[name], False)} | {int(generation.get(count, 0))} |"
+        for count, metrics in REGION_METRICS.items()
+        for name in metrics
+        if name in generation
+    ]
+    if not rows:  # no synthetic DES: an empty table would read as a lost result
+        rows = ["| no synthetic DES beside a real one: nothing to compare | n/a | 0 |"]
+    return "\n".join(lines + rows) + "\n"
 
 
 def _comparison_table(comparisons: list[dict[str, Any]]) -> list[str]:
@@ -680,6 +712,7 @@ def write_phantom_check(
     out_dir = Path(out_dir)
     check_phantom_check_out(out_dir, overwrite)
     json_path, markdown_path = (out_dir / name for name in PHANTOM_CHECK_FILES)
-    write_text_atomic(json_path, json.dumps(check.to_dict(), indent=2) + "\n")
-    write_text_atomic(markdown_path, format_phantom_check(check))
+    record, markdown = check.to_dict(), format_phantom_check(check)  # both before either file
+    write_json_atomic(json_path, record)
+    write_text_atomic(markdown_path, markdown)
     return [json_path, markdown_path]

@@ -307,6 +307,23 @@ def test_delong_without_variance_is_undefined_not_significant() -> None:
     assert auc == 1.0 and math.isnan(low) and math.isnan(high)
 
 
+def test_delong_interval_of_a_difference_stays_in_minus_1_to_1() -> None:
+    """On a dozen cases the normal interval of an AUC difference can reach past ±1 (a
+    phantom check printed -98.8 to +148.8 %); it is clipped as an AUC's is to [0, 1]."""
+    rng = np.random.default_rng(3)
+    past = 0
+    for _ in range(300):
+        labels = np.array([0] * 5 + [1] * 6)
+        a, b = rng.random(11) + 0.8 * labels, rng.random(11) - 0.8 * labels
+        result = delong_test(labels, a, b)
+        if math.isnan(result.ci_low):
+            continue
+        unclipped = 1.96 * result.standard_error
+        past += result.difference + unclipped > 1.0 or result.difference - unclipped < -1.0
+        assert -1.0 <= result.ci_low <= result.difference <= result.ci_high <= 1.0
+    assert past > 0  # the draws do reach past the range, so the clip is exercised
+
+
 def test_delong_rejects_a_large_true_difference_and_not_a_null_one() -> None:
     rng = np.random.default_rng(27)
     n = 300

@@ -512,3 +512,22 @@ def test_the_slurm_script_submits_one_array_per_stage_with_dependencies(tmp_path
     )
     # ... and the package step still runs, to list the jobs that are not finished
     assert "--dependency=afterany:104" in calls[4] and "package runs/r18" in calls[4]
+
+
+@pytest.mark.parametrize(("command", "says_resume"), [("train", True), ("experiments", False)])
+def test_an_interrupt_suggests_resume_only_for_train(
+    tmp_path: Path, monkeypatch, capsys, command: str, says_resume: bool
+) -> None:
+    """Ctrl-C ends with 130; only `train` has a `--resume` to suggest."""
+    from Training import cli
+
+    def interrupted(args) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"run_{command}", interrupted)
+    argv = {
+        "train": ["train", "m.csv", "--out", str(tmp_path)],
+        "experiments": ["experiments", "r", "--out", str(tmp_path)],
+    }
+    assert main(argv[command]) == 130
+    assert ("--resume" in capsys.readouterr().err) is says_resume

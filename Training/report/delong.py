@@ -112,7 +112,9 @@ def delong_test(
     else:
         z = difference / error
         p = float(2.0 * norm.sf(abs(z)))
-        low, high = difference - quantile * error, difference + quantile * error
+        # clipped to the range a difference of two AUCs can take, as an AUC's is to [0, 1]
+        low = max(-1.0, difference - quantile * error)
+        high = min(1.0, difference + quantile * error)
     return DeLongResult(float(aucs[0]), float(aucs[1]), difference, error, z, p, low, high)
 
 
