@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -379,3 +380,11 @@ def test_written_manifest_matches_the_published_schema(package_dir: Path) -> Non
 def test_demo_package_path_points_into_resources() -> None:
     path = demo_package_path()
     assert path == REPO_ROOT / "VirtualBiopsyLib" / "Resources" / "DemoModel"
+
+
+def test_a_folder_without_model_json_is_named_even_as_dot(tmp_path, monkeypatch) -> None:
+    """`--model .` or `--baseline ""` in a folder that is no package: the message names the
+    folder, not just "model.json"."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelPackageError, match=re.escape(f"{tmp_path}/model.json: missing")):
+        load_package("")

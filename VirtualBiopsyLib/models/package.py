@@ -553,7 +553,9 @@ def _read_manifest_bytes(directory: Path, manifest_path: Path) -> bytes:
     except LimitExceededError as error:
         raise ModelPackageError(f"{manifest_path}: refused: it {error}") from error
     except FileNotFoundError as error:
-        raise ModelPackageError(f"{manifest_path}: missing; not a model package") from error
+        raise ModelPackageError(  # absolute: `--model ""` or `.` would name just model.json
+            f"{manifest_path.absolute()}: missing; not a model package"
+        ) from error
     except OSError as error:
         raise ModelPackageError(f"{manifest_path}: cannot read ({error.strerror})") from error
 
