@@ -74,19 +74,8 @@ def test_generators_by_name_round_trip_their_spec() -> None:
 
 def test_a_package_rebuilds_its_pooling_and_unet_generators(tmp_path: Path) -> None:
     classifiers = {slot: build_classifier("demo", pooling="max").eval() for slot in SLOTS}
-    fold = FoldModels(classifiers, {slot: 0.5 for slot in SLOTS}, {"LE": 0.3, "DES": 0.6})
     generators = {"CC": build_unet_generator(**DEMO_UNET).eval()}
-    directory = write_package(
-        tmp_path / "pkg",
-        name="test",
-        version="1",
-        architecture="demo",
-        folds=[fold],
-        generators=generators,
-        preprocessing={"size": 64},
-        is_demo=True,
-    )
-    package = load_package(directory)
+    package = load_package(_write_demo_package(tmp_path / "pkg", classifiers, generators))
     assert package.pooling == "max"
     assert package.generators["CC"].architecture == "unet"
     images = torch.rand(1, 1, 64, 64)
@@ -105,10 +94,18 @@ def test_classifiers_with_different_poolings_cannot_share_a_package(tmp_path: Pa
         write_package(tmp_path / "pkg", name="t", version="1", architecture="demo", folds=[fold])
 
 
-def _write_demo_package(directory: Path, pooling: str = "avg") -> Path:
-    classifiers = {slot: build_classifier("demo", pooling=pooling).eval() for slot in SLOTS}
+def _write_demo_package(
+    directory: Path,
+    classifiers: dict[str, torch.nn.Module] | None = None,
+    generators: dict[str, torch.nn.Module] | None = None,
+    pooling: str = "avg",
+) -> Path:
+    """A one-fold demo-network package (new networks unless given), 64² images."""
+    if classifiers is None:
+        classifiers = {slot: build_classifier("demo", pooling=pooling).eval() for slot in SLOTS}
     fold = FoldModels(classifiers, {slot: 0.5 for slot in SLOTS}, {"LE": 0.3, "DES": 0.6})
-    generators = {"CC": build_unet_generator(**DEMO_UNET).eval()}
+    if generators is None:
+        generators = {"CC": build_unet_generator(**DEMO_UNET).eval()}
     return write_package(
         directory,
         name="test",
