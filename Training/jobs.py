@@ -53,6 +53,7 @@ from VirtualBiopsyLib.atomic_io import (
     write_text_atomic,
 )
 from VirtualBiopsyLib.errors import UsageError, VirtualBiopsyError
+from VirtualBiopsyLib.processes import process_alive
 from VirtualBiopsyLib.roles import SLOTS, VIEWS, parse_slot
 
 logger = logging.getLogger(__name__)
@@ -351,19 +352,8 @@ def _still_running(run_dir: Path, job: Job, record: dict[str, Any]) -> bool | No
         except LockUnsupportedError:
             pass  # no flock on this file system: ask the process table
     if record.get("host") == socket.gethostname() and isinstance(record.get("pid"), int):
-        return _process_exists(record["pid"])
+        return process_alive(record["pid"])
     return None
-
-
-def _process_exists(pid: int) -> bool:
-    """Whether a process with this ID exists on this host (signal 0 only checks)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def is_finished(run_dir: Path, job: Job) -> bool:

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     (f"{PACKAGE}.fusion", 0),
     (f"{PACKAGE}.ensemble", 0),
     (f"{PACKAGE}.calibration", 0),
+    (f"{PACKAGE}.processes", 0),
     (f"{PACKAGE}.images", 1),
     (f"{PACKAGE}.phantom", 1),
     (f"{PACKAGE}.nrrd_io", 1),

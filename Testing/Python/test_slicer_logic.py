@@ -239,8 +239,8 @@ def test_model_folder_field_never_shows_a_dot():
 def test_runs_reuse_the_session_worker_and_cancel_starts_a_fresh_one(scene, tmp_path):
     """Real worker process, tiny untrained package: two Runs in one process (no network
     built again), Cancel kills it, the next Run starts a new one, close ends it."""
-    from VirtualBiopsyLib.commands.worker import process_alive
     from VirtualBiopsyLib.inference.fixtures import write_slot_folder, write_untrained_package
+    from VirtualBiopsyLib.processes import process_alive
 
     package = write_untrained_package(tmp_path / "package", n_folds=2)
     phantom = write_slot_folder(tmp_path / "phantom", ["LE_CC", "LE_MLO"], laterality="L")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from VirtualBiopsyLib.commands.worker import process_alive
+from VirtualBiopsyLib.processes import process_alive
 from VirtualBiopsyLib.slicer.logic import child_python_path
 from VirtualBiopsyLib.slicer.process import (
     JobCancelledError,

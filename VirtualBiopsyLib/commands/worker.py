@@ -76,6 +76,7 @@ from VirtualBiopsyLib.errors import (
 )
 from VirtualBiopsyLib.inference.progress import JsonLinesProgress, json_line
 from VirtualBiopsyLib.limits import MAX_JSON_DEPTH, json_depth
+from VirtualBiopsyLib.processes import process_alive
 
 log = logging.getLogger(__name__)
 
@@ -377,34 +378,6 @@ def _request_id(request: dict[str, Any]) -> str | int | None:
 
 
 # --------------------------------------------------------------------------- parent
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (POSIX: signal 0; Windows: its exit code).
-
-    On Windows ``os.kill(pid, 0)`` would terminate the process, so the Win32 API is asked.
-    """
-    if os.name == "nt":
-        import ctypes
-
-        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
-        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        if not handle:
-            return False
-        try:
-            code = ctypes.c_ulong()
-            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
-                return False
-            return code.value == 259  # STILL_ACTIVE
-        finally:
-            kernel32.CloseHandle(handle)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def watch_parent(
