@@ -13,6 +13,14 @@ generators train on its LE/DES pairs, the benign-vs-malignant classifiers leave 
 ``synthetic`` is the provenance of the image (the phantom writes ``true``); a run on a
 manifest with any synthetic row is marked as computed on synthetic data.
 
+An optional last column, ``lesion_mask``, names a mask of the row's lesion: an 8-bit
+image file (PNG) on the image's own pixel grid, non-zero inside the lesion, relative to the
+manifest like ``path``. Empty means *not annotated* (not "no lesion"); an all-zero mask
+means annotated without a lesion. The column is written only when some row has a mask, so
+a manifest without annotations keeps its ten columns (and its bytes). The phantom writes
+its masks; ``import cdd-cesm`` draws the set's hand-drawn segmentations into masks.
+Training uses them for the lesion-region generation metrics only.
+
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())
 >>> row = TrainingManifestRow("P1", "1.2.3", "L", View.CC, Modality.LE, folder / "a.dcm",
@@ -50,6 +58,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "phase",
 )
 TRAINING_MANIFEST_COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, "synthetic")
+#: Optional: written only when some row has a lesion mask (see the module docstring).
+LESION_MASK_COLUMN = "lesion_mask"
 PHASES: tuple[str, ...] = ("early", "late")
 ACR_DENSITIES: tuple[str, ...] = ("a", "b", "c", "d")
 _TRUE = ("true", "1", "yes")
@@ -102,6 +112,7 @@ class TrainingManifestRow:
     acr_density: str
     phase: str
     synthetic: bool = False
+    lesion_mask: Path | None = None  # absolute when read; None: not annotated
 
     @property
     def slot(self) -> str:
@@ -154,7 +165,10 @@ def read_training_manifest(path: Path | str) -> TrainingManifest:
 
 def _parse_row(manifest: Path, line: int, raw: dict[str, str | None]) -> TrainingManifestRow:
     where = f"{manifest}: line {line}"
-    values = {key: (raw.get(key) or "").strip() for key in TRAINING_MANIFEST_COLUMNS}
+    values = {
+        key: (raw.get(key) or "").strip()
+        for key in (*TRAINING_MANIFEST_COLUMNS, LESION_MASK_COLUMN)
+    }
     try:
         modality = Modality(values["modality"].upper())
         view = View(values["view"].upper())
@@ -188,16 +202,24 @@ def _parse_row(manifest: Path, line: int, raw: dict[str, str | None]) -> Trainin
         acr_density=density,
         phase=phase,
         synthetic=values["synthetic"].lower() in _TRUE,
+        lesion_mask=(
+            (manifest.parent / values[LESION_MASK_COLUMN]).resolve()
+            if values[LESION_MASK_COLUMN]
+            else None
+        ),
     )
 
 
 def format_training_manifest(rows: Iterable[TrainingManifestRow], folder: Path) -> str:
-    """The CSV text of ``rows`` with paths relative to ``folder`` (the manifest's)."""
+    """The CSV text of ``rows`` with paths relative to ``folder`` (the manifest's); the
+    ``lesion_mask`` column only when some row has a mask."""
+    rows = list(rows)
+    masks = any(row.lesion_mask is not None for row in rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(TRAINING_MANIFEST_COLUMNS)
+    writer.writerow(TRAINING_MANIFEST_COLUMNS + ((LESION_MASK_COLUMN,) if masks else ()))
     for row in rows:
-        relative = Path(os.path.relpath(Path(row.path).absolute(), Path(folder).absolute()))
+        mask = [] if not masks else [_relative(row.lesion_mask, folder) if row.lesion_mask else ""]
         writer.writerow(
             [
                 row.patient_id,
@@ -205,14 +227,20 @@ def format_training_manifest(rows: Iterable[TrainingManifestRow], folder: Path) 
                 row.laterality,
                 View(row.view).value,
                 Modality(row.modality).value,
-                relative.as_posix(),
+                _relative(row.path, folder),
                 BiopsyLabel(row.label).text,
                 row.acr_density,
                 row.phase,
                 "true" if row.synthetic else "false",
+                *mask,
             ]
         )
     return buffer.getvalue()
+
+
+def _relative(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder``, with forward slashes (the manifest's spelling)."""
+    return Path(os.path.relpath(Path(path).absolute(), Path(folder).absolute())).as_posix()
 
 
 def write_training_manifest(path: Path, rows: Iterable[TrainingManifestRow]) -> Path:
@@ -233,6 +261,7 @@ def is_training_manifest(path: Path) -> bool:
 
 __all__ = [
     "ACR_DENSITIES",
+    "LESION_MASK_COLUMN",
     "PHASES",
     "REQUIRED_COLUMNS",
     "TRAINING_MANIFEST_COLUMNS",

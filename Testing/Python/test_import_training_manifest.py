@@ -9,6 +9,7 @@ import pytest
 from Training.datasets import group_cases, image_pairs
 from VirtualBiopsyLib.roles import Modality, View
 from VirtualBiopsyLib.training_manifest import (
+    LESION_MASK_COLUMN,
     TRAINING_MANIFEST_COLUMNS,
     BiopsyLabel,
     TrainingManifestError,
@@ -44,6 +45,22 @@ def test_round_trip_with_paths_relative_to_the_manifest(tmp_path) -> None:
     assert [r.path for r in read.rows] == [r.path.resolve() for r in rows]
     assert [r.label for r in read.rows] == [r.label for r in rows]
     assert read.synthetic and is_training_manifest(manifest)
+
+
+def test_lesion_masks_round_trip_and_the_column_appears_only_with_one(tmp_path) -> None:
+    masked = _row(
+        tmp_path, "P1", "DES_CC", BiopsyLabel.MALIGNANT, lesion_mask=tmp_path / "masks" / "a.png"
+    )
+    plain = [_row(tmp_path, "P1", "LE_CC", BiopsyLabel.MALIGNANT)]
+    without = write_training_manifest(tmp_path / "plain.csv", plain)
+    assert LESION_MASK_COLUMN not in without.read_text()  # old manifests keep their bytes
+    manifest = write_training_manifest(tmp_path / "sub" / "manifest.csv", [*plain, masked])
+    lines = manifest.read_text().splitlines()
+    assert tuple(lines[0].split(",")) == (*TRAINING_MANIFEST_COLUMNS, LESION_MASK_COLUMN)
+    assert lines[1].endswith(",false,") and lines[2].endswith(",../masks/a.png")
+    read = read_training_manifest(manifest)
+    assert [row.lesion_mask for row in read.rows] == [None, (tmp_path / "masks" / "a.png")]
+    assert read_training_manifest(without).rows[0].lesion_mask is None
 
 
 def test_normal_breasts_feed_the_generators_not_the_classifiers(tmp_path) -> None:
