@@ -39,7 +39,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.errors import VirtualBiopsyError
@@ -60,6 +60,12 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 TRAINING_MANIFEST_COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, "synthetic")
 #: Optional: written only when some row has a lesion mask (see the module docstring).
 LESION_MASK_COLUMN = "lesion_mask"
+#: Masks kept beside images (an exam folder, the phantom's cohort) live in one of these
+#: folders at the folder's top, mirroring the images' paths, each named after its image
+#: with this suffix: ``import dicom`` reads them, and image scans never take them for images.
+LESION_MASK_SUFFIX = "_lesion_mask.png"
+LESION_MASK_FOLDERS: tuple[str, ...] = ("lesion_masks", "synthetic_lesion_masks")  # user, phantom
+_IMAGE_SUFFIXES = (".dcm", ".jpg", ".jpeg", ".png")
 PHASES: tuple[str, ...] = ("early", "late")
 ACR_DENSITIES: tuple[str, ...] = ("a", "b", "c", "d")
 _TRUE = ("true", "1", "yes")
@@ -249,6 +255,26 @@ def write_training_manifest(path: Path, rows: Iterable[TrainingManifestRow]) -> 
     return write_text_atomic(path, format_training_manifest(rows, path.parent))
 
 
+def lesion_mask_relative(image_relative: str, folder: str = LESION_MASK_FOLDERS[0]) -> str:
+    """Where the mask of the image at ``image_relative`` is kept (relative to the same
+    top folder): ``folder``, the image's path, its name with :data:`LESION_MASK_SUFFIX`.
+
+    >>> lesion_mask_relative("PAT1/IM0001.dcm")
+    'lesion_masks/PAT1/IM0001_lesion_mask.png'
+    >>> lesion_mask_relative("Subtracted images/P1_L_CM_CC .jpg", "synthetic_lesion_masks")
+    'synthetic_lesion_masks/Subtracted images/P1_L_CM_CC _lesion_mask.png'
+    """
+    image = PurePosixPath(image_relative)
+    suffix = image.suffix.lower()
+    stem = image.name[: -len(suffix)] if suffix in _IMAGE_SUFFIXES else image.name
+    return (PurePosixPath(folder) / image.parent / (stem + LESION_MASK_SUFFIX)).as_posix()
+
+
+def is_lesion_mask_file(path: Path | str) -> bool:
+    """True for a file named as a lesion mask (never an image to read or classify)."""
+    return Path(path).name.lower().endswith(LESION_MASK_SUFFIX)
+
+
 def is_training_manifest(path: Path) -> bool:
     """True when ``path`` starts with a training manifest's header (safe to overwrite)."""
     try:
@@ -262,6 +288,8 @@ def is_training_manifest(path: Path) -> bool:
 __all__ = [
     "ACR_DENSITIES",
     "LESION_MASK_COLUMN",
+    "LESION_MASK_FOLDERS",
+    "LESION_MASK_SUFFIX",
     "PHASES",
     "REQUIRED_COLUMNS",
     "TRAINING_MANIFEST_COLUMNS",
@@ -271,7 +299,9 @@ __all__ = [
     "TrainingManifestError",
     "TrainingManifestRow",
     "format_training_manifest",
+    "is_lesion_mask_file",
     "is_training_manifest",
+    "lesion_mask_relative",
     "read_training_manifest",
     "write_training_manifest",
 ]

@@ -16,6 +16,7 @@ from Training.importers.dicom_exams import PHASE_EARLIEST, PHASE_LATER, import_d
 from Training.importers.sheets import ImportInputError
 from Training.importers.summary import summary_path_for, write_import
 from Training.importers.values import LABEL_VALUES, PHASE_VALUES, ValueMapping
+from VirtualBiopsyLib.images.readers import scan
 from VirtualBiopsyLib.phantom import generate_cohort
 from VirtualBiopsyLib.training_manifest import read_training_manifest
 
@@ -220,6 +221,64 @@ def test_phantom_exams_with_a_per_breast_sheet_import_to_the_phantoms_manifest(t
     assert set(read_training_manifest(tmp_path / "imported" / "manifest.csv").rows) == set(phantom)
     assert all(row.synthetic for row in result.rows)  # the headers say synthetic
     assert set(summary["left_out_by_reason"]) <= {"not used by the readers"}  # high energy
+    assert all(row.lesion_mask for row in result.rows)  # the phantom's masks, read back
+    masks = summary["lesion_masks"]
+    assert sum(masks["images_per_modality"].values()) == len(phantom)
+
+
+def test_a_phantom_mask_that_does_not_fit_its_image_is_left_out(tmp_path) -> None:
+    from PIL import Image
+
+    manifest = generate_cohort(tmp_path / "cohort", patients=2, seed=4)
+    rows = read_training_manifest(manifest).rows
+    Image.new("L", (5, 7)).save(rows[0].lesion_mask)  # not the image's grid
+    rows[1].path.unlink()  # its mask stays behind
+    sheet = _sheet(
+        tmp_path / "clinical.csv",
+        ["PatientID", "Laterality", "label"],
+        sorted({(r.patient_id, r.laterality, r.label.text) for r in rows}),
+    )
+    result = import_dicom_exams(tmp_path / "cohort", sheet)
+    reasons = {item.kind: item for item in result.left_out}
+    assert "5×7 pixels" in reasons["lesion mask not on its image's grid"].detail
+    assert reasons["lesion mask of an image not imported"].item.endswith("_lesion_mask.png")
+    imported = {row.path: row.lesion_mask for row in result.rows}
+    assert imported[rows[0].path] is None and rows[1].path not in imported
+    assert all(mask is not None for path, mask in imported.items() if path != rows[0].path)
+
+
+def test_a_users_lesion_masks_folder_is_read_and_bad_masks_stay_their_own_problem(
+    tmp_path,
+) -> None:
+    """Real exams keep masks in ``lesion_masks/`` (the phantom's folder is only its own);
+    an unreadable mask or a second mask of one image is listed, never a crash."""
+    import shutil
+
+    from PIL import Image
+
+    cohort = tmp_path / "cohort"
+    rows = read_training_manifest(generate_cohort(cohort, patients=2, seed=4)).rows
+    shutil.move(cohort / "synthetic_lesion_masks", cohort / "lesion_masks")
+    moved = [cohort / "lesion_masks" / r.lesion_mask.relative_to(cohort / "synthetic_lesion_masks")
+             for r in rows]  # fmt: skip
+    moved[0].write_bytes(b"not a png")
+    second = cohort / "synthetic_lesion_masks" / moved[1].relative_to(cohort / "lesion_masks")
+    second.parent.mkdir(parents=True)
+    Image.new("L", (3, 3)).save(second)
+    sheet = _sheet(
+        tmp_path / "clinical.csv",
+        ["PatientID", "Laterality", "label"],
+        sorted({(r.patient_id, r.laterality, r.label.text) for r in rows}),
+    )
+    result = import_dicom_exams(cohort, sheet)
+    reasons = {item.kind: item for item in result.left_out}
+    assert "not a readable image" in reasons["lesion mask unreadable"].detail
+    assert reasons["second lesion mask of an image"].item.startswith("synthetic_lesion_masks/")
+    masks = {row.path: row.lesion_mask for row in result.rows}
+    assert masks[rows[0].path] is None and masks[rows[1].path] == moved[1]
+    assert all(masks[r.path] == m for r, m in zip(rows[2:], moved[2:], strict=True))
+    assert result.lesion_masks_source == "lesion_masks/, synthetic_lesion_masks/ beside the images"
+    assert not any("lesion_mask" in entry.path.name for entry in scan([cohort]))  # no images
 
 
 def test_command_line_options_and_mapping_file(exams, tmp_path, capsys) -> None:

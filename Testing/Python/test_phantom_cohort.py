@@ -20,6 +20,7 @@ from VirtualBiopsyLib.phantom.cdd_cesm import ANNOTATION_COLUMNS, ANNOTATIONS_NA
 from VirtualBiopsyLib.phantom.cohort import generate_cohort, plan_cohort
 from VirtualBiopsyLib.phantom.dicom_writer import PATIENT_ORIENTATION, VIEW_CODES
 from VirtualBiopsyLib.roles import Laterality, View
+from VirtualBiopsyLib.training_manifest import LESION_MASK_COLUMN
 from VirtualBiopsyLib.training_manifest import TRAINING_MANIFEST_COLUMNS as MANIFEST_COLUMNS
 
 PATIENTS, SEED = 8, 5
@@ -58,7 +59,7 @@ def _headers(folder: Path) -> dict[str, pydicom.Dataset]:
 
 def test_manifest_lists_exactly_the_usable_images(dicom_cohort):
     rows = read_manifest(dicom_cohort / "manifest.csv")
-    assert tuple(rows[0]) == MANIFEST_COLUMNS
+    assert tuple(rows[0]) == (*MANIFEST_COLUMNS, LESION_MASK_COLUMN)  # every breast has a lesion
     headers = _headers(dicom_cohort)
     listed = {row["path"] for row in rows}
     assert listed <= set(headers)

@@ -9,8 +9,15 @@ one row per finding: rows are grouped on ``Image_name`` (given without ``.jpg``)
 own three values); a breast whose images disagree is left out. Density is read from 1–4,
 2.0 or a–d. Every image and row left out is reported with the reason.
 
-The phantom's ``--layout cdd-cesm`` writes this layout; importing it gives back exactly
-the phantom's own manifest (a test checks it byte for byte).
+Lesion masks come from the set's hand-drawn segmentations,
+``Radiology_hand_drawn_segmentations_v2.csv`` (a VIA export, found in the folder by name
+or given; :mod:`~Training.importers.segmentations`): every region of an image is drawn
+into one mask on its pixel grid, written beside the manifest by ``write_import``. Without
+the file no image has a mask, and the summary says so. Each region left out is listed.
+
+The phantom's ``--layout cdd-cesm`` writes this layout; importing it gives back the
+phantom's own manifest (a test checks it byte for byte but for the mask paths, and the
+masks by content).
 
 >>> result = import_cdd_cesm(Path("CDD-CESM"))  # doctest: +SKIP
 >>> write_import(result, Path("cdd/manifest.csv"))["pairs_per_view"]  # doctest: +SKIP
@@ -23,6 +30,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from Training.importers.masks import MaskDrawing
+from Training.importers.segmentations import (
+    ImageRegions,
+    Segmentations,
+    find_segmentations,
+    read_segmentations,
+)
 from Training.importers.sheets import (
     ImportInputError,
     Sheet,
@@ -35,13 +49,14 @@ from Training.importers.summary import ImportResult, LeftOut
 from Training.importers.values import breast_label, parse_density
 from VirtualBiopsyLib import SYNTHETIC_NOTICE
 from VirtualBiopsyLib.images.mammogram import ImageInfo
-from VirtualBiopsyLib.images.raster_reader import parse_cdd_cesm_name
+from VirtualBiopsyLib.images.raster_reader import CddCesmName, parse_cdd_cesm_name
 from VirtualBiopsyLib.images.readers import scan
 from VirtualBiopsyLib.phantom.cdd_cesm import (
     ANNOTATIONS_NAME,
     LOW_ENERGY_FOLDER,
     SUBTRACTED_FOLDER,
 )
+from VirtualBiopsyLib.phantom.segmentations import SEGMENTATIONS_NAME
 from VirtualBiopsyLib.roles import MODALITIES, VIEWS, Modality
 from VirtualBiopsyLib.training_manifest import BiopsyLabel, TrainingManifestRow
 
@@ -97,11 +112,19 @@ def _relative(path: Path, folder: Path) -> str:
         return path.as_posix()
 
 
+def _key_of(name: CddCesmName) -> ImageKey:
+    return (name.patient_id, name.laterality.value, name.modality, name.view.value)
+
+
+def _canonical(name: CddCesmName) -> str:
+    """``P1_L_DM_CC``: the sheet's ``Image_name`` form (no stray spaces, no extension)."""
+    code = "DM" if name.modality is Modality.LE else "CM"
+    return f"{name.patient_id}_{name.laterality.value}_{code}_{name.view.value}"
+
+
 def _name_key(path: Path) -> ImageKey | None:
     name = parse_cdd_cesm_name(path.name)
-    if name is None:
-        return None
-    return (name.patient_id, name.laterality.value, name.modality, name.view.value)
+    return None if name is None else _key_of(name)
 
 
 def _scan_images(
@@ -185,11 +208,9 @@ def _read_annotations(
         marker = " ".join(
             cell_text(row.values[columns[c]]) for c in ("tags", "machine") if columns[c]
         )
-        key = (name.patient_id, name.laterality.value, name.modality, name.view.value)
-        canonical = f"{name.patient_id}_{name.laterality.value}_" + (
-            f"{'DM' if name.modality is Modality.LE else 'CM'}_{name.view.value}"
+        annotation = annotations.setdefault(
+            _key_of(name), _Annotation(_canonical(name), [], set(), [], False)
         )
-        annotation = annotations.setdefault(key, _Annotation(canonical, [], set(), [], False))
         annotation.rows.append(row)
         annotation.labels.add(PATHOLOGY_VALUES[pathology])
         if density:
@@ -210,10 +231,81 @@ def _order(row: TrainingManifestRow) -> tuple:
     )
 
 
+def _rows_text(numbers: list[int]) -> str:
+    return ("segmentations row " if len(numbers) == 1 else "segmentations rows ") + ", ".join(
+        map(str, numbers)
+    )
+
+
+def _image_drawing(
+    listed: list[ImageRegions], info: ImageInfo, name: CddCesmName, left_out: list[LeftOut]
+) -> MaskDrawing | None:
+    """The regions of one image (from every spelling of its name) that mark pixels on it."""
+    size = (info.rows, info.columns)  # from the JPEG header: nothing decoded
+    kept = []
+    for image in listed:
+        for row, region in image.regions:
+            if len(region.pixels(size)[0]) == 0:
+                left_out.append(
+                    LeftOut(
+                        f"segmentations row {row}",
+                        "region entirely outside the image",
+                        f"{image.file_name}: {info.columns}×{info.rows} pixels",
+                    )
+                )
+            else:
+                kept.append(region)
+    if not kept:
+        return None
+    return MaskDrawing(size, tuple(kept), f"{_canonical(name)}_lesion_mask.png")
+
+
+def _lesion_masks(
+    segmentations: Segmentations,
+    images: dict[ImageKey, ImageInfo],
+    rows: list[TrainingManifestRow],
+) -> tuple[dict[Path, MaskDrawing], list[LeftOut], int]:
+    """Drawings per imported image, regions left out, and images listed without regions."""
+    left_out = list(segmentations.left_out)
+    by_key: dict[ImageKey, list[ImageRegions]] = defaultdict(list)
+    for image in segmentations.images.values():
+        name = parse_cdd_cesm_name(image.file_name)
+        rows_text = _rows_text(image.rows)
+        if name is None:
+            left_out.append(LeftOut(rows_text, "file name not a CDD-CESM image", image.file_name))
+        elif _key_of(name) not in images:
+            left_out.append(LeftOut(rows_text, "file name not matching any image", image.file_name))
+        else:
+            by_key[_key_of(name)].append(image)
+    imported = {row.path for row in rows}
+    drawings: dict[Path, MaskDrawing] = {}
+    without_regions = 0
+    for key, listed in by_key.items():
+        info = images[key]
+        if not any(image.regions for image in listed):
+            without_regions += 1
+            continue
+        if info.path not in imported:
+            numbers = sorted(row for image in listed for row, _ in image.regions)
+            detail = f"{listed[0].file_name} (left out above)"
+            left_out.append(LeftOut(_rows_text(numbers), "image not in the manifest", detail))
+            continue
+        name = parse_cdd_cesm_name(listed[0].file_name)
+        drawing = _image_drawing(listed, info, name, left_out)  # type: ignore[arg-type]
+        if drawing is not None:
+            drawings[info.path] = drawing
+    return drawings, left_out, without_regions
+
+
 def import_cdd_cesm(
-    folder: Path, annotations: Path | None = None, sheet_name: str | None = None
+    folder: Path,
+    annotations: Path | None = None,
+    sheet_name: str | None = None,
+    segmentations: Path | None = None,
 ) -> ImportResult:
-    """Read a CDD-CESM folder; return the rows and the leave-out report (nothing written)."""
+    """Read a CDD-CESM folder; return the rows, the lesion regions to draw and the
+    leave-out report (nothing written). ``segmentations``: the VIA CSV (default: found
+    in ``folder`` by name; none found: no masks)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ImportInputError(f"{folder}: no such folder")
@@ -290,4 +382,30 @@ def import_cdd_cesm(
         else None,
     }
     seen = {key[0] for key in images} | {key[0] for key in annotated}
-    return ImportResult("cdd-cesm", folder, rows, left_out, settings, notes=notes, patient_ids=seen)
+    result = ImportResult(
+        "cdd-cesm", folder, rows, left_out, settings, notes=notes, patient_ids=seen
+    )
+    _add_lesion_masks(result, segmentations or find_segmentations(folder), images)
+    return result
+
+
+def _add_lesion_masks(
+    result: ImportResult, path: Path | None, images: dict[ImageKey, ImageInfo]
+) -> None:
+    """Read the segmentation CSV (if any) into the result's drawings and left-out regions."""
+    result.settings["segmentations"] = path.name if path else None
+    if path is None:
+        result.lesion_masks_source = f"no {SEGMENTATIONS_NAME} found; --segmentations FILE"
+        return
+    segmentations = read_segmentations(Path(path))
+    drawings, left_out, without_regions = _lesion_masks(segmentations, images, result.rows)
+    result.mask_drawings, result.regions_left_out = drawings, left_out
+    result.lesion_masks_source = Path(path).name
+    if without_regions:
+        result.notes["image listed in the segmentations without regions (no mask)"] = (
+            without_regions
+        )
+    for image in segmentations.images.values():
+        name = parse_cdd_cesm_name(image.file_name)
+        if name is not None:
+            result.patient_ids.add(name.patient_id)

@@ -1,7 +1,8 @@
 """``virtual-biopsy-train import cdd-cesm|dicom``: the two importers on the command line.
 
-Prints the summary with patient IDs masked and writes ``OUT`` (the training manifest) and
-``OUT``'s ``.summary.json`` beside it (which, like the manifest, holds patient IDs).
+Prints the summary with patient IDs masked and writes ``OUT`` (the training manifest),
+``OUT``'s ``.summary.json`` beside it (which, like the manifest, holds patient IDs) and,
+when the source has lesion segmentations, ``OUT``'s ``.lesion_masks/`` folder.
 Existing outputs are replaced only with ``--overwrite`` and only when they are an earlier
 import's own files.
 """
@@ -35,12 +36,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         "cdd-cesm",
         help="the public CDD-CESM set as downloaded",
         description="DIR holds 'Low energy images of CDD-CESM/', 'Subtracted images of "
-        "CDD-CESM/' and 'Radiology manual annotations.xlsx' (sheet 'all') or its CSV export.",
+        "CDD-CESM/' and 'Radiology manual annotations.xlsx' (sheet 'all') or its CSV export, "
+        "and optionally 'Radiology_hand_drawn_segmentations_v2.csv' (the lesions, drawn "
+        "into masks in OUT's .lesion_masks/ folder).",
     )
     cdd.add_argument("folder", type=Path, metavar="DIR")
     cdd.add_argument("--out", type=Path, required=True, help="training manifest to write")
     cdd.add_argument("--annotations", type=Path, help="the annotation sheet (default: in DIR)")
     cdd.add_argument("--sheet", help="XLSX sheet name (default: all)")
+    cdd.add_argument(
+        "--segmentations",
+        type=Path,
+        metavar="CSV",
+        help="the hand-drawn segmentations, a VIA CSV export (default: in DIR; none: no masks)",
+    )
     cdd.add_argument("--overwrite", action="store_true", help="replace an earlier import")
     cdd.set_defaults(func=run_cdd_cesm)
 
@@ -100,10 +109,12 @@ def _finish(result: ImportResult, args: argparse.Namespace, inputs: list[Path]) 
 
 def run_cdd_cesm(args: argparse.Namespace) -> int:
     from Training.importers.cdd_cesm import find_annotations, import_cdd_cesm
+    from Training.importers.segmentations import find_segmentations
 
-    result = import_cdd_cesm(args.folder, args.annotations, args.sheet)
+    result = import_cdd_cesm(args.folder, args.annotations, args.sheet, args.segmentations)
     annotations = args.annotations or find_annotations(args.folder)
-    return _finish(result, args, [annotations])
+    segmentations = args.segmentations or find_segmentations(args.folder)
+    return _finish(result, args, [annotations, *([segmentations] if segmentations else [])])
 
 
 def run_dicom(args: argparse.Namespace) -> int:

@@ -18,6 +18,13 @@ Images whose header says synthetic (``SYNTHETIC`` in Image Type or Series Descri
 or ``synthetic`` in Image Comments, as the phantom and our DICOM export write) are marked
 synthetic in the manifest.
 
+Lesion masks kept beside the exams are read as their images' masks: a folder
+``lesion_masks/`` (or the phantom's ``synthetic_lesion_masks/``) at the imported folder's
+top, mirroring each image's path, ``<image name>_lesion_mask.png``
+(:func:`VirtualBiopsyLib.training_manifest.lesion_mask_relative`), so importing a phantom
+cohort gives back its manifest, masks included. A mask that cannot be read, whose size
+differs from its image's, or whose image is not imported is left out with the reason.
+
 >>> mapping = ClinicalMapping(labels=ValueMapping.parse("B=benign,M=malignant",
 ...                                                     LABEL_VALUES, "label"))
 >>> result = import_dicom_exams(Path("exams"), Path("clinical.xlsx"), mapping)  # doctest: +SKIP
@@ -27,9 +34,11 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import pydicom
+from PIL import Image
 
 from Training.importers.clinical_sheet import (
     ClinicalMapping,
@@ -44,7 +53,13 @@ from VirtualBiopsyLib.images.cases import group_cases
 from VirtualBiopsyLib.images.mammogram import ImageInfo
 from VirtualBiopsyLib.images.readers import scan
 from VirtualBiopsyLib.roles import MODALITIES, VIEWS
-from VirtualBiopsyLib.training_manifest import BiopsyLabel, TrainingManifestRow
+from VirtualBiopsyLib.training_manifest import (
+    LESION_MASK_FOLDERS,
+    LESION_MASK_SUFFIX,
+    BiopsyLabel,
+    TrainingManifestRow,
+    lesion_mask_relative,
+)
 
 __all__ = ["LABEL_VALUES", "ClinicalMapping", "ValueMapping", "import_dicom_exams"]
 
@@ -85,7 +100,7 @@ def _usable_infos(folder: Path, left_out: list[LeftOut]) -> tuple[list[ImageInfo
     """The images with every role and identity known; and every patient ID seen."""
     infos = []
     patient_ids: set[str] = set()
-    for entry in scan([folder]):
+    for entry in scan([folder]):  # lesion masks are no images: the scan leaves them out
         item = _relative(entry.path, folder)
         if entry.info is not None and entry.info.patient_id:
             patient_ids.add(entry.info.patient_id)
@@ -258,11 +273,13 @@ def import_dicom_exams(
             phase_rules.append({"path": _relative(path, folder), "phase": phase, "rule": rule})
     for number in sheet.unused_rows():
         left_out.append(LeftOut(f"sheet row {number}", "clinical row without image"))
+    mask_files = _mask_files(folder)
+    rows = _with_masks(rows, infos_by_path, folder, mask_files, left_out)
     rows.sort(key=_order)
     phase_rules.sort(key=lambda item: item["path"])
     notes = Counter("image without ACR density" for row in rows if not row.acr_density)
     notes.update(notes_extra)
-    return ImportResult(
+    result = ImportResult(
         "dicom",
         folder,
         rows,
@@ -272,3 +289,64 @@ def import_dicom_exams(
         phase_rules=phase_rules,
         patient_ids=patient_ids,
     )
+    if mask_files:
+        used = sorted({item.split("/")[0] for item in mask_files})
+        result.lesion_masks_source = f"{', '.join(f'{name}/' for name in used)} beside the images"
+    return result
+
+
+def _mask_files(folder: Path) -> dict[str, Path]:
+    """Every lesion mask under the mask folders (relative path → path)."""
+    return {
+        _relative(path, folder): path
+        for name in LESION_MASK_FOLDERS
+        for path in sorted((folder / name).rglob(f"*{LESION_MASK_SUFFIX}"))
+        if path.is_file()
+    }
+
+
+def _mask_size(path: Path) -> tuple[int, int] | str:
+    """(rows, columns) from the mask's header, or why it cannot be read."""
+    try:
+        with Image.open(path) as picture:  # the header only
+            columns, rows = picture.size
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        return f"not a readable image ({error})"
+    return rows, columns
+
+
+def _with_masks(
+    rows: list[TrainingManifestRow],
+    infos: dict[Path, ImageInfo],
+    folder: Path,
+    mask_files: dict[str, Path],
+    left_out: list[LeftOut],
+) -> list[TrainingManifestRow]:
+    """The rows with the mask of each image kept beside it (:func:`_mask_files`), where
+    it is a readable image on the image's grid."""
+    unused = dict(mask_files)
+    kept = []
+    for row in rows:
+        image = _relative(row.path, folder)
+        found = [
+            unused.pop(lesion_mask_relative(image, name), None) for name in LESION_MASK_FOLDERS
+        ]
+        mask, *others = [path for path in found if path is not None] or [None]
+        for other in others:  # the user's folder comes first
+            left_out.append(
+                LeftOut(_relative(other, folder), "second lesion mask of an image", str(mask))
+            )
+        if mask is not None:
+            info, size = infos[row.path], _mask_size(mask)
+            item = _relative(mask, folder)
+            if size == (info.rows, info.columns):
+                row = replace(row, lesion_mask=mask)
+            elif isinstance(size, str):
+                left_out.append(LeftOut(item, "lesion mask unreadable", size))
+            else:
+                detail = f"{size[1]}×{size[0]} pixels, the image {info.columns}×{info.rows}"
+                left_out.append(LeftOut(item, "lesion mask not on its image's grid", detail))
+        kept.append(row)
+    for item in sorted(unused):
+        left_out.append(LeftOut(item, "lesion mask of an image not imported"))
+    return kept

@@ -1,8 +1,9 @@
 """What an import produced and what it left out, for the console and for the record.
 
 The summary counts images, patients, breasts, complete LE/DES pairs per view, labels per
-view, classifier cases, ACR densities and phases, and lists every image or sheet row
-left out with its reason. It goes to a JSON file beside the manifest (which holds patient
+view, classifier cases, ACR densities, phases and images with a lesion mask (with the
+regions drawn, by shape), and lists every image, sheet row or lesion region left out with
+its reason. It goes to a JSON file beside the manifest (which holds patient
 IDs anyway) and, with patient IDs masked, to stdout: the console never shows a patient ID.
 
 >>> masker = PatientMasker(["P12", "0042"])
@@ -17,12 +18,20 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import VirtualBiopsyLib
 from Training.datasets import group_cases, image_pairs
+from Training.importers.masks import (
+    MaskDrawing,
+    check_masks_folder,
+    lesion_masks_folder_for,
+    regions_by_shape,
+    remove_own_masks_folder,
+    write_masks_folder,
+)
 from VirtualBiopsyLib.atomic_io import write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError
 from VirtualBiopsyLib.roles import SLOTS, VIEWS
@@ -61,6 +70,12 @@ class ImportResult:
     notes: Counter = field(default_factory=Counter)  # kept with a caveat, e.g. bad density
     phase_rules: list[dict[str, str]] = field(default_factory=list)  # per image (DICOM)
     patient_ids: set[str] = field(default_factory=set)  # every ID seen: masked on stdout
+    mask_drawings: dict[Path, MaskDrawing] = field(default_factory=dict)  # image → its regions
+    regions_left_out: list[LeftOut] = field(default_factory=list)  # lesion regions not drawn
+    lesion_masks_source: str | None = None  # where masks come from, or why none; None: n/a
+
+    def has_mask(self, row: TrainingManifestRow) -> bool:
+        return row.lesion_mask is not None or row.path in self.mask_drawings
 
     def masker(self) -> PatientMasker:
         return PatientMasker(self.patient_ids | {row.patient_id for row in self.rows})
@@ -131,12 +146,25 @@ def summarize(result: ImportResult, manifest_path: Path | None) -> dict[str, Any
         "left_out": [item.to_dict() for item in result.left_out],
         "research_use_notice": VirtualBiopsyLib.RESEARCH_USE_NOTICE,
     }
+    summary["lesion_masks"] = _lesion_mask_summary(result)
     if result.phase_rules:
         summary["phase_rules"] = dict(Counter(rule["rule"] for rule in result.phase_rules))
         summary["phase_per_image"] = result.phase_rules
     if synthetic:
         summary["synthetic_notice"] = VirtualBiopsyLib.SYNTHETIC_NOTICE
     return summary
+
+
+def _lesion_mask_summary(result: ImportResult) -> dict[str, Any]:
+    masked = [row for row in result.rows if result.has_mask(row)]
+    return {
+        "source": result.lesion_masks_source,
+        "images_per_modality": dict(Counter(row.modality.value for row in masked)),
+        "regions_by_shape": regions_by_shape(result.mask_drawings),
+        "regions_left_out_count": len(result.regions_left_out),
+        "regions_left_out_by_reason": dict(Counter(item.kind for item in result.regions_left_out)),
+        "regions_left_out": [item.to_dict() for item in result.regions_left_out],
+    }
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -161,19 +189,51 @@ def summary_text(summary: dict[str, Any], masker: PatientMasker) -> str:
         lines.append("phase decided by: " + _counts(summary["phase_rules"]))
     if summary["notes"]:
         lines.append("kept with a caveat: " + _counts(summary["notes"]))
-    lines.append(
-        f"left out: {summary['left_out_count']}"
-        + (f" ({_counts(summary['left_out_by_reason'])})" if summary["left_out_count"] else "")
+    masks = summary.get("lesion_masks") or {}
+    if masks.get("source") is not None or masks.get("images_per_modality"):
+        lines.extend(_lesion_mask_lines(masks, masker))
+    lines.extend(
+        _left_out_lines("left out", summary["left_out"], summary["left_out_by_reason"], masker)
     )
-    for item in summary["left_out"][:MAX_LISTED]:
-        detail = f" ({item['detail']})" if item["detail"] else ""
-        lines.append(masker(f"  {item['item']}: {item['reason']}{detail}"))
-    if summary["left_out_count"] > MAX_LISTED:
-        lines.append(f"  … {summary['left_out_count'] - MAX_LISTED} more in the summary file")
     if summary["synthetic"]:
         lines.append(VirtualBiopsyLib.SYNTHETIC_NOTICE)
     lines.append(VirtualBiopsyLib.RESEARCH_USE_NOTICE)
     return "\n".join(lines)
+
+
+def _lesion_mask_lines(masks: dict[str, Any], masker: PatientMasker) -> list[str]:
+    """Images with a lesion mask per modality, where from, and every region left out."""
+    per_modality = masks["images_per_modality"]
+    if per_modality:
+        shapes = masks["regions_by_shape"]
+        regions = f", regions {_counts(shapes)}" if shapes else ""
+        line = f"lesion masks (images): {_counts(per_modality)} ({masks['source']}{regions})"
+    else:
+        line = f"lesion masks: none ({masks['source']})"
+    lines = [line]
+    if masks["regions_left_out_count"]:
+        lines.extend(
+            _left_out_lines(
+                "lesion regions left out",
+                masks["regions_left_out"],
+                masks["regions_left_out_by_reason"],
+                masker,
+            )
+        )
+    return lines
+
+
+def _left_out_lines(
+    title: str, items: list[dict[str, str]], by_reason: dict[str, int], masker: PatientMasker
+) -> list[str]:
+    """``title: N (reason n, …)`` and the first items, names masked."""
+    lines = [f"{title}: {len(items)}" + (f" ({_counts(by_reason)})" if items else "")]
+    for item in items[:MAX_LISTED]:
+        detail = f" ({item['detail']})" if item["detail"] else ""
+        lines.append(masker(f"  {item['item']}: {item['reason']}{detail}"))
+    if len(items) > MAX_LISTED:
+        lines.append(f"  … {len(items) - MAX_LISTED} more in the summary file")
+    return lines
 
 
 def summary_path_for(manifest_path: Path) -> Path:
@@ -189,12 +249,16 @@ def _is_summary(path: Path) -> bool:
 
 
 def check_outputs(manifest_path: Path, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
-    """Refuse to replace anything but an earlier import's own files (and only on request)."""
+    """Refuse to replace anything but an earlier import's own files (and only on request):
+    the manifest, its summary and its lesion masks folder."""
     summary_path = summary_path_for(manifest_path)
+    masks_folder = lesion_masks_folder_for(manifest_path).resolve()
     for source in inputs:
-        if source.exists() and source.resolve() in (
-            manifest_path.resolve(),
-            summary_path.resolve(),
+        if not source.exists():
+            continue
+        resolved = source.resolve()
+        if resolved in (manifest_path.resolve(), summary_path.resolve()) or (
+            masks_folder == resolved or masks_folder in resolved.parents
         ):
             raise OutputExistsError(f"{manifest_path}: would overwrite the input {source}")
     for path, ours in ((manifest_path, is_training_manifest), (summary_path, _is_summary)):
@@ -206,15 +270,43 @@ def check_outputs(manifest_path: Path, overwrite: bool, inputs: Iterable[Path] =
             )
         if not ours(path):
             raise OutputExistsError(f"{path}: exists and is not an earlier import; not replaced")
+    check_masks_folder(lesion_masks_folder_for(manifest_path), overwrite)
+
+
+def _write_lesion_masks(
+    result: ImportResult, manifest_path: Path, overwrite: bool
+) -> list[TrainingManifestRow]:
+    """Draw the masks into the folder beside the manifest; the rows, naming their masks.
+
+    Without masks to draw, an earlier import's masks folder (checked to be its own) would
+    be stale: it goes, as its manifest is replaced."""
+    folder = lesion_masks_folder_for(manifest_path)
+    if not result.mask_drawings:
+        if overwrite:
+            remove_own_masks_folder(folder)
+        return result.rows
+    written = write_masks_folder(
+        folder,
+        result.mask_drawings,
+        replace=overwrite,
+        synthetic=any(row.synthetic for row in result.rows),
+        provenance={"manifest": manifest_path.name, "source": result.lesion_masks_source},
+    )
+    return [replace(row, lesion_mask=written.get(row.path, row.lesion_mask)) for row in result.rows]
 
 
 def write_import(
     result: ImportResult, manifest_path: Path, *, overwrite: bool = False
 ) -> dict[str, Any]:
-    """Write the manifest and its summary JSON atomically; return the summary."""
+    """Write the lesion masks (a folder, whole), the manifest and its summary JSON
+    atomically; return the summary."""
     check_outputs(manifest_path, overwrite)
-    write_training_manifest(manifest_path, result.rows)
+    rows = _write_lesion_masks(result, manifest_path, overwrite)
+    write_training_manifest(manifest_path, rows)
     summary = summarize(result, manifest_path)
+    summary["lesion_masks"]["folder"] = (
+        lesion_masks_folder_for(manifest_path).name if result.mask_drawings else None
+    )
     summary["manifest_sha256"] = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
     text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
     write_text_atomic(summary_path_for(manifest_path), text)

@@ -31,6 +31,7 @@ from VirtualBiopsyLib.images.raster_reader import (
     read_raster_image,
     read_raster_info,
 )
+from VirtualBiopsyLib.training_manifest import is_lesion_mask_file
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +207,12 @@ def _folder_key(folder: Path) -> tuple[int, int] | None:
 
 
 def _is_ignored(path: Path) -> bool:
-    return path.name.startswith(".") or path.suffix.lower() in IGNORED_SUFFIXES
+    """Hidden files, sheets and notes, and lesion masks (an annotation, not an image)."""
+    return (
+        path.name.startswith(".")
+        or path.suffix.lower() in IGNORED_SUFFIXES
+        or is_lesion_mask_file(path)
+    )
 
 
 def scan(paths: Iterable[Path | str], decode: bool = False) -> list[ScanEntry]:

@@ -5,6 +5,12 @@ Folders ``Low energy images of CDD-CESM/`` (``P{id}_{L|R}_DM_{CC|MLO}.jpg``) and
 real set, and ``Radiology manual annotations.xlsx`` (sheet ``all``) with the real column
 names, density written as numbers, floats or letters, and a few images with two finding
 rows. A second sheet, ``notice``, and the ``Tags``/``Machine`` columns say it is synthetic.
+``Radiology_hand_drawn_segmentations_v2.csv`` holds the lesions as the set's VIA export
+does (:mod:`~VirtualBiopsyLib.phantom.segmentations`), on DM and CM images: mostly
+polygons, ellipses on benign DM images, circles on round benign CM CC images, polylines
+on malignant CM MLO images, and on a few images a point on the lesion besides its
+outline. Each image's truth mask is written too (:mod:`~VirtualBiopsyLib.phantom.masks`)
+and named in the manifest.
 """
 
 from __future__ import annotations
@@ -19,8 +25,21 @@ from PIL import Image
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE
 from VirtualBiopsyLib.images.raster_reader import cdd_cesm_study_uid
+from VirtualBiopsyLib.phantom.exam import RenderedBreast
 from VirtualBiopsyLib.phantom.files import write_atomically
+from VirtualBiopsyLib.phantom.masks import breast_lesion_mask, write_breast_lesion_mask
 from VirtualBiopsyLib.phantom.plan import PatientPlan, render_patient
+from VirtualBiopsyLib.phantom.segmentations import (
+    SEGMENTATIONS_NAME,
+    Region,
+    axis_ratio,
+    circle_region,
+    ellipse_region,
+    point_region,
+    polygon_region,
+    via_rows,
+    write_segmentations,
+)
 from VirtualBiopsyLib.roles import VIEWS, Modality, Slot
 from VirtualBiopsyLib.training_manifest import BiopsyLabel, TrainingManifestRow
 
@@ -106,6 +125,27 @@ def _annotation_rows(
     return rows
 
 
+def lesion_regions(
+    plan: PatientPlan, breast: RenderedBreast, modality: str, view: str
+) -> list[Region]:
+    """The VIA regions of one image, drawn from its truth mask (none without a lesion)."""
+    mask = breast_lesion_mask(breast, view)
+    if mask is None:
+        return []
+    benign = breast.label == "benign"
+    if benign and modality == "LE":
+        regions = [ellipse_region(mask)]
+    elif benign and view == "CC" and axis_ratio(mask) >= 0.8:
+        regions = [circle_region(mask)]  # a circle only where the lesion is round
+    elif not benign and modality == "DES" and view == "MLO":
+        regions = [polygon_region(mask, "polyline")]
+    else:
+        regions = [polygon_region(mask)]
+    if not benign and modality == "LE" and view == "CC" and plan.number % 4 == 1:
+        regions.append(point_region(mask))  # a second, area-less mark on the lesion
+    return regions
+
+
 def write_annotations(path: Path, rows: list[list[object]]) -> Path:
     """Write the annotation workbook (sheet ``all`` plus a ``notice`` sheet) atomically."""
     workbook = Workbook()
@@ -133,9 +173,11 @@ def write_cdd_cesm_cohort(
     size: str,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[TrainingManifestRow]:
-    """Write the JPEGs and the annotation workbook; return the training manifest rows."""
+    """Write the JPEGs, their lesion masks, the annotation workbook and the segmentation
+    CSV; return the training manifest rows."""
     manifest: list[TrainingManifestRow] = []
     annotations: list[list[object]] = []
+    segmentations: list[list[object]] = []
     for done, plan in enumerate(plans, start=1):
         rng = np.random.default_rng([seed, plan.number, 0xCDD])
         patient_id = f"P{plan.number}"
@@ -148,6 +190,9 @@ def write_cdd_cesm_cohort(
                     stray = {1: 1, 3: 2}.get(plan.number % 6, 0) if modality == "DES" else 0
                     relative = f"{folder}/{file_name(name, stray)}"
                     _write_jpeg(out_dir / relative, breast.images[Slot.of(modality, view)])
+                    regions = lesion_regions(plan, breast, modality, view.value)
+                    file_size = (out_dir / relative).stat().st_size
+                    segmentations.extend(via_rows(Path(relative).name, file_size, regions))
                     manifest.append(
                         TrainingManifestRow(
                             patient_id,
@@ -160,6 +205,9 @@ def write_cdd_cesm_cohort(
                             plan.acr_density,
                             "early",
                             synthetic=True,
+                            lesion_mask=write_breast_lesion_mask(
+                                out_dir, relative, breast, view.value
+                            ),
                         )
                     )
                     annotations.extend(
@@ -168,4 +216,5 @@ def write_cdd_cesm_cohort(
         if progress is not None:
             progress(done, len(plans))
     write_annotations(out_dir / ANNOTATIONS_NAME, annotations)
+    write_segmentations(out_dir / SEGMENTATIONS_NAME, segmentations)
     return manifest

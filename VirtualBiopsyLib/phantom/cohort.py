@@ -8,6 +8,9 @@ The cohort varies what real exams vary, by patient (see :func:`plan_cohort`): GE
 and standard Image Type values, MONOCHROME1, compressed transfer syntaxes, files without
 extension, studies of both breasts, patients without DES, late-phase and high-energy
 acquisitions (the readers must skip high energy; late-phase rows are marked ``late``).
+Each listed image of a breast with a lesion gets its truth lesion mask, on its own pixel
+grid, under ``synthetic_lesion_masks/`` (:mod:`~VirtualBiopsyLib.phantom.masks`), named in
+the manifest's ``lesion_mask`` column.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from VirtualBiopsyLib.phantom.anatomy import PIXEL_SPACING_MM
 from VirtualBiopsyLib.phantom.dicom_writer import DicomImageSpec, phantom_uid, write_dicom
 from VirtualBiopsyLib.phantom.exam import RenderedBreast
 from VirtualBiopsyLib.phantom.files import write_atomically
+from VirtualBiopsyLib.phantom.masks import write_breast_lesion_mask
 from VirtualBiopsyLib.phantom.plan import (  # plan_cohort and the plan type: also from here
     PatientPlan,
     plan_cohort,
@@ -170,6 +174,7 @@ def _write_dicom_patient(
                 plan.acr_density,
                 phase,
                 synthetic=True,
+                lesion_mask=write_breast_lesion_mask(out_dir, path, breast, view.value),
             )
         )
 
