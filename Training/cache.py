@@ -13,6 +13,12 @@ processes (forked from a fork server that imported the readers once, never torch
 behind a progress bar, and reports images/s (:class:`FillReport`). A stand-in
 ``loader`` (tests) runs in-process.
 
+Lesion masks (:mod:`Training.lesion_masks`) are mapped onto the network's grid with their
+image's own preprocessing geometry and kept beside the images (``masks/``, bool ``.npy``),
+keyed by the image's key, the mask file's content and the mask format: a run with a warm
+cache reads only the small mask files. A refusal that took decoding the image to find (a
+mask of another size) is kept too (``.refused.json``), so it is not decoded again.
+
 >>> from VirtualBiopsyLib.images.preprocessing import PreprocessingParams
 >>> cache = PreprocessedCache(Path("runs/cache"), PreprocessingParams(size=64))  # doctest: +SKIP
 >>> le_cc = cache.load(Path("cohort/P0001/LE_CC.dcm"))  # doctest: +SKIP
@@ -36,12 +42,23 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from Training.cpus import usable_cpus  # no torch either
-from VirtualBiopsyLib.atomic_io import write_bytes_atomic  # no torch in worker processes
+from Training.lesion_masks import (
+    LE_SIZE_DIFFERS,
+    SIZE_DIFFERS,
+    UNREADABLE,
+    LesionMaskRefusedError,
+    read_lesion_mask,
+)
+from VirtualBiopsyLib.atomic_io import (  # no torch in worker processes
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from VirtualBiopsyLib.errors import ImageError, ImageReadError
 from VirtualBiopsyLib.images.mammogram import MammogramImage
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams, preprocess
 
 CACHE_FORMAT = "virtual-biopsy-preprocessed-v1"
+MASK_FORMAT = "virtual-biopsy-lesion-mask-v1"  # bool size × size, threshold 0.5
 STORAGE_DTYPE = np.float16  # half the disk of float32; 1e-3 resolution on [0, 1] images
 MAX_WORKERS = 8  # beyond this, reading the files (disk, network share) is the limit
 SERIAL_PROBE_S = 2.0  # a fill done sooner in-process never starts worker processes
@@ -284,6 +301,91 @@ class PreprocessedCache:
             array = self._read_entry(self.entry_path(self._keys[path]))
             arrays[path] = array if array is not None else self.load(path)
         return arrays
+
+    def image_key(self, path: Path) -> str:
+        """:meth:`key` of ``path``, from this run's fill when it hashed the file already."""
+        path = Path(path)
+        if path not in self._keys:
+            self._keys[path] = self.key(path)
+        return self._keys[path]
+
+    def lesion_mask(
+        self, image_path: Path, mask_path: Path, shaped_as: Path | None = None
+    ) -> np.ndarray:
+        """The lesion mask of ``image_path`` on its preprocessed grid (bool size × size).
+
+        ``mask_path`` is on the image's original grid (``shaped_as``: the image it was
+        drawn on, when another one of the same acquisition; it must have the same pixel
+        shape). Mapped with the image's own :class:`Geometry`
+        (``map_to_preprocessed``, covered fraction ≥ 0.5) and cached; raises
+        :class:`LesionMaskRefusedError` for a mask that cannot be used.
+
+        >>> des_cc, mask = Path("P1/DES_CC.dcm"), Path("P1/DES_CC_mask.png")
+        >>> cache.lesion_mask(des_cc, mask).shape  # doctest: +SKIP
+        (256, 256)
+        """
+        image_path, mask_path = Path(image_path), Path(mask_path)
+        key = self._mask_key(image_path, mask_path, shaped_as)
+        entry = self.root / "masks" / key[:2] / f"{key}.npy"
+        refusal = entry.with_suffix(".refused.json")
+        cached = self._read_mask_entry(entry)
+        if cached is not None:
+            return cached
+        if refusal.exists():
+            stored = json.loads(refusal.read_text(encoding="utf-8"))
+            raise LesionMaskRefusedError(stored["reason"], stored["detail"])
+        mask = read_lesion_mask(mask_path)  # refused without decoding any image
+        try:
+            mapped = self._map_mask(mask, image_path, shaped_as)
+        except LesionMaskRefusedError as error:
+            record = {"reason": error.reason, "detail": error.detail}
+            write_text_atomic(refusal, json.dumps(record) + "\n")
+            raise
+        buffer = io.BytesIO()
+        np.save(buffer, mapped, allow_pickle=False)
+        write_bytes_atomic(entry, buffer.getvalue())
+        return mapped
+
+    def _mask_key(self, image_path: Path, mask_path: Path, shaped_as: Path | None) -> str:
+        digest = hashlib.sha256()
+        digest.update(MASK_FORMAT.encode())
+        digest.update(self.image_key(image_path).encode())
+        if shaped_as is not None:
+            digest.update(b"|drawn on|" + self.image_key(Path(shaped_as)).encode())
+        try:
+            digest.update(Path(mask_path).read_bytes())
+        except OSError as error:
+            raise LesionMaskRefusedError(
+                UNREADABLE, f"cannot read file ({error.strerror})"
+            ) from None
+        return digest.hexdigest()
+
+    def _map_mask(self, mask: np.ndarray, image_path: Path, shaped_as: Path | None) -> np.ndarray:
+        """Decode the image for its geometry (and its shape), map the mask, threshold 0.5."""
+        image = self.loader(image_path)
+        shape = tuple(np.shape(image.pixels))
+        if shaped_as is not None:
+            drawn_on = tuple(np.shape(self.loader(Path(shaped_as)).pixels))
+            if drawn_on != shape:
+                raise LesionMaskRefusedError(LE_SIZE_DIFFERS, f"LE {drawn_on}, DES {shape}")
+        if mask.shape != shape:
+            raise LesionMaskRefusedError(SIZE_DIFFERS, f"mask {mask.shape}, image {shape}")
+        geometry = preprocess(image, self.params).geometry
+        return geometry.map_to_preprocessed(mask.astype(np.float32)) >= 0.5
+
+    def _read_mask_entry(self, entry: Path) -> np.ndarray | None:
+        if not entry.exists():
+            return None
+        try:
+            array = np.load(entry, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            logger.warning("rebuilding unreadable mask entry %s (%s)", entry.name, error)
+            return None
+        size = self.params.size
+        if array.shape != (size, size) or array.dtype != np.bool_:
+            logger.warning("rebuilding mask entry %s of shape %s", entry.name, array.shape)
+            return None
+        return array
 
     def _read_entry(self, entry: Path) -> np.ndarray | None:
         size = self.params.size

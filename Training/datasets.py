@@ -63,12 +63,20 @@ class TrainingCase:
 
 @dataclass(frozen=True)
 class ImagePair:
-    """A registered LE/DES pair of one view, for generator training."""
+    """A registered LE/DES pair of one view, for generator training.
+
+    ``label`` is the breast's biopsy label (test metrics per label); ``le_mask`` and
+    ``des_mask`` are the rows' lesion masks (None: not annotated), for the lesion-region
+    test metrics (:mod:`Training.lesion_masks`).
+    """
 
     patient_id: str
     view: View
     le_path: Path
     des_path: Path
+    label: int | None = None
+    le_mask: Path | None = None
+    des_mask: Path | None = None
 
     @property
     def patient(self) -> str:
@@ -109,15 +117,26 @@ def group_cases(
 
 
 def image_pairs(rows: Iterable[TrainingManifestRow], view: View | str) -> list[ImagePair]:
-    """LE/DES pairs of one view (every phase and label; acquisitions having both images)."""
+    """LE/DES pairs of one view (every phase and label; acquisitions having both images).
+
+    The first row of each modality wins; a pair is malignant if either row is.
+    """
     view = View(view)
-    groups: dict[tuple[str, str, str, str], dict[Modality, Path]] = {}
+    groups: dict[tuple[str, str, str, str], dict[Modality, TrainingManifestRow]] = {}
     for row in rows:
         if row.view is view:
             identity = (row.patient_id, row.study_uid, row.laterality, row.phase)
-            groups.setdefault(identity, {}).setdefault(row.modality, row.path)
+            groups.setdefault(identity, {}).setdefault(row.modality, row)
     pairs = [
-        ImagePair(identity[0], view, images[Modality.LE], images[Modality.DES])
+        ImagePair(
+            identity[0],
+            view,
+            images[Modality.LE].path,
+            images[Modality.DES].path,
+            label=max(int(images[Modality.LE].label), int(images[Modality.DES].label)),
+            le_mask=images[Modality.LE].lesion_mask,
+            des_mask=images[Modality.DES].lesion_mask,
+        )
         for identity, images in sorted(groups.items())
         if Modality.LE in images and Modality.DES in images
     ]

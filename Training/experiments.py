@@ -6,8 +6,10 @@
   patients replaced by synthetic DES (n = 0, 10 … 100, repetitions from the config);
 - ``density.csv|md`` — Table 4: F, F+C, F+Ĉ per ACR category with n and folds, plus
   the runs' average (not for runs trained on different manifests);
-- ``generation.csv|md`` — Table 3: MSE, PSNR, SSIM per view (data_range 1, whole image)
-  and MSE, PSNR inside the breast.
+- ``generation.csv|md`` — Table 3: MSE, PSNR, SSIM per view (data_range 1, whole image),
+  MSE, PSNR inside the breast and, where the manifest had lesion masks, MAE and PSNR
+  inside the lesion and the lesion contrast of real and synthetic DES per label with
+  their Pearson r, each with the test pairs it is over (``n/a`` without masks).
 
 Values are percentages for classification metrics, mean ± standard error over folds.
 When a run was trained on synthetic (phantom) data every table says so: Markdown files
@@ -47,6 +49,8 @@ from Training.metrics import (
     GENERATION_DIGITS,
     GENERATION_METRICS,
     GENERATION_TITLES,
+    LESION_COLUMNS,
+    lesion_cells,
 )
 from Training.report.data import manifest_note, run_names
 from Training.run import generation_summary
@@ -242,9 +246,16 @@ def _mean_of(values: list[float]) -> float:
 
 def generation_table(runs: Sequence[RunTables]) -> Table:
     """Table 3: per run and view, MSE / PSNR / SSIM mean ± SE over folds (whole image, the
-    paper's), and beside them MSE / PSNR inside the breast."""
+    paper's), beside them MSE / PSNR inside the breast, then the lesion figures with
+    their counts (:func:`Training.metrics.lesion_cells`; ``n/a`` for a run without
+    lesion masks or written before lesion figures existed)."""
     metrics_shown = (*GENERATION_METRICS, *BREAST_METRICS)
-    header = ["run", "view", *[METRIC_TITLES[m] for m in metrics_shown]]
+    header = [
+        "run",
+        "view",
+        *[METRIC_TITLES[m] for m in metrics_shown],
+        *[title for title, _, _ in LESION_COLUMNS],
+    ]
     rows = []
     for run in runs:
         for view, metrics in generation_summary(run.run_dir).items():
@@ -252,7 +263,7 @@ def generation_table(runs: Sequence[RunTables]) -> Table:
                 _cell(*metrics.get(m, (math.nan, math.nan)), scale=1.0, digits=GENERATION_DIGITS[m])
                 for m in metrics_shown
             ]
-            rows.append([run.name, view, *cells])
+            rows.append([run.name, view, *cells, *lesion_cells(metrics)])
     return header, rows
 
 

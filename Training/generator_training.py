@@ -24,6 +24,7 @@ another manifest (``initial_generator``) is fine-tuned the same way.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from torch import nn
 from Training.classifier_training import _batches
 from Training.config import GeneratorConfig
 from Training.epochs import EpochLoop, TrainedNetwork, run_epochs
-from Training.metrics import masked_generation_metrics
+from Training.metrics import lesion_contrast, masked_generation_metrics
 from Training.runtime import (
     CheckpointStore,
     Runtime,
@@ -525,36 +526,91 @@ def synthesize_des(
 
 
 def generation_quality(
-    generator: nn.Module, test: PairSet, runtime: Runtime | None = None
+    generator: nn.Module,
+    test: PairSet,
+    runtime: Runtime | None = None,
+    lesion_masks: Sequence[np.ndarray | None] | None = None,
 ) -> list[dict[str, float]]:
-    """Per test pair: the paper's MSE / PSNR / SSIM (data_range 1, whole image) and the
-    MSE / PSNR inside the breast (:func:`breast_mask` of the LE), which the easy
-    background does not inflate. Lesion-region metrics need lesion masks: see the
-    phantom check (:mod:`Training.phantom_check`)."""
+    """Per test pair: the paper's MSE / PSNR / SSIM (data_range 1, whole image), the
+    MSE / PSNR inside the breast (:func:`breast_mask` of the LE), which the easy background
+    does not inflate, and where a lesion mask is given (on the network's grid,
+    :mod:`Training.lesion_masks`) the errors inside the lesion and the lesion contrast of
+    the real and of the synthetic DES (``lesion_contrast_real`` / ``_synthetic``,
+    :func:`Training.metrics.lesion_contrast`, its ring inside that breast)."""
     synthetic = synthesize_des(generator, test.le, runtime)
-    return [
-        masked_generation_metrics(
-            synthetic[i, 0].numpy(), test.des[i, 0].numpy(), breast_mask(test.le[i, 0].numpy())
-        )
-        for i in range(len(test))
-    ]
+    masks = list(lesion_masks) if lesion_masks is not None else [None] * len(test)
+    if len(masks) != len(test):
+        raise ValueError(f"{len(masks)} lesion masks for {len(test)} test pairs")
+    quality = []
+    for i, lesion in enumerate(masks):
+        fake, real = synthetic[i, 0].numpy(), test.des[i, 0].numpy()
+        breast = breast_mask(test.le[i, 0].numpy())
+        metrics = masked_generation_metrics(fake, real, breast, lesion)
+        if lesion is not None:  # nothing more to compute for an image without a mask
+            metrics["lesion_contrast_real"] = lesion_contrast(real, lesion, breast)
+            metrics["lesion_contrast_synthetic"] = lesion_contrast(fake, lesion, breast)
+        quality.append(metrics)
+    return quality
+
+
+#: The preprocessing maps the background to about 0 (the clinical window, or the 0.5th
+#: percentile of an image that is mostly background): an Otsu class darker than this on
+#: average is background. The phantom's is 0.02–0.03; the darker class of an LE cropped
+#: to the breast (fatty tissue) is 0.2 or more.
+BACKGROUND_LEVEL = 0.1
+#: Edge rows or columns that vary less than this are padding (a constant), not breast.
+PADDING_RANGE = 1e-3
 
 
 def breast_mask(le: np.ndarray) -> np.ndarray:
-    """The breast of a preprocessed LE image: above an Otsu threshold, largest component.
+    """The breast of a preprocessed LE image: above an Otsu threshold, largest component,
+    holes filled, when the darker Otsu class is background (:data:`BACKGROUND_LEVEL`).
+
+    An LE cropped to the breast has little or no background, and Otsu then splits fatty
+    from dense tissue, which would keep the dense tissue only; such an image's breast is
+    every non-zero pixel except the constant bands that padded it to a square
+    (:func:`_no_background_mask`). Images with a background keep exactly the Otsu mask.
 
     >>> image = np.zeros((32, 32), np.float32); image[4:20, 8:30] = 0.6
     >>> int(breast_mask(image).sum())
     352
+    >>> cropped = 0.3 + 0.1 * np.random.default_rng(0).random((32, 32), np.float32)
+    >>> cropped[8:24, 8:24] += 0.5
+    >>> int(breast_mask(cropped).sum())  # fatty and dense tissue, no background
+    1024
     """
-    from scipy import ndimage
     from skimage.filters import threshold_otsu
 
     values = np.asarray(le, dtype=np.float32)
     if float(values.max()) <= float(values.min()):
         return np.zeros(values.shape, dtype=bool)
-    labels, count = ndimage.label(values > threshold_otsu(values))
+    threshold = threshold_otsu(values)
+    if float(values[values <= threshold].mean()) > BACKGROUND_LEVEL:
+        return _no_background_mask(values)
+    return _largest_filled_component(values > threshold)
+
+
+def _no_background_mask(values: np.ndarray) -> np.ndarray:
+    """The breast of an image without background: every non-zero pixel (the stretch clips
+    the darkest 0.5 % to 0; inner ones are holes, filled), less the constant bands that
+    preprocessing padded the image to a square with (at the fatty tissue's level)."""
+    inside = values > 0.0
+    rows, cols = np.ptp(values, axis=1) <= PADDING_RANGE, np.ptp(values, axis=0) <= PADDING_RANGE
+    for flat, axis in ((rows, 0), (cols, 1)):
+        for run in (flat, flat[::-1]):
+            count = int(np.argmin(run)) if not run.all() else run.size
+            band = slice(0, count) if run is flat else slice(run.size - count, run.size)
+            index = (band, slice(None)) if axis == 0 else (slice(None), band)
+            inside[index] = False
+    return _largest_filled_component(inside)
+
+
+def _largest_filled_component(foreground: np.ndarray) -> np.ndarray:
+    """The largest connected component of ``foreground``, holes filled (none: all False)."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(foreground)
     if count == 0:
-        return np.zeros(values.shape, dtype=bool)
+        return np.zeros(foreground.shape, dtype=bool)
     sizes = np.bincount(labels.ravel())[1:]
     return ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy import ndimage
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 from sklearn.metrics import confusion_matrix, matthews_corrcoef, roc_auc_score
 
@@ -28,8 +29,37 @@ CLASSIFICATION_METRICS: tuple[str, ...] = ("auc", "g_mean", "mcc")
 GENERATION_METRICS: tuple[str, ...] = ("mse", "psnr", "ssim")
 #: The same errors inside the breast (the LE's): the easy background does not inflate them.
 BREAST_METRICS: tuple[str, ...] = ("breast_mse", "breast_psnr")
-#: Inside the lesion, where a lesion mask is known (the phantom's; real data sets may have none).
-LESION_METRICS: tuple[str, ...] = ("lesion_mae",)
+#: Inside the lesion, where a lesion mask is known (the phantom's, or the manifest's
+#: ``lesion_mask`` column; data sets without annotations have none).
+LESION_METRICS: tuple[str, ...] = ("lesion_mae", "lesion_mse", "lesion_psnr")
+#: Lesion contrast of the real and the synthetic DES (:func:`lesion_contrast_summary`): their
+#: means over the pairs with a contrast, per label, and their Pearson r.
+CONTRAST_METRICS: tuple[str, ...] = (
+    "lesion_contrast_real",
+    "lesion_contrast_synthetic",
+    "lesion_contrast_real_benign",
+    "lesion_contrast_synthetic_benign",
+    "lesion_contrast_real_malignant",
+    "lesion_contrast_synthetic_malignant",
+    "lesion_contrast_r",
+)
+#: How many pairs each contrast figure is taken over (the r over all pairs with a contrast).
+CONTRAST_COUNTS: dict[str, str] = {
+    "lesion_contrast_real": "lesion_contrast_pairs",
+    "lesion_contrast_synthetic": "lesion_contrast_pairs",
+    "lesion_contrast_real_benign": "lesion_contrast_benign_pairs",
+    "lesion_contrast_synthetic_benign": "lesion_contrast_benign_pairs",
+    "lesion_contrast_real_malignant": "lesion_contrast_malignant_pairs",
+    "lesion_contrast_synthetic_malignant": "lesion_contrast_malignant_pairs",
+    "lesion_contrast_r": "lesion_contrast_pairs",
+}
+#: Each lesion figure of Table 3 and the count (of a fold's ``test_generation``) it is over.
+LESION_FIGURES: dict[str, str] = {
+    **dict.fromkeys(LESION_METRICS, "lesion_images"),
+    **CONTRAST_COUNTS,
+}
+#: The ring around a lesion that its contrast is measured against: this many pixels wide.
+RING_PIXELS = 3
 #: How the generation tables print each metric: title and decimals.
 GENERATION_TITLES: dict[str, str] = {
     "mse": "MSE",
@@ -37,6 +67,16 @@ GENERATION_TITLES: dict[str, str] = {
     "ssim": "SSIM",
     "breast_mse": "MSE in breast",
     "breast_psnr": "PSNR in breast (dB)",
+    "lesion_mae": "MAE in lesion",
+    "lesion_mse": "MSE in lesion",
+    "lesion_psnr": "PSNR in lesion (dB)",
+    "lesion_contrast_real": "lesion contrast, real DES",
+    "lesion_contrast_synthetic": "lesion contrast, synthetic DES",
+    "lesion_contrast_real_benign": "lesion contrast benign, real DES",
+    "lesion_contrast_synthetic_benign": "lesion contrast benign, synthetic DES",
+    "lesion_contrast_real_malignant": "lesion contrast malignant, real DES",
+    "lesion_contrast_synthetic_malignant": "lesion contrast malignant, synthetic DES",
+    "lesion_contrast_r": "r of lesion contrast, real vs synthetic",
 }
 GENERATION_DIGITS: dict[str, int] = {
     "mse": 4,
@@ -44,6 +84,10 @@ GENERATION_DIGITS: dict[str, int] = {
     "ssim": 3,
     "breast_mse": 4,
     "breast_psnr": 2,
+    "lesion_mae": 4,
+    "lesion_mse": 4,
+    "lesion_psnr": 2,
+    **{metric: 3 for metric in CONTRAST_METRICS},
 }
 #: Each region's metrics under the key that counts the images they average over.
 REGION_METRICS: dict[str, tuple[str, ...]] = {
@@ -178,9 +222,11 @@ def masked_generation_metrics(
     """Errors that see what matters: the paper's whole-image metrics plus masked ones.
 
     ``breast_*``: MSE and PSNR (data_range 1) over the breast only (the background is
-    easy and inflates whole-image scores); ``lesion_mae``: mean |synthetic − real| inside
-    the lesion. A region without a mask, or with an empty one, gives NaN (undefined, never
-    a value from no pixels); :func:`average_generation_metrics` counts what is defined.
+    easy and inflates whole-image scores); ``lesion_mae``, ``lesion_mse``, ``lesion_psnr``:
+    the errors inside the lesion, which covers under 1 % of the image and is what the
+    synthetic DES is for. A region without a mask, or with an empty one, gives NaN
+    (undefined, never a value from no pixels); :func:`average_generation_metrics` counts
+    what is defined.
     """
     result = generation_metrics(synthetic_des, real_des)
     synthetic_des = np.asarray(synthetic_des, dtype=np.float64)
@@ -197,12 +243,106 @@ def masked_generation_metrics(
         )
     else:
         result["breast_mse"] = result["breast_psnr"] = math.nan
-    result["lesion_mae"] = (
-        float(np.mean(np.abs(synthetic_des[lesion] - real_des[lesion])))
-        if lesion is not None and lesion.any()
-        else math.nan
-    )
+    if lesion is not None and lesion.any():
+        result["lesion_mae"] = float(np.mean(np.abs(synthetic_des[lesion] - real_des[lesion])))
+        result["lesion_mse"], result["lesion_psnr"] = _mse_and_psnr(
+            real_des[lesion], synthetic_des[lesion]
+        )
+    else:
+        result["lesion_mae"] = result["lesion_mse"] = result["lesion_psnr"] = math.nan
     return result
+
+
+def lesion_contrast(image: np.ndarray, lesion: np.ndarray, breast: np.ndarray) -> float:
+    """Mean inside the lesion minus the mean of a ring around it, inside the breast: whether
+    an image (a real or a synthetic DES) shows the lesion. NaN without a lesion or a ring.
+
+    The ring is :data:`RING_PIXELS` wide; the one definition used by training's test
+    metrics and by the phantom check.
+
+    >>> disc = np.zeros((16, 16)); disc[6:10, 6:10] = 1.0
+    >>> lesion_contrast(disc + 0.2, disc > 0, np.ones((16, 16), bool))
+    1.0
+    """
+    lesion = np.asarray(lesion, dtype=bool)
+    if not lesion.any():
+        return math.nan
+    ring = ndimage.binary_dilation(lesion, iterations=RING_PIXELS) & ~lesion
+    ring &= np.asarray(breast, dtype=bool)
+    if not ring.any():
+        return math.nan
+    image = np.asarray(image, dtype=np.float64)
+    return float(image[lesion].mean() - image[ring].mean())
+
+
+def pearson_r(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Pearson r over the pairs where both are defined; NaN (JSON ``null``) for fewer than 3
+    pairs or a constant series, where a correlation means nothing.
+
+    >>> pearson_r([1.0, 2.0, 3.0, math.nan], [2.0, 4.0, 7.0, 1.0]) > 0.99
+    True
+    >>> math.isnan(pearson_r([1.0, 2.0], [1.0, 2.0]))
+    True
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    both = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[both], y[both]
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:  # ptp: exact; std rounds
+        return math.nan
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def contrast_by_label(
+    real: np.ndarray, synthetic: np.ndarray, labels: np.ndarray
+) -> dict[str, float | int]:
+    """Mean lesion contrast of the real and of the synthetic DES per label (benign 0,
+    malignant 1), and over how many pairs: does the generator draw malignant lesions
+    brighter than benign ones, as the real DES does? NaN for a label without pairs."""
+    result: dict[str, float | int] = {}
+    for name, label in (("benign", 0), ("malignant", 1)):
+        chosen = np.asarray(labels) == label
+        result[f"{name}_pairs"] = int(chosen.sum())
+        result[f"real_{name}"] = float(real[chosen].mean()) if chosen.any() else math.nan
+        result[f"synthetic_{name}"] = float(synthetic[chosen].mean()) if chosen.any() else math.nan
+    return result
+
+
+def lesion_contrast_summary(
+    per_pair: Sequence[Mapping[str, float]], labels: Sequence[int | None]
+) -> dict[str, float | int]:
+    """:data:`CONTRAST_METRICS` and their counts over test pairs whose metrics hold
+    ``lesion_contrast_real`` and ``lesion_contrast_synthetic`` (both defined).
+
+    Pairs without a lesion mask have neither: a data set without masks gives counts 0 and
+    NaN figures, not an error. ``labels`` are the pairs' biopsy labels (0 benign,
+    1 malignant; others, e.g. ``normal``, count in the overall figures only).
+
+    >>> pairs = [{"lesion_contrast_real": r, "lesion_contrast_synthetic": r / 2}
+    ...          for r in (0.1, 0.3, 0.5)]
+    >>> summary = lesion_contrast_summary(pairs, [0, 1, 1])
+    >>> summary["lesion_contrast_pairs"], round(summary["lesion_contrast_r"], 3)
+    (3, 1.0)
+    >>> summary["lesion_contrast_malignant_pairs"], summary["lesion_contrast_real_malignant"]
+    (2, 0.4)
+    """
+    chosen = [
+        (pair["lesion_contrast_real"], pair["lesion_contrast_synthetic"], label)
+        for pair, label in zip(per_pair, labels, strict=True)
+        if math.isfinite(pair.get("lesion_contrast_real", math.nan))
+        and math.isfinite(pair.get("lesion_contrast_synthetic", math.nan))
+    ]
+    real = np.array([item[0] for item in chosen], dtype=float)
+    synthetic = np.array([item[1] for item in chosen], dtype=float)
+    classes = np.array([-1 if item[2] is None else int(item[2]) for item in chosen], dtype=int)
+    summary: dict[str, float | int] = {
+        "lesion_contrast_pairs": len(chosen),
+        "lesion_contrast_real": float(real.mean()) if chosen else math.nan,
+        "lesion_contrast_synthetic": float(synthetic.mean()) if chosen else math.nan,
+    }
+    by_label = contrast_by_label(real, synthetic, classes)
+    summary |= {f"lesion_contrast_{key}": value for key, value in by_label.items()}
+    summary["lesion_contrast_r"] = pearson_r(real, synthetic)
+    return summary
 
 
 def average_generation_metrics(per_image: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -230,3 +370,53 @@ def average_generation_metrics(per_image: Sequence[Mapping[str, float]]) -> dict
             values = [image[metric] for image in defined]
             result[metric] = float(np.mean(values)) if values else math.nan
     return result
+
+
+#: Table 3's lesion columns (experiments and report): title and the figures in each cell.
+LESION_COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("MAE in lesion", ("lesion_mae",), "lesion_images"),
+    ("PSNR in lesion (dB)", ("lesion_psnr",), "lesion_images"),
+    (
+        "lesion contrast benign, real / synthetic DES",
+        ("lesion_contrast_real_benign", "lesion_contrast_synthetic_benign"),
+        "lesion_contrast_benign_pairs",
+    ),
+    (
+        "lesion contrast malignant, real / synthetic DES",
+        ("lesion_contrast_real_malignant", "lesion_contrast_synthetic_malignant"),
+        "lesion_contrast_malignant_pairs",
+    ),
+    ("r of lesion contrast, real vs synthetic", ("lesion_contrast_r",), "lesion_contrast_pairs"),
+)
+
+
+def lesion_cells(summary: Mapping[str, object]) -> list[str]:
+    """Table 3's lesion cells of one view's summary (``Training.run.generation_summary``):
+    mean ± SE over folds of each figure, then ``(n …)``, the test pairs behind it over all
+    folds; ``n/a`` where no image had a mask (or a run predates lesion figures).
+
+    >>> lesion_cells({"lesion_mae": [0.0125, 0.001], "lesion_images": 24})[0]
+    '0.0125 ± 0.0010 (n 24)'
+    >>> lesion_cells({})[-1]
+    'n/a'
+    """
+    cells = []
+    for _, metrics, count in LESION_COLUMNS:
+        parts = [
+            _mean_se_text(summary.get(metric), GENERATION_DIGITS[metric]) for metric in metrics
+        ]
+        if all(part == "n/a" for part in parts):
+            cells.append("n/a")
+            continue
+        cells.append(f"{' / '.join(parts)} (n {int(summary.get(count) or 0)})")
+    return cells
+
+
+def _mean_se_text(value: object, digits: int) -> str:
+    """``mean ± SE`` of a ``[mean, se]`` pair (``n/a`` for a missing or undefined mean)."""
+    if not isinstance(value, Sequence) or not value or value[0] is None:
+        return "n/a"
+    mean, error = (float("nan") if v is None else float(v) for v in (*value, None)[:2])
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" + ("" if math.isnan(error) else f" ± {error:.{digits}f}")

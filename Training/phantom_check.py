@@ -60,7 +60,10 @@ from Training.metrics import (
     auc,
     average_generation_metrics,
     best_fixed_mix,
+    contrast_by_label,
+    lesion_contrast,
     masked_generation_metrics,
+    pearson_r,
 )
 from Training.phantom_bounds import (
     CV_FOLDS,
@@ -74,7 +77,6 @@ from Training.phantom_truth import (
     MEASUREMENTS,
     CaseTruth,
     hand_feature,
-    lesion_contrast,
     lesion_measurements,
     phantom_truth,
     radial_profile,
@@ -291,7 +293,7 @@ def _fusion_reference(scores: PackageScores, fusion: str, le: str, des: str) -> 
         "fusion": fusion,
         "inputs": [le, des],
         "cases": len(keys),
-        "pearson_r": _pearson(first, second),
+        "pearson_r": pearson_r(first, second),
         "fusion_auc": auc(labels, np.array([scores.probabilities[fusion][k] for k in keys])),
         "best_weight": weight,
         "best_auc": best,
@@ -455,14 +457,12 @@ def _contrast_summary(scores: PackageScores, truth: dict[str, CaseTruth]) -> dic
     real = np.array([pair.real for pair in pairs])
     fake = np.array([pair.synthetic for pair in pairs])
     summary = {"images": len(pairs)}
-    for name, label in (("benign", 0), ("malignant", 1)):
-        chosen = labels == label
-        summary[f"real_{name}"] = float(real[chosen].mean()) if chosen.any() else math.nan
-        summary[f"synthetic_{name}"] = float(fake[chosen].mean()) if chosen.any() else math.nan
-    summary["pearson_r_real_vs_synthetic"] = _pearson(real, fake)
-    summary["pearson_r_bound_from_le"] = _pearson(real, _le_prediction(pairs))
-    summary["pearson_r_le_image_reference"] = _pearson(real, le_image_prediction(pairs))
-    summary["pearson_r_label"] = _pearson(real, labels.astype(float))  # knowing the diagnosis
+    by_label = contrast_by_label(real, fake, labels)
+    summary |= {key: value for key, value in by_label.items() if not key.endswith("_pairs")}
+    summary["pearson_r_real_vs_synthetic"] = pearson_r(real, fake)
+    summary["pearson_r_bound_from_le"] = pearson_r(real, _le_prediction(pairs))
+    summary["pearson_r_le_image_reference"] = pearson_r(real, le_image_prediction(pairs))
+    summary["pearson_r_label"] = pearson_r(real, labels.astype(float))  # knowing the diagnosis
     return summary
 
 
@@ -519,15 +519,6 @@ def _generation_summary(scores: PackageScores, truth: dict[str, CaseTruth]) -> d
         for _, record, slot, real, fake in _des_images(scores, truth)
     ]
     return average_generation_metrics(per_image)
-
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson r over the pairs where both are defined (NaN for fewer than 3 or a constant)."""
-    both = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[both], y[both]
-    if x.size < 3 or np.std(x) == 0 or np.std(y) == 0:
-        return math.nan
-    return float(np.corrcoef(x, y)[0, 1])
 
 
 def _number(value: float | None, percent: bool = True) -> str:

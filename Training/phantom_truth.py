@@ -6,9 +6,9 @@ files do not carry: where the lesion is, its latent aggressiveness (which drives
 shows) and its DES enhancement. Masks are resampled with each image's own preprocessing
 geometry, so they lie on the arrays the networks see.
 
-Lesion contrast — the mean of an image inside the lesion minus the mean of a ring around
-it (inside the breast) — measures whether a DES, real or synthetic, shows the lesion.
-The hand feature is the brightest DES pixel of the eroded breast minus the breast's
+Lesion contrast (:func:`Training.metrics.lesion_contrast`, the one definition that
+training's test metrics use too) measures whether a DES, real or synthetic, shows the
+lesion. The hand feature is the brightest DES pixel of the eroded breast minus the breast's
 median: no fitting, so it bounds what a DES image shows without any training.
 
 >>> truth = phantom_truth(cases, patients=60, seed=2027,
@@ -23,14 +23,13 @@ import numpy as np
 from scipy import ndimage
 
 from Training.datasets import TrainingCase
+from Training.metrics import RING_PIXELS
 from Training.phantom_bounds import lesion_features
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams, preprocess
 from VirtualBiopsyLib.images.readers import read_image
 from VirtualBiopsyLib.phantom.plan import plan_cohort, render_patient
 from VirtualBiopsyLib.roles import VIEWS, slot_name
 
-#: Ring around the lesion for its contrast: this many preprocessed pixels wide.
-RING_PIXELS = 3
 #: The hand feature ignores this many pixels next to the skin line (bright skin).
 EROSION_PIXELS = 3
 #: :func:`radial_profile` measures this many one-pixel rings out from the lesion's centre.
@@ -89,16 +88,6 @@ def phantom_truth(
                     record.breast_masks[slot] = breast_map >= 0.5
             truth[case.key] = record
     return truth
-
-
-def lesion_contrast(image: np.ndarray, lesion: np.ndarray, breast: np.ndarray) -> float:
-    """Mean inside the lesion minus the mean of a ring around it (NaN without a lesion)."""
-    if not lesion.any():
-        return float("nan")
-    ring = ndimage.binary_dilation(lesion, iterations=RING_PIXELS) & ~lesion & breast
-    if not ring.any():
-        return float("nan")
-    return float(image[lesion].mean() - image[ring].mean())
 
 
 def hand_feature(des: np.ndarray, breast: np.ndarray) -> float:

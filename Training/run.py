@@ -112,11 +112,14 @@ from Training.jobs import (
     select_jobs,
     write_status,
 )
+from Training.lesion_masks import LesionMaskSet, pair_lesion_masks
 from Training.metrics import (
     BREAST_METRICS,
     GENERATION_METRICS,
+    LESION_FIGURES,
     auc,
     average_generation_metrics,
+    lesion_contrast_summary,
     mean_and_standard_error,
 )
 from Training.runtime import CheckpointStore, Runtime, make_runtime, seed_everything
@@ -559,8 +562,10 @@ def _generator_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]]
         description=f"fold {fold.fold} G_{view.value}",
         initial_generator=initial,
     )
+    test = by_split["test"]
+    lesions = pair_lesion_masks(test, context.cache, context.manifest.path)
     quality = generation_quality(
-        result.network, _pair_set(context, by_split["test"]), context.runtime
+        result.network, _pair_set(context, test), context.runtime, lesions.masks
     )
 
     def write() -> None:
@@ -573,7 +578,9 @@ def _generator_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]]
                 **result.summary(),
                 "val_loss_definition": VAL_LOSS_DEFINITIONS[config.selection],
                 "pairs": counts,
-                "test_generation": _generation_summary(quality),
+                "test_generation": _generation_summary(
+                    quality, [pair.label for pair in test], lesions
+                ),
             },
         )
 
@@ -590,15 +597,27 @@ def _split_pairs(context: RunContext, fold: FoldSplit, view: View) -> dict[str, 
     }
 
 
-def _generation_summary(quality: list[dict[str, float]]) -> dict[str, Any]:
-    """Mean of each image metric over a fold's test pairs (data_range 1).
+def _generation_summary(
+    quality: list[dict[str, float]],
+    labels: Sequence[int | None],
+    lesions: LesionMaskSet | None = None,
+) -> dict[str, Any]:
+    """Mean of each image metric over a fold's test pairs (data_range 1), each with the
+    number of pairs it averages.
 
     ``mse``/``psnr``/``ssim`` over the whole image (the paper's Table 3); ``breast_mse`` /
-    ``breast_psnr`` inside the breast of the LE (see ``generator_training.breast_mask``).
+    ``breast_psnr`` inside the breast of the LE (see ``generator_training.breast_mask``);
+    ``lesion_mae`` / ``_mse`` / ``_psnr`` inside the lesion over ``lesion_images`` pairs
+    with a non-empty lesion mask, and the lesion contrast of real and synthetic DES
+    (:func:`Training.metrics.lesion_contrast_summary`: means per label, Pearson r).
+    Without masks the counts are 0 and the lesion figures null. ``lesion_masks`` counts
+    the test pairs' masks: annotated, and refused by reason (no file names).
     """
     summary: dict[str, Any] = {"n_pairs": len(quality), "data_range": 1.0, "region": "whole image"}
-    averages = average_generation_metrics(quality)  # a pair without a breast: left out there
-    return summary | {k: v for k, v in averages.items() if not k.startswith("lesion")}
+    summary |= average_generation_metrics(quality)  # a pair without a region: left out there
+    summary |= lesion_contrast_summary(quality, labels)
+    summary["lesion_masks"] = (lesions or LesionMaskSet([None] * len(quality))).record()
+    return summary
 
 
 # --- classifiers --------------------------------------------------------------------------
@@ -919,10 +938,11 @@ def _write_summary(
     write_text_atomic(out_dir / "metrics.json", json.dumps(finite_json(metrics), indent=2) + "\n")
 
 
-def generation_summary(out_dir: Path) -> dict[str, dict[str, list]]:
+def generation_summary(out_dir: Path) -> dict[str, dict[str, Any]]:
     """Table 3: per view, mean ± SE over folds of the test MSE / PSNR / SSIM, and beside
-    them MSE / PSNR inside the breast (absent from runs written before they existed)."""
-    summary: dict[str, dict[str, list]] = {}
+    them MSE / PSNR inside the breast (absent from runs written before they existed) and
+    the lesion figures with their counts summed over folds (:func:`_lesion_summary`)."""
+    summary: dict[str, dict[str, Any]] = {}
     for view in VIEWS:
         per_fold = []
         for result in sorted(out_dir.glob(f"fold_*/generators/{view.value}/result.json")):
@@ -934,7 +954,21 @@ def generation_summary(out_dir: Path) -> dict[str, dict[str, list]]:
             values = [f[metric] for f in per_fold if f.get(metric) is not None]
             if values or metric in GENERATION_METRICS:
                 summary[view.value][metric] = list(mean_and_standard_error(values))
+        summary[view.value] |= _lesion_summary(per_fold)
     return summary
+
+
+def _lesion_summary(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± SE over folds of each lesion figure some fold defines, and the number of
+    test pairs behind it (summed over folds). Nothing for a run without lesion masks or
+    written before lesion figures existed: its summary stays what it was."""
+    result: dict[str, Any] = {}
+    for metric, count in LESION_FIGURES.items():
+        values = [fold[metric] for fold in per_fold if fold.get(metric) is not None]
+        if values:
+            result[metric] = list(mean_and_standard_error(values))
+            result[count] = sum(int(fold.get(count) or 0) for fold in per_fold)
+    return result
 
 
 def fold_dirs(out_dir: Path) -> list[Path]:

@@ -14,12 +14,13 @@ from Training.cache import PreprocessedCache
 from Training.cli import main
 from Training.datasets import group_cases, read_manifest
 from Training.evaluation import SETTINGS
+from Training.metrics import lesion_contrast
+from Training.metrics import pearson_r as _pearson
 from Training.phantom_bounds import FEATURE_SETS
-from Training.phantom_check import ContrastPair, _pearson, le_image_prediction, run_phantom_check
+from Training.phantom_check import ContrastPair, le_image_prediction, run_phantom_check
 from Training.phantom_truth import (
     MEASUREMENTS,
     hand_feature,
-    lesion_contrast,
     lesion_measurements,
     phantom_truth,
     radial_profile,

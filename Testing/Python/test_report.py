@@ -107,6 +107,16 @@ def test_generation_table_shows_the_in_breast_errors_beside_the_papers(report: P
     )
 
 
+def test_lesion_table_says_n_a_for_runs_without_lesion_masks(report: Path) -> None:
+    """Runs without masks (and result files written before lesion figures existed) still
+    tabulate: the lesion columns say n/a and generation.csv counts 0 lesion images."""
+    markdown = (report / "report.md").read_text()
+    header = next(line for line in markdown.splitlines() if "| MAE in lesion |" in line)
+    rows = markdown.split(header, 1)[1].splitlines()[2:]
+    assert rows and rows[0].startswith("| ") and rows[0].endswith("| n/a | n/a | n/a | n/a | n/a |")
+    assert all(row["lesion_images"] == "0" for row in _csv_rows(report / "generation.csv"))
+
+
 def test_first_page_carries_notices_provenance_and_tripod_items(report: Path) -> None:
     markdown = (report / "report.md").read_text()
     first_page = markdown[: markdown.index("## Statistical methods")]
