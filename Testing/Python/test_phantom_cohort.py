@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -194,6 +195,16 @@ def test_cdd_cesm_layout_and_annotation_sheet(cdd_cohort):
     no_des = [plan.number for plan in plans if not plan.has_des]
     subtracted = list((cdd_cohort / "Subtracted images of CDD-CESM").iterdir())
     assert no_des and not any(p.name.startswith(f"P{n}_") for n in no_des for p in subtracted)
+
+
+def test_annotation_workbook_has_no_clock_in_its_bytes(cdd_cohort):
+    """openpyxl stamps the save time into docProps/core.xml and every zip entry: the phantom
+    fixes both, so the same seed gives the same bytes in the CDD-CESM layout too."""
+    with zipfile.ZipFile(cdd_cohort / ANNOTATIONS_NAME) as workbook:
+        assert {entry.date_time for entry in workbook.infolist()} == {(2024, 1, 1, 0, 0, 0)}
+        core = workbook.read("docProps/core.xml").decode()
+    assert re.findall(r"<dcterms:modified[^>]*>([^<]*)<", core) == ["2024-01-01T00:00:00Z"]
+    assert openpyxl.load_workbook(cdd_cohort / ANNOTATIONS_NAME)["all"].max_row > 1
 
 
 def test_existing_output_is_never_overwritten(tmp_path):

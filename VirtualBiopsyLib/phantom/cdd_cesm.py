@@ -15,15 +15,19 @@ and named in the manifest.
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from zipfile import ZIP_DEFLATED, ZipFile, ZipInfo
 
 import numpy as np
 from openpyxl import Workbook
 from PIL import Image
 
 from VirtualBiopsyLib import RESEARCH_USE_NOTICE, SYNTHETIC_NOTICE
+from VirtualBiopsyLib.atomic_io import write_bytes_atomic
 from VirtualBiopsyLib.images.raster_reader import cdd_cesm_study_uid
 from VirtualBiopsyLib.phantom.exam import RenderedBreast
 from VirtualBiopsyLib.phantom.files import write_atomically
@@ -163,7 +167,25 @@ def write_annotations(path: Path, rows: list[list[object]]) -> Path:
         notice.append([line])
     workbook.properties.creator = "VirtualBiopsy phantom (synthetic)"
     workbook.properties.created = workbook.properties.modified = _FIXED_TIME
-    return write_atomically(path, workbook.save)
+    return write_bytes_atomic(path, _workbook_bytes(workbook))
+
+
+def _workbook_bytes(workbook: Workbook) -> bytes:
+    """The workbook's ``.xlsx`` bytes without a clock in them: openpyxl stamps the save
+    time into ``docProps/core.xml`` and into every zip entry, so the same seed would not
+    give the same bytes. Both are set to :data:`_FIXED_TIME` here."""
+    saved, fixed = io.BytesIO(), io.BytesIO()
+    workbook.save(saved)
+    stamp = _FIXED_TIME.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+    with ZipFile(saved) as source, ZipFile(fixed, "w", ZIP_DEFLATED) as target:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename == "docProps/core.xml":
+                data = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>" + stamp, data)
+            copy = ZipInfo(entry.filename, date_time=_FIXED_TIME.timetuple()[:6])
+            copy.external_attr, copy.compress_type = entry.external_attr, ZIP_DEFLATED
+            target.writestr(copy, data)
+    return fixed.getvalue()
 
 
 def write_cdd_cesm_cohort(
