@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,6 +73,8 @@ COMPLETE, SKIPPED, RUNNING, FAILED, NOT_STARTED, INTERRUPTED = (
 )
 FINISHED = (COMPLETE, SKIPPED)
 PROBE_WAIT = 1.0  # seconds job_lock waits for a lock held by a status probe (job_status)
+CLAIM_SETTLE = 0.2  # seconds a takeover of a dead copy's claim waits before reading it back
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK}
 
 
 class JobError(VirtualBiopsyError):
@@ -393,8 +397,9 @@ def job_lock(run_dir: Path, job: Job) -> Iterator[None]:
     otherwise write the same model folder and checkpoint under each other. The lock is a
     ``flock`` on ``jobs/<name>.lock``: held across processes on one machine and, on a
     shared file system that supports ``flock`` (NFSv4, Lustre, GPFS), across machines.
-    Where the file system has no ``flock``, the job's status record stands in
-    (:func:`_check_without_flock`). A lock found held is tried again for
+    Where the file system has no ``flock``, the job's status record and a claim file
+    stand in (:func:`_check_without_flock`, :func:`_claim_without_flock`). A lock
+    found held is tried again for
     ``PROBE_WAIT`` seconds: whoever asks whether an interrupted job still runs
     (:func:`job_status`: ``jobs --status``, ``package``, another job's progress line)
     holds its lock for an instant, and a copy starting then is no second copy.
@@ -403,9 +408,13 @@ def job_lock(run_dir: Path, job: Job) -> Iterator[None]:
         try:
             held = stack.enter_context(exclusive_lock(_lock_file(run_dir, job), PROBE_WAIT))
         except LockUnsupportedError as error:
-            held = _check_without_flock(run_dir, job, error)
+            held = _check_without_flock(run_dir, job, error) and stack.enter_context(
+                _claim_without_flock(run_dir, job, error)
+            )
         if not held:
             status = job_status(run_dir, job)
+            if status["status"] != RUNNING:  # a copy that claimed it and has not said so yet
+                status = {**status, **_read_claim(_claim_file(run_dir, job))}
             raise JobError(
                 f"{job.describe()} is running already ({_where(status)}); wait for it, or "
                 "end that process before starting the job again"
@@ -416,8 +425,8 @@ def job_lock(run_dir: Path, job: Job) -> Iterator[None]:
 def _check_without_flock(run_dir: Path, job: Job, error: LockUnsupportedError) -> bool:
     """Whether a job may start where ``flock`` fails: False when its record shows a copy
     alive on this host; an error when it shows one elsewhere (it cannot be checked from
-    here, so the user decides); True otherwise, with a warning that only the record
-    guards the job now (two copies started in the same instant both pass)."""
+    here, so the user decides); True otherwise, with a warning that the record and the
+    job's claim file guard it (:func:`_claim_without_flock`)."""
     status = job_status(run_dir, job)
     if status["status"] == RUNNING and not status.get("unverified"):
         return False
@@ -429,7 +438,8 @@ def _check_without_flock(run_dir: Path, job: Job, error: LockUnsupportedError) -
             f"{job.status_file(run_dir)} and start the job again with --resume"
         )
     logger.warning(
-        "%s: %s; a second copy of %s is recognised by its status record (host, process ID) only",
+        "%s: %s; a second copy of %s is recognised by its claim file and status record "
+        "(host, process ID)",
         error.filename,
         error.strerror,
         job.name,
@@ -437,8 +447,86 @@ def _check_without_flock(run_dir: Path, job: Job, error: LockUnsupportedError) -
     return True
 
 
+@contextlib.contextmanager
+def _claim_without_flock(run_dir: Path, job: Job, error: LockUnsupportedError) -> Iterator[bool]:
+    """Hold ``jobs/<name>.claim`` while the job runs, where ``flock`` fails: two copies
+    started in the same instant both find no running record, but only one can create the
+    claim (a hard link to a complete file, refused when the name exists, also on NFS and
+    Lustre). Yields False when a live copy on this host holds it; a claim left by a dead
+    process of this host is taken over; one from another host cannot be checked from
+    here, so the user is told which file to remove. The claim is removed at the end."""
+    path = _claim_file(run_dir, job)
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "token": secrets.token_hex(8)}
+    owned = _create_claim(path, record) or _take_over_claim(path, record, job, error)
+    try:
+        yield owned
+    finally:
+        if owned and _read_claim(path).get("token") == record["token"]:
+            path.unlink(missing_ok=True)
+
+
+def _create_claim(path: Path, record: dict[str, Any]) -> bool:
+    """Create the claim unless it exists: a complete file linked in place (a reader never
+    sees it half written), or an exclusive create where hard links are not supported."""
+    text = json.dumps(record) + "\n"
+    temporary = path.with_name(f".{path.name}.{record['token']}.new")
+    write_text_atomic(temporary, text)
+    try:
+        os.link(temporary, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+    finally:
+        temporary.unlink(missing_ok=True)
+    try:
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write(text)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _take_over_claim(
+    path: Path, record: dict[str, Any], job: Job, error: LockUnsupportedError
+) -> bool:
+    """Replace a claim whose process has ended on this host, then read it back after
+    :data:`CLAIM_SETTLE` seconds: of two copies taking over at once, the last writer
+    keeps it and the other yields. A live claim here: False; one from elsewhere or one
+    that cannot be read: an error naming the file."""
+    claim = _read_claim(path)
+    if claim.get("host") != socket.gethostname() or not isinstance(claim.get("pid"), int):
+        where = f"host {claim['host']}" if claim.get("host") else "an unreadable claim"
+        raise JobError(
+            f"{error.filename}: {error.strerror}, so {path} marks a running copy of "
+            f"{job.describe()} ({where}); it cannot be checked from here. If that process "
+            f"has ended (killed, node lost), remove {path} and start the job again with --resume"
+        )
+    if process_alive(claim["pid"]):
+        return False
+    write_json_atomic(path, record)
+    time.sleep(CLAIM_SETTLE)
+    return _read_claim(path).get("token") == record["token"]
+
+
+def _read_claim(path: Path) -> dict[str, Any]:
+    """The claim's record; empty when it is gone or unreadable (being written)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _claim_file(run_dir: Path, job: Job) -> Path:
+    return _lock_file(run_dir, job).with_suffix(".claim")
+
+
 def _where(status: dict[str, Any]) -> str:
-    where = f"since {status.get('started', '?')} on {status.get('host', '?')}"
+    where = f"on {status.get('host', '?')}"
+    where = f"since {status['started']} {where}" if status.get("started") else where
     return f"{where}, process {status['pid']}" if "pid" in status else where
 
 

@@ -32,6 +32,7 @@ from Training.jobs import (
     Job,
     JobError,
     id_ranges,
+    job_lock,
     job_status,
     plan_jobs,
     select_jobs,
@@ -417,6 +418,40 @@ def test_without_flock_jobs_run_and_a_dead_copy_reads_interrupted(
         _train_job(manifest, run, "15", resume=True)
     assert str(jobs[15].status_file(run)) in str(refused.value)
     assert not jobs[14].folder(run).exists() and not jobs[15].folder(run).exists()
+
+
+def test_without_flock_a_claim_file_refuses_a_copy_started_in_the_same_instant(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Two copies that start together both find no running record; the claim file, made
+    atomically, lets one through. A dead copy's claim on this host is taken over, one from
+    another host names the file to remove, and the claim goes when the job ends."""
+
+    def no_flock(handle: int, operation: int) -> None:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    monkeypatch.setattr("Training.jobs.CLAIM_SETTLE", 0.0)
+    run, job = tmp_path / "run", plan_jobs(toy_config())[10]
+    claim = job.status_file(run).with_suffix(".claim")
+    with job_lock(run, job):  # no status record written yet: the instant of the race
+        assert json.loads(claim.read_text())["pid"] == os.getpid()
+        with (
+            pytest.raises(JobError, match=rf"running already \(on {socket.gethostname()}, process"),
+            job_lock(run, job),
+        ):
+            pass
+        assert claim.exists()  # the refused copy leaves the holder's claim alone
+    assert not claim.exists()
+    claim.write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid(), "token": "x"}))
+    with job_lock(run, job):  # a copy killed here: taken over
+        assert json.loads(claim.read_text())["token"] != "x"
+    assert not claim.exists()
+    claim.write_text(json.dumps({"host": "node-7", "pid": 1, "token": "y"}))
+    elsewhere = rf"host node-7.*remove {re.escape(str(claim))}"
+    with pytest.raises(JobError, match=elsewhere), job_lock(run, job):
+        pass
+    assert json.loads(claim.read_text())["token"] == "y"
 
 
 def test_jobs_status_says_each_state_and_why(tmp_path: Path, capsys) -> None:
