@@ -304,3 +304,37 @@ def test_command_line_options_and_mapping_file(exams, tmp_path, capsys) -> None:
     assert len(summary["phase_per_image"]) == summary["images"]
     assert main([*argv[:-2]]) == 3  # without --labels: M and B are not guessed
     assert "not mapped" in capsys.readouterr().err
+
+
+def test_masks_are_found_as_images_are_and_a_colour_mask_is_refused(tmp_path) -> None:
+    """A mask's suffix in capitals, a linked sub-folder (exams are often assembled from
+    links) were dropped silently; an RGB mask was taken, and refused only by training."""
+    import os
+    import shutil
+
+    from PIL import Image
+
+    cohort = tmp_path / "cohort"
+    rows = read_training_manifest(generate_cohort(cohort, patients=2, seed=4)).rows
+    shutil.move(cohort / "synthetic_lesion_masks", cohort / "lesion_masks")
+    moved = [cohort / "lesion_masks" / r.lesion_mask.relative_to(cohort / "synthetic_lesion_masks")
+             for r in rows]  # fmt: skip
+    Image.open(moved[0]).convert("RGB").save(moved[0])
+    capitals = moved[1].with_name(moved[1].name.replace("_lesion_mask.png", "_Lesion_Mask.PNG"))
+    moved[1].rename(capitals)
+    linked = moved[-1].parent
+    shutil.move(linked, tmp_path / "masks elsewhere")
+    os.symlink(tmp_path / "masks elsewhere", linked)
+    sheet = _sheet(
+        tmp_path / "clinical.csv",
+        ["PatientID", "Laterality", "label"],
+        sorted({(r.patient_id, r.laterality, r.label.text) for r in rows}),
+    )
+    result = import_dicom_exams(cohort, sheet)
+    masks = {row.path: row.lesion_mask for row in result.rows}
+    assert masks[rows[0].path] is None
+    assert masks[rows[1].path] == capitals
+    assert all(masks[r.path] == m for r, m in zip(rows[2:], moved[2:], strict=True))
+    [refused] = [item for item in result.left_out if "lesion mask" in item.kind]
+    assert refused.item == moved[0].relative_to(cohort).as_posix()
+    assert refused.detail == "3 channels (RGB), training reads one"

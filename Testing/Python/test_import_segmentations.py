@@ -223,6 +223,13 @@ def test_masks_folder_is_replaced_only_when_it_is_an_earlier_imports_own(cdd_set
         ('{"name": "polyline", "all_points_x": [1, 5], "all_points_y": [1, 5]}',
          "region marks no area"),
         ('{"name": "ellipse", "cx": 1, "cy": 1, "rx": 0, "ry": 2}', "region marks no area"),
+        pytest.param('{"name": "circle", "cx": 1, "cy": 1, "r": 1' + "0" * 400 + "}",
+                     "coordinate out of range", id="int-too-large-for-a-float"),  # OverflowError
+        ('{"name": "circle", "cx": 1e308, "cy": 1, "r": 1e308}', "coordinate out of range"),
+        ('{"name": "rect", "x": 1e308, "y": 1, "width": 1e308, "height": 2}',
+         "coordinate out of range"),
+        pytest.param("[" * 100_000 + "]" * 100_000, "malformed JSON",
+                     id="nested-too-deeply"),  # was a RecursionError
     ],
 )  # fmt: skip
 def test_regions_that_cannot_be_drawn_say_why(text: str, kind: str) -> None:
@@ -261,3 +268,75 @@ def test_circle_and_rect_take_the_pixels_whose_centres_are_inside() -> None:
     np.testing.assert_array_equal(draw_mask((10, 10), [rect]), expected)
     clipped = draw_mask((10, 10), [Region("circle", {"cx": 0.0, "cy": 0.0, "r": 3.0})])
     assert clipped[0, 0] == 255 and clipped.shape == (10, 10)  # partly outside: clipped
+
+
+def test_json_quoted_twice_by_a_csv_tool_is_read_as_meant() -> None:
+    circle = Region("circle", {"cx": 5.0, "cy": 4.0, "r": 2.0})
+    assert parse_region('{""name"":""circle"",""cx"":5,""cy"":4,""r"":2}') == circle
+    assert parse_region('"{""name"":""circle"",""cx"":5,""cy"":4,""r"":2}"') == circle
+
+
+def test_a_region_inside_the_image_without_a_pixel_centre_is_not_called_outside(cdd_set):
+    _write_via(
+        cdd_set / SEGMENTATIONS_NAME,
+        [
+            (
+                "P1_L_DM_CC.jpg",
+                _shape(name="polygon", all_points_x=[2, 6, 9], all_points_y=[3] * 3),
+            ),
+            ("P1_L_DM_CC.jpg", _shape(name="rect", x=4.6, y=4.6, width=0.2, height=0.2)),
+            ("P1_L_DM_CC.jpg", _shape(name="circle", cx=-9, cy=5, r=2)),
+        ],
+    )
+    left = [(item.item, item.kind) for item in import_cdd_cesm(cdd_set).regions_left_out]
+    assert left == [
+        ("segmentations row 2", "region covers no pixel centre"),  # collinear points
+        ("segmentations row 3", "region covers no pixel centre"),  # smaller than a pixel
+        ("segmentations row 4", "region entirely outside the image"),
+    ]
+
+
+def test_names_with_a_folder_or_leading_zeros_match_and_never_print_a_patient(
+    cdd_set, tmp_path, capsys
+) -> None:
+    """VIA keeps the path an image was loaded from; a patient number may be zero-padded.
+    The console masks the patient however the file spells it."""
+    from Training.cli import main
+
+    _write_via(
+        cdd_set / SEGMENTATIONS_NAME,
+        [
+            ("images/P1_L_DM_CC.jpg", SQUARE),  # drawn on P1_L_DM_CC.jpg
+            ("C:\\VIA\\P1_L_CM_CC.jpg", SQUARE),
+            ("P01_L_DM_MLO.jpg", SQUARE),  # no such image
+            ("scans/P9_R_CM_CC.jpg", SQUARE),
+            ("P 7 notes.jpg", SQUARE),
+        ],
+    )
+    out = tmp_path / "c.csv"
+    assert main(["import", "cdd-cesm", str(cdd_set), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert set(_masks(out)) == {"P1_L_DM_CC.jpg", "P1_L_CM_CC.jpg"}
+    assert "lesion regions left out: 3 (" in printed
+    assert "(<patient>_L_DM_MLO.jpg)" in printed and "(scans/<patient>_R_CM_CC.jpg)" in printed
+    assert "(<patient> notes.jpg)" in printed
+    assert not PATIENT_TOKEN.search(printed) and "P 7" not in printed, printed
+
+
+def test_a_long_polygon_and_a_utf16_export_are_read(cdd_set, tmp_path) -> None:
+    """A freehand outline can exceed the csv module's 128 KiB cell limit (it stopped the
+    import); Excel's "Unicode text" is UTF-16 with tabs (it was read as garbage)."""
+    steps = np.linspace(0, 2 * np.pi, 20_000, endpoint=False)
+    long = _shape(name="polygon", all_points_x=[round(8 + 5 * math.cos(t), 3) for t in steps],
+                  all_points_y=[round(12 + 5 * math.sin(t), 3) for t in steps])  # fmt: skip
+    assert len(long) > 131_072
+    _write_via(cdd_set / SEGMENTATIONS_NAME, [("P1_L_DM_CC.jpg", long)])
+    assert list(import_cdd_cesm(cdd_set).mask_drawings) == [cdd_set / LOW / "P1_L_DM_CC.jpg"]
+    unicode_text = tmp_path / "regions.csv"
+    with open(unicode_text, "w", newline="", encoding="utf-16") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(VIA_COLUMNS)
+        writer.writerow(["P1_L_CM_CC.jpg", 1000, "{}", 1, 0, SQUARE, "{}"])
+    result = import_cdd_cesm(cdd_set, segmentations=unicode_text)
+    assert list(result.mask_drawings) == [cdd_set / SUB / "P1_L_CM_CC.jpg"]
+    assert not result.regions_left_out

@@ -26,6 +26,7 @@ masks by content).
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ _TYPE_CODES = {"DM": Modality.LE, "CESM": Modality.DES}
 _FOLDER_OF = {Modality.LE: LOW_ENERGY_FOLDER, Modality.DES: SUBTRACTED_FOLDER}
 
 ImageKey = tuple[str, str, Modality, str]  # patient, side, modality, view
+_PATIENT_TOKEN = re.compile(r"(?<![0-9A-Za-z])P\s*\d+", re.IGNORECASE)
 
 
 @dataclass
@@ -110,6 +112,17 @@ def _relative(path: Path, folder: Path) -> str:
         return path.relative_to(folder).as_posix()
     except ValueError:
         return path.as_posix()
+
+
+def patient_spellings(text: str) -> set[str]:
+    """Every patient number in ``text`` as written (``P01``, ``p 7``) and as the ID
+    (``P1``): the console masks them all, also in names that are not CDD-CESM's form.
+
+    >>> sorted(patient_spellings("images/P01_L_CM_CC.jpg"))
+    ['P01', 'P1']
+    """
+    found = _PATIENT_TOKEN.findall(text)
+    return {*found, *(f"P{int(''.join(filter(str.isdigit, token)))}" for token in found)}
 
 
 def _key_of(name: CddCesmName) -> ImageKey:
@@ -246,13 +259,13 @@ def _image_drawing(
     for image in listed:
         for row, region in image.regions:
             if len(region.pixels(size)[0]) == 0:
-                left_out.append(
-                    LeftOut(
-                        f"segmentations row {row}",
-                        "region entirely outside the image",
-                        f"{image.file_name}: {info.columns}×{info.rows} pixels",
-                    )
+                kind = (
+                    "region covers no pixel centre"  # too thin or small: collinear points
+                    if region.overlaps(size)
+                    else "region entirely outside the image"
                 )
+                detail = f"{image.file_name}: {info.columns}×{info.rows} pixels"
+                left_out.append(LeftOut(f"segmentations row {row}", kind, detail))
             else:
                 kept.append(region)
     if not kept:
@@ -269,7 +282,7 @@ def _lesion_masks(
     left_out = list(segmentations.left_out)
     by_key: dict[ImageKey, list[ImageRegions]] = defaultdict(list)
     for image in segmentations.images.values():
-        name = parse_cdd_cesm_name(image.file_name)
+        name = parse_cdd_cesm_name(image.image_name)
         rows_text = _rows_text(image.rows)
         if name is None:
             left_out.append(LeftOut(rows_text, "file name not a CDD-CESM image", image.file_name))
@@ -290,7 +303,7 @@ def _lesion_masks(
             detail = f"{listed[0].file_name} (left out above)"
             left_out.append(LeftOut(_rows_text(numbers), "image not in the manifest", detail))
             continue
-        name = parse_cdd_cesm_name(listed[0].file_name)
+        name = parse_cdd_cesm_name(listed[0].image_name)
         drawing = _image_drawing(listed, info, name, left_out)  # type: ignore[arg-type]
         if drawing is not None:
             drawings[info.path] = drawing
@@ -386,6 +399,8 @@ def import_cdd_cesm(
         "cdd-cesm", folder, rows, left_out, settings, notes=notes, patient_ids=seen
     )
     _add_lesion_masks(result, segmentations or find_segmentations(folder), images)
+    for item in (*result.left_out, *result.regions_left_out):  # names as the files spell them
+        result.patient_ids |= patient_spellings(f"{item.item} {item.detail}")
     return result
 
 
@@ -405,7 +420,3 @@ def _add_lesion_masks(
         result.notes["image listed in the segmentations without regions (no mask)"] = (
             without_regions
         )
-    for image in segmentations.images.values():
-        name = parse_cdd_cesm_name(image.file_name)
-        if name is not None:
-            result.patient_ids.add(name.patient_id)

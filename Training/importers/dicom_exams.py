@@ -51,7 +51,7 @@ from Training.importers.summary import ImportResult, LeftOut
 from Training.importers.values import LABEL_VALUES, ValueMapping, breast_label
 from VirtualBiopsyLib.images.cases import group_cases
 from VirtualBiopsyLib.images.mammogram import ImageInfo
-from VirtualBiopsyLib.images.readers import scan
+from VirtualBiopsyLib.images.readers import lesion_mask_files, scan
 from VirtualBiopsyLib.roles import MODALITIES, VIEWS
 from VirtualBiopsyLib.training_manifest import (
     LESION_MASK_FOLDERS,
@@ -273,7 +273,7 @@ def import_dicom_exams(
             phase_rules.append({"path": _relative(path, folder), "phase": phase, "rule": rule})
     for number in sheet.unused_rows():
         left_out.append(LeftOut(f"sheet row {number}", "clinical row without image"))
-    mask_files = _mask_files(folder)
+    mask_files = _mask_files(folder, left_out)
     rows = _with_masks(rows, infos_by_path, folder, mask_files, left_out)
     rows.sort(key=_order)
     phase_rules.sort(key=lambda item: item["path"])
@@ -295,23 +295,38 @@ def import_dicom_exams(
     return result
 
 
-def _mask_files(folder: Path) -> dict[str, Path]:
-    """Every lesion mask under the mask folders (relative path → path)."""
-    return {
-        _relative(path, folder): path
-        for name in LESION_MASK_FOLDERS
-        for path in sorted((folder / name).rglob(f"*{LESION_MASK_SUFFIX}"))
-        if path.is_file()
-    }
+def _mask_files(folder: Path, left_out: list[LeftOut]) -> dict[str, Path]:
+    """Every lesion mask under the mask folders, found as the scans find images (links
+    followed, the suffix in any case): its expected relative path → path. A mask that
+    differs from another only in the suffix's case is listed, never dropped silently."""
+    found: dict[str, Path] = {}
+    for name in LESION_MASK_FOLDERS:
+        if not (folder / name).is_dir():
+            continue
+        for path in lesion_mask_files(folder / name, on_error=lambda *_: None):  # scan reports
+            item = _relative(path, folder)
+            key = item[: -len(LESION_MASK_SUFFIX)] + LESION_MASK_SUFFIX
+            if key in found:
+                detail = _relative(found[key], folder)
+                left_out.append(LeftOut(item, "second lesion mask of an image", detail))
+            else:
+                found[key] = path
+    return found
 
 
 def _mask_size(path: Path) -> tuple[int, int] | str:
-    """(rows, columns) from the mask's header, or why it cannot be read."""
+    """(rows, columns) from the mask's header, or why it cannot be read as a mask:
+    training reads one channel (non-zero inside), so RGB or grey+alpha is refused here."""
+    if not path.is_file():  # a FIFO would block, a broken link has no header
+        return "not a regular file" + (" (broken link)" if path.is_symlink() else "")
     try:
         with Image.open(path) as picture:  # the header only
             columns, rows = picture.size
+            bands = picture.getbands()
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         return f"not a readable image ({error})"
+    if len(bands) != 1:
+        return f"{len(bands)} channels ({''.join(bands)}), training reads one"
     return rows, columns
 
 
@@ -347,6 +362,6 @@ def _with_masks(
                 detail = f"{size[1]}×{size[0]} pixels, the image {info.columns}×{info.rows}"
                 left_out.append(LeftOut(item, "lesion mask not on its image's grid", detail))
         kept.append(row)
-    for item in sorted(unused):
-        left_out.append(LeftOut(item, "lesion mask of an image not imported"))
+    for _, path in sorted(unused.items()):
+        left_out.append(LeftOut(_relative(path, folder), "lesion mask of an image not imported"))
     return kept

@@ -60,6 +60,21 @@ class Region:
             return _ellipse_pixels(n["cx"], n["cy"], n["r"], n["r"], 0.0, size)
         return _ellipse_pixels(n["cx"], n["cy"], n["rx"], n["ry"], n.get("theta", 0.0), size)
 
+    def overlaps(self, size: tuple[int, int]) -> bool:
+        """Whether the region's bounding box meets a ``size`` image at all (a region that
+        does, yet holds no pixel centre, is too thin or small, not outside)."""
+        if self.shape in ("polygon", "polyline"):
+            xs, ys = self.values["all_points_x"], self.values["all_points_y"]
+            box = (min(xs), min(ys), max(xs), max(ys))  # type: ignore[type-var, arg-type]
+        else:
+            n = {key: float(value) for key, value in self.values.items()}  # type: ignore[arg-type]
+            if self.shape == "rect":
+                box = (n["x"], n["y"], n["x"] + n["width"], n["y"] + n["height"])
+            else:
+                reach = n.get("r", max(n.get("rx", 0.0), n.get("ry", 0.0)))
+                box = (n["cx"] - reach, n["cy"] - reach, n["cx"] + reach, n["cy"] + reach)
+        return box[0] < size[1] and box[1] < size[0] and box[2] > 0 and box[3] > 0
+
 
 def _ellipse_pixels(
     cx: float, cy: float, rx: float, ry: float, theta: float, size: tuple[int, int]
@@ -74,7 +89,8 @@ def _ellipse_pixels(
     dx = np.arange(c0, c1)[None, :] + 0.5 - cx
     along = dx * math.cos(theta) + dy * math.sin(theta)
     across = -dx * math.sin(theta) + dy * math.cos(theta)
-    rows, cols = np.nonzero((along / rx) ** 2 + (across / ry) ** 2 <= 1.0)
+    with np.errstate(over="ignore"):  # a radius of 1e-300: nothing inside, no warning
+        rows, cols = np.nonzero((along / rx) ** 2 + (across / ry) ** 2 <= 1.0)
     return rows + r0, cols + c0
 
 

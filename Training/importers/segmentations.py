@@ -6,8 +6,11 @@ spaces included), ``region_shape_attributes`` a JSON shape. Drawable shapes: ``p
 and ``polyline`` (filled), ``ellipse`` (VIA 2's optional ``theta``), ``circle``, ``rect``
 (drawn by :mod:`~Training.importers.masks`). A region that cannot be drawn is left out with
 its reason (malformed JSON, unknown shape, a ``point`` marks no area, missing or
-non-numeric coordinates); an image listed without regions (``region_count`` 0, ``{}``) has
-no region: it gets no mask, *not annotated* as the manifest reads it. One bad row never
+non-numeric coordinates, a coordinate beyond :data:`MAX_COORDINATE`); JSON that a CSV
+tool quoted twice (``""name""``) is read as meant. An image listed without regions
+(``region_count`` 0, ``{}``) has no region: it gets no mask, *not annotated* as the
+manifest reads it. A ``#filename`` with a folder (``images/P1_L_CM_CC.jpg``, as VIA keeps
+it for images loaded from a path) names the image by its last part. One bad row never
 stops the import.
 
 >>> parse_region('{"name":"circle","cx":5,"cy":4,"r":2}')
@@ -38,6 +41,8 @@ _COORDINATES = {
     "circle": ("cx", "cy", "r"),
     "rect": ("x", "y", "width", "height"),
 }
+#: No mammogram is a million pixels across: a coordinate beyond is corrupt, not a lesion.
+MAX_COORDINATE = 1e6
 
 
 class RegionError(ValueError):
@@ -49,9 +54,33 @@ class RegionError(ValueError):
 
 
 def _number(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RegionError("non-numeric or missing coordinates", f"{key} is {_shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
         raise RegionError("non-numeric or missing coordinates", f"{key} is {value!r}")
+    if abs(value) > MAX_COORDINATE:  # an int of 400 digits, 1e308: would overflow the drawing
+        raise RegionError("coordinate out of range", f"{key} beyond ±{MAX_COORDINATE:g}")
     return float(value)
+
+
+def _shown(value: object) -> str:
+    """A cell's value for a message: short, however long the cell."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _loads(text: str) -> object:
+    """JSON, also as a CSV tool quoted it twice (``"{""name"":…}"``): that form is
+    unambiguous, so it is read rather than left out."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        inner = text.strip()
+        if inner.startswith('"') and inner.endswith('"') and len(inner) > 1:
+            inner = inner[1:-1]
+        if '""' not in inner:
+            raise
+        return json.loads(inner.replace('""', '"'))
 
 
 def parse_region(text: str) -> Region | None:
@@ -60,8 +89,8 @@ def parse_region(text: str) -> Region | None:
     Raises :class:`RegionError` with the left-out reason for anything that cannot be drawn.
     """
     try:
-        shape = json.loads(text) if text.strip() else {}
-    except ValueError as error:
+        shape = _loads(text) if text.strip() else {}
+    except (ValueError, RecursionError) as error:
         raise RegionError("malformed JSON", str(error)) from None
     if not isinstance(shape, dict):
         raise RegionError("malformed JSON", "not a JSON object")
@@ -71,7 +100,7 @@ def parse_region(text: str) -> Region | None:
     if name == "point":
         raise RegionError("point marks no area")
     if name not in _COORDINATES:
-        raise RegionError("unknown shape", repr(shape.get("name")))
+        raise RegionError("unknown shape", _shown(shape.get("name")))
     values: dict[str, float | tuple[float, ...]] = {}
     for key in _COORDINATES[name]:
         if key not in shape:
@@ -129,6 +158,11 @@ class ImageRegions:
     file_name: str
     rows: list[int] = field(default_factory=list)
     regions: list[tuple[int, Region]] = field(default_factory=list)  # (row, region)
+
+    @property
+    def image_name(self) -> str:
+        """The name without a folder VIA kept (``images/P1_L_CM_CC.jpg``, ``C:\\x\\…``)."""
+        return self.file_name.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 @dataclass

@@ -12,6 +12,7 @@ report can point at a row without quoting its contents.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -150,12 +151,23 @@ def _read_xlsx(path: Path, sheet_name: str | None) -> Sheet:
 
 def _read_csv(path: Path) -> Sheet:
     data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("cp1252", errors="replace")  # Excel's CSV export on Windows
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
+        text = data.decode("utf-16", errors="replace")
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = data.decode("cp1252", errors="replace")  # Excel's CSV export on Windows
     first = text.splitlines()[0] if text else ""
     delimiter = max((",", ";", "\t"), key=first.count)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    lines = [(reader.line_num, list(cells)) for cells in reader]
+    limit = csv.field_size_limit(max(len(text), 131072))  # a long polygon is one cell
+    try:
+        lines = [(reader.line_num, list(cells)) for cells in reader]
+    except csv.Error as error:
+        raise ImportInputError(
+            f"{path}: not a readable CSV (line {reader.line_num}: {error})"
+        ) from None
+    finally:
+        csv.field_size_limit(limit)
     return _table(path, None, lines)

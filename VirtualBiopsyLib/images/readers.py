@@ -215,6 +215,15 @@ def _is_ignored(path: Path) -> bool:
     )
 
 
+def lesion_mask_files(
+    root: Path, on_error: Callable[[Path, str], None] | None = None
+) -> list[Path]:
+    """Every file under ``root`` named as a lesion mask, any case (``…_lesion_mask.PNG``),
+    reached as the scans reach images (links to folders followed): what they leave out,
+    for the importer that reads masks."""
+    return [path for path in _walk(root, on_error) if is_lesion_mask_file(path)]
+
+
 def scan(paths: Iterable[Path | str], decode: bool = False) -> list[ScanEntry]:
     """Read the header of every file under ``paths``; never raises for a bad file.
 
