@@ -163,6 +163,10 @@ def test_without_a_segmentation_file_no_masks_and_the_summary_says_so(tmp_path, 
 def test_segmentations_given_elsewhere_or_named_loosely_are_found(tmp_path) -> None:
     folder = _write_set(tmp_path / "CDD-CESM", name="radiology hand drawn segmentations V2.csv")
     assert find_segmentations(folder).name == "radiology hand drawn segmentations V2.csv"
+    (folder / "radiology hand drawn segmentations V2.csv").unlink()
+    for version in (9, 10, 3):  # without the expected v2: the highest version, not text order
+        _write_via(folder / f"Radiology_hand_drawn_segmentations_v{version}.csv", [])
+    assert find_segmentations(folder).name == "Radiology_hand_drawn_segmentations_v10.csv"
     elsewhere = tmp_path / "regions.csv"
     _write_via(elsewhere, [("P1_L_DM_CC.jpg", SQUARE)])
     result = import_cdd_cesm(folder, segmentations=elsewhere)
@@ -340,3 +344,23 @@ def test_a_long_polygon_and_a_utf16_export_are_read(cdd_set, tmp_path) -> None:
     result = import_cdd_cesm(cdd_set, segmentations=unicode_text)
     assert list(result.mask_drawings) == [cdd_set / SUB / "P1_L_CM_CC.jpg"]
     assert not result.regions_left_out
+
+
+def test_outlines_are_filled_as_a_per_pixel_test_would_fill_them_in_one_pass_per_row() -> None:
+    """The row-by-row fill gives the pixels a test of every pixel centre against the outline
+    gives (``skimage.draw.polygon``) for simple outlines, clipped at the image's edges."""
+    from skimage import draw
+
+    from Training.importers.masks import Region
+
+    rng = np.random.default_rng(5)
+    size = (90, 70)
+    for points in (3, 7, 40, 400):
+        angles = np.sort(rng.uniform(0, 2 * np.pi, points))
+        radius = rng.uniform(5, 45, points)
+        xs, ys = 35.3 + radius * np.cos(angles), 40.6 + radius * np.sin(angles)
+        region = Region("polygon", {"all_points_x": tuple(xs), "all_points_y": tuple(ys)})
+        ours, reference = np.zeros(size, bool), np.zeros(size, bool)
+        ours[region.pixels(size)] = True
+        reference[draw.polygon(ys - 0.5, xs - 0.5, size)] = True
+        assert ours.any() and np.array_equal(ours, reference), points

@@ -5,8 +5,10 @@ An importer reads regions (e.g. CDD-CESM's hand-drawn segmentations,
 :class:`MaskDrawing` per image; the masks are drawn only then, one at a time, so a large
 set never holds every mask in memory. Coordinates are VIA's: ``x`` right, ``y`` down, the
 image's top-left corner at 0, so pixel ``(row, col)`` is inside a shape when its centre
-``(col + 0.5, row + 0.5)`` is; an ellipse's ``theta`` (radians) turns its x radius towards
-the y axis (clockwise on screen).
+``(col + 0.5, row + 0.5)`` is (an outline that crosses itself: the even-odd rule; a
+centre exactly on an edge: inside on the edge's left and top, the usual half-open rule, so
+regions that share an edge never share a pixel); an ellipse's ``theta`` (radians) turns
+its x radius towards the y axis (clockwise on screen).
 
 The masks go to a folder beside the manifest, ``<manifest stem>.lesion_masks/``, with an
 index (``lesion_masks.json``) that marks it as an import's own: only such a folder,
@@ -28,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin
-from skimage import draw
 
 from VirtualBiopsyLib import SYNTHETIC_NOTICE
 from VirtualBiopsyLib.atomic_io import staged_folder, write_text_atomic
@@ -50,12 +51,12 @@ class Region:
         if self.shape in ("polygon", "polyline"):
             xs = np.asarray(self.values["all_points_x"], dtype=np.float64)
             ys = np.asarray(self.values["all_points_y"], dtype=np.float64)
-            return draw.polygon(ys - 0.5, xs - 0.5, size)
+            return _polygon_pixels(xs, ys, size)
         n = {key: float(value) for key, value in self.values.items()}  # type: ignore[arg-type]
         if self.shape == "rect":
             xs = np.array([n["x"], n["x"] + n["width"]])[[0, 1, 1, 0]]
             ys = np.array([n["y"], n["y"] + n["height"]])[[0, 0, 1, 1]]
-            return draw.polygon(ys - 0.5, xs - 0.5, size)
+            return _polygon_pixels(xs, ys, size)
         if self.shape == "circle":
             return _ellipse_pixels(n["cx"], n["cy"], n["r"], n["r"], 0.0, size)
         return _ellipse_pixels(n["cx"], n["cy"], n["rx"], n["ry"], n.get("theta", 0.0), size)
@@ -74,6 +75,40 @@ class Region:
                 reach = n.get("r", max(n.get("rx", 0.0), n.get("ry", 0.0)))
                 box = (n["cx"] - reach, n["cy"] - reach, n["cx"] + reach, n["cy"] + reach)
         return box[0] < size[1] and box[1] < size[0] and box[2] > 0 and box[3] > 0
+
+
+def _polygon_pixels(
+    xs: np.ndarray, ys: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels whose centre lies in the polygon (even-odd rule), row by row: each row's
+    edge crossings, sorted, bound its inside runs. O(rows × vertices + pixels), where a
+    test of every pixel against every edge (``skimage.draw.polygon``) is O(pixels ×
+    vertices): 1.2 s for a 200-point outline 1200 pixels across, 45 s for 10 000 points."""
+    if len(xs) < 3:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    r0 = max(0, math.floor(float(ys.min()) - 0.5))
+    r1 = min(size[0], math.ceil(float(ys.max()) - 0.5) + 1)
+    if r0 >= r1:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    centres = np.arange(r0, r1, dtype=np.float64)[:, None] + 0.5
+    x0, y0, x1, y1 = xs, ys, np.roll(xs, -1), np.roll(ys, -1)
+    crosses = (y0 <= centres) != (y1 <= centres)  # half-open: a vertex is counted once
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at = np.where(crosses, x0 + (centres - y0) * (x1 - x0) / (y1 - y0), np.inf)
+    at.sort(axis=1)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    for index, count in enumerate(crosses.sum(axis=1)):
+        bounds = at[index, :count].reshape(-1, 2)  # even-odd: inside between pairs
+        first = np.clip(np.ceil(bounds[:, 0] - 0.5), 0, size[1]).astype(np.intp)
+        stop = np.clip(np.ceil(bounds[:, 1] - 0.5), 0, size[1]).astype(np.intp)
+        for start, end in zip(first, stop, strict=True):
+            if end > start:
+                cols.append(np.arange(start, end))
+                rows.append(np.full(end - start, r0 + index))
+    if not rows:
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    return np.concatenate(rows), np.concatenate(cols)
 
 
 def _ellipse_pixels(

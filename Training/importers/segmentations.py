@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,13 +143,19 @@ def find_segmentations(folder: Path) -> Path | None:
     prefix = wanted.rstrip("v0123456789")
     found = [
         child
-        for child in sorted(folder.iterdir())
+        for child in sorted(folder.iterdir(), key=_version_order)
         if child.is_file()
         and child.suffix.lower() == ".csv"
         and normalise_header(child.stem).startswith(prefix)
     ]
     exact = [child for child in found if normalise_header(child.stem) == wanted]
     return (exact or found or [None])[-1]
+
+
+def _version_order(path: Path) -> tuple[int, str]:
+    """Sort key: the version number a name ends with (``_v10`` after ``_v9``), then the name."""
+    digits = re.search(r"(\d+)$", normalise_header(path.stem))
+    return (int(digits.group(1)) if digits else -1, path.name)
 
 
 @dataclass
