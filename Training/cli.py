@@ -44,6 +44,7 @@ from VirtualBiopsyLib.errors import (
     OutputExistsError,
     UsageError,
     VirtualBiopsyError,
+    error_message,
     exit_code_for,
     silence_stdout,
 )
@@ -671,6 +672,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `jobs | head`: the reader of stdout went away
         silence_stdout()
         return EXIT_STDOUT_CLOSED
+    except OSError as error:  # a folder that cannot be written, a full disk: the file, not a bug
+        print(f"error: {error_message(error)}", file=sys.stderr)
+        return exit_code_for(error)
     except Exception as error:  # a bug: say so briefly, full traceback with --verbose
         logger.debug("internal error", exc_info=True)
         print(f"internal error: {type(error).__name__}: {error}", file=sys.stderr)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import re
 from pathlib import Path
 
@@ -253,6 +255,23 @@ def test_outputs_never_replace_a_users_file(cdd_set, tmp_path, capsys) -> None:
     assert main(["import", "cdd-cesm", str(cdd_set), "--out", str(mine), "--overwrite"]) == 5
     assert mine.read_text() == "my,own\n1,2\n"
     assert "not an earlier import" in capsys.readouterr().err
+
+
+def test_an_output_that_cannot_be_written_is_an_error_naming_it(
+    cdd_set, tmp_path, capsys, monkeypatch
+) -> None:
+    """A read-only folder or a full disk is the output's problem (exit 3 naming the file),
+    not an internal error."""
+    from Training.cli import main
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "out.csv"))
+
+    monkeypatch.setattr("Training.importers.command.write_import", full_disk)
+    assert main(["import", "cdd-cesm", str(cdd_set), "--out", str(tmp_path / "out.csv")]) == 3
+    error = capsys.readouterr().err
+    assert f"error: {tmp_path / 'out.csv'}: No space left on device" in error
+    assert "internal error" not in error
 
 
 def test_a_folder_that_is_not_cdd_cesm_is_a_clear_error(tmp_path) -> None:
