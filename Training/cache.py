@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from Training.cpus import usable_cpus  # no torch either
 from Training.lesion_masks import (
     LE_SIZE_DIFFERS,
+    REFUSAL_REASONS,
     SIZE_DIFFERS,
     UNREADABLE,
     LesionMaskRefusedError,
@@ -331,9 +332,9 @@ class PreprocessedCache:
         cached = self._read_mask_entry(entry)
         if cached is not None:
             return cached
-        if refusal.exists():
-            stored = json.loads(refusal.read_text(encoding="utf-8"))
-            raise LesionMaskRefusedError(stored["reason"], stored["detail"])
+        stored = self._read_refusal(refusal)
+        if stored is not None:
+            raise LesionMaskRefusedError(*stored)
         mask = read_lesion_mask(mask_path)  # refused without decoding any image
         try:
             mapped = self._map_mask(mask, image_path, shaped_as)
@@ -373,12 +374,28 @@ class PreprocessedCache:
         geometry = preprocess(image, self.params).geometry
         return geometry.map_to_preprocessed(mask.astype(np.float32)) >= 0.5
 
+    def _read_refusal(self, refusal: Path) -> tuple[str, str] | None:
+        """A kept refusal's reason and detail; None when there is none or it cannot be read
+        (then the mask is mapped again, as a bad entry is rebuilt)."""
+        if not refusal.exists():
+            return None
+        try:
+            stored = json.loads(refusal.read_text(encoding="utf-8"))
+            reason, detail = stored["reason"], stored["detail"]
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            logger.warning("ignoring unreadable mask refusal %s (%r)", refusal.name, error)
+            return None
+        if reason not in REFUSAL_REASONS or not isinstance(detail, str):
+            logger.warning("ignoring mask refusal %s of unknown reason", refusal.name)
+            return None
+        return reason, detail
+
     def _read_mask_entry(self, entry: Path) -> np.ndarray | None:
         if not entry.exists():
             return None
         try:
             array = np.load(entry, allow_pickle=False)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError) as error:  # EOFError: an empty file
             logger.warning("rebuilding unreadable mask entry %s (%s)", entry.name, error)
             return None
         size = self.params.size
@@ -391,7 +408,7 @@ class PreprocessedCache:
         size = self.params.size
         try:
             array = np.load(entry, allow_pickle=False)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError) as error:  # EOFError: an empty file
             logger.warning("rebuilding unreadable cache entry %s (%s)", entry.name, error)
             return None
         if array.shape != (size, size):

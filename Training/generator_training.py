@@ -558,6 +558,9 @@ def generation_quality(
 #: average is background. The phantom's is 0.02–0.03; the darker class of an LE cropped
 #: to the breast (fatty tissue) is 0.2 or more.
 BACKGROUND_LEVEL = 0.1
+#: The percentile stretch clips the darkest 0.5 % to 0 in every image; a dark class must
+#: be well over that (and over a padding band) to be background.
+CLIPPED_FRACTION = 0.05
 #: Edge rows or columns that vary less than this are padding (a constant), not breast.
 PADDING_RANGE = 1e-3
 
@@ -569,7 +572,9 @@ def breast_mask(le: np.ndarray) -> np.ndarray:
     An LE cropped to the breast has little or no background, and Otsu then splits fatty
     from dense tissue, which would keep the dense tissue only; such an image's breast is
     every non-zero pixel except the constant bands that padded it to a square
-    (:func:`_no_background_mask`). Images with a background keep exactly the Otsu mask.
+    (:func:`_no_background_mask`). Images with a background keep exactly the Otsu mask;
+    where a bright object in the background took Otsu's split, a second Otsu split of the
+    darker class finds the background (not the whole image as breast).
 
     >>> image = np.zeros((32, 32), np.float32); image[4:20, 8:30] = 0.6
     >>> int(breast_mask(image).sum())
@@ -585,9 +590,25 @@ def breast_mask(le: np.ndarray) -> np.ndarray:
     if float(values.max()) <= float(values.min()):
         return np.zeros(values.shape, dtype=bool)
     threshold = threshold_otsu(values)
-    if float(values[values <= threshold].mean()) > BACKGROUND_LEVEL:
+    darker = values[values <= threshold]
+    if float(darker.mean()) > BACKGROUND_LEVEL:
+        # a bright object in the background (a marker, an unexposed band) larger than the
+        # dense tissue can take Otsu's split: then the background is within the darker class
+        if float(darker.max()) > float(darker.min()):
+            inner = threshold_otsu(darker)
+            if _is_background(values, darker[darker <= inner]):
+                return _largest_filled_component(values > inner)
         return _no_background_mask(values)
     return _largest_filled_component(values > threshold)
+
+
+def _is_background(values: np.ndarray, darkest: np.ndarray) -> bool:
+    """Whether ``darkest`` (a class of ``values``) is background: dark on average
+    (:data:`BACKGROUND_LEVEL`) and more than the darkest :data:`CLIPPED_FRACTION` that the
+    stretch clips to 0 in any image."""
+    return (
+        float(darkest.mean()) <= BACKGROUND_LEVEL and darkest.size > CLIPPED_FRACTION * values.size
+    )
 
 
 def _no_background_mask(values: np.ndarray) -> np.ndarray:

@@ -14,11 +14,14 @@ files and gathers one fold's masks.
 A mask that cannot be used (unreadable, not a 2-D image, of another size than its image)
 is refused with a warning naming the mask, the manifest and the problem: that image
 counts as not annotated and the run goes on; the result counts refusals by reason
-(:data:`REFUSAL_REASONS`), without file names, which may hold patient IDs.
+(:data:`REFUSAL_REASONS`), without file names, which may hold patient IDs. A lesion too
+small to cover any pixel of the network's grid by half (a few millimetres at 64²) gets a
+warning and a count too (``too_small_for_grid``): it is annotated, but no lesion figure
+is over it.
 
 >>> masks = pair_lesion_masks(pairs, cache, Path("cohort/manifest.csv"))  # doctest: +SKIP
 >>> masks.record()  # doctest: +SKIP
-{'annotated': 12, 'refused': 0, 'refused_by_reason': {}}
+{'annotated': 12, 'too_small_for_grid': 0, 'refused': 0, 'refused_by_reason': {}}
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ def read_lesion_mask(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             check_image_size(image.size[1], image.size[0])
-            values = np.asarray(image)
+            # a palette image's pixels are indices: read what they show (black: outside)
+            values = np.asarray(image.convert("L") if image.mode == "P" else image)
     except LimitExceededError as error:
         raise LesionMaskRefusedError(UNREADABLE, f"mask refused: {error}") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
@@ -95,11 +99,15 @@ class LesionMaskSet:
     masks: list[np.ndarray | None]
     annotated: int = 0
     refused: Counter[str] = field(default_factory=Counter)
+    #: annotated masks whose lesion covers no pixel of the network's grid by half: too
+    #: small for this image size, so not among the pairs the lesion figures are over
+    too_small_for_grid: int = 0
 
     def record(self) -> dict[str, object]:
         """What ``result.json`` keeps: counts only (no file names, no patients)."""
         return {
             "annotated": self.annotated,
+            "too_small_for_grid": self.too_small_for_grid,
             "refused": sum(self.refused.values()),
             "refused_by_reason": dict(sorted(self.refused.items())),
         }
@@ -134,7 +142,26 @@ def pair_lesion_masks(
             result.refused[refusal.reason] += 1
             continue
         result.annotated += 1
+        if not result.masks[index].any() and _has_lesion(mask_path):
+            logger.warning(
+                "%s: the lesion of mask %s (for %s) covers no pixel of the %d² network grid "
+                "by half; too small at this image size, it is left out of the lesion figures",
+                manifest_path,
+                mask_path,
+                pair.des_path.name,
+                result.masks[index].shape[0],
+            )
+            result.too_small_for_grid += 1
     return result
+
+
+def _has_lesion(mask_path: Path) -> bool:
+    """Whether the mask file marks any pixel (an all-zero mask is annotated, lesion-free);
+    read only for masks that came out empty on the grid."""
+    try:
+        return bool(read_lesion_mask(mask_path).any())
+    except LesionMaskRefusedError:
+        return False
 
 
 __all__ = [

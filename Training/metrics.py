@@ -58,6 +58,13 @@ LESION_FIGURES: dict[str, str] = {
     **dict.fromkeys(LESION_METRICS, "lesion_images"),
     **CONTRAST_COUNTS,
 }
+#: What each figure's count is called in a summary over folds
+#: (``Training.run.generation_summary``): the test pairs of the folds that define it. The
+#: r has a count of its own: a fold with a contrast on fewer than 3 pairs has no r, so
+#: its pairs are not behind the mean r (they are behind the mean contrasts).
+LESION_SUMMARY_COUNTS: dict[str, str] = LESION_FIGURES | {
+    "lesion_contrast_r": "lesion_contrast_r_pairs"
+}
 #: The ring around a lesion that its contrast is measured against: this many pixels wide.
 RING_PIXELS = 3
 #: How the generation tables print each metric: title and decimals.
@@ -386,14 +393,14 @@ LESION_COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
         ("lesion_contrast_real_malignant", "lesion_contrast_synthetic_malignant"),
         "lesion_contrast_malignant_pairs",
     ),
-    ("r of lesion contrast, real vs synthetic", ("lesion_contrast_r",), "lesion_contrast_pairs"),
+    ("r of lesion contrast, real vs synthetic", ("lesion_contrast_r",), "lesion_contrast_r_pairs"),
 )
 
 
 def lesion_cells(summary: Mapping[str, object]) -> list[str]:
     """Table 3's lesion cells of one view's summary (``Training.run.generation_summary``):
-    mean ± SE over folds of each figure, then ``(n …)``, the test pairs behind it over all
-    folds; ``n/a`` where no image had a mask (or a run predates lesion figures).
+    mean ± SE over folds of each figure, then ``(n …)``, the test pairs behind it (of the
+    folds that define it); ``n/a`` where no image had a mask (or a run predates lesion figures).
 
     >>> lesion_cells({"lesion_mae": [0.0125, 0.001], "lesion_images": 24})[0]
     '0.0125 ± 0.0010 (n 24)'

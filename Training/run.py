@@ -117,6 +117,7 @@ from Training.metrics import (
     BREAST_METRICS,
     GENERATION_METRICS,
     LESION_FIGURES,
+    LESION_SUMMARY_COUNTS,
     auc,
     average_generation_metrics,
     lesion_contrast_summary,
@@ -960,14 +961,18 @@ def generation_summary(out_dir: Path) -> dict[str, dict[str, Any]]:
 
 def _lesion_summary(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean ± SE over folds of each lesion figure some fold defines, and the number of
-    test pairs behind it (summed over folds). Nothing for a run without lesion masks or
-    written before lesion figures existed: its summary stays what it was."""
+    test pairs behind it: summed over the folds that define it (a fold with too few pairs
+    for an r adds none to the r's, :data:`LESION_SUMMARY_COUNTS`). Nothing for a run
+    without lesion masks or written before lesion figures existed: its summary stays
+    what it was."""
     result: dict[str, Any] = {}
     for metric, count in LESION_FIGURES.items():
-        values = [fold[metric] for fold in per_fold if fold.get(metric) is not None]
-        if values:
-            result[metric] = list(mean_and_standard_error(values))
-            result[count] = sum(int(fold.get(count) or 0) for fold in per_fold)
+        defined = [fold for fold in per_fold if fold.get(metric) is not None]
+        if defined:
+            result[metric] = list(mean_and_standard_error([fold[metric] for fold in defined]))
+            result[LESION_SUMMARY_COUNTS[metric]] = sum(
+                int(fold.get(count) or 0) for fold in defined
+            )
     return result
 
 

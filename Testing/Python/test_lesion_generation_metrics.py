@@ -130,6 +130,7 @@ def test_unusable_masks_are_refused_with_a_warning_and_counted(tmp_path: Path, c
     assert [m is None for m in masks.masks] == [True, True, True, False, True]
     assert masks.record() == {
         "annotated": 1,
+        "too_small_for_grid": 0,
         "refused": 3,
         "refused_by_reason": {NOT_2D: 1, SIZE_DIFFERS: 1, UNREADABLE: 1},
     }
@@ -285,6 +286,7 @@ def test_a_tiny_run_with_masks_reports_lesion_figures_with_counts_and_without_no
     annotated = len(tested) - 1
     assert result["lesion_masks"] == {
         "annotated": annotated,
+        "too_small_for_grid": 0,
         "refused": 1,
         "refused_by_reason": {SIZE_DIFFERS: 1},
     }
@@ -300,7 +302,12 @@ def test_a_tiny_run_with_masks_reports_lesion_figures_with_counts_and_without_no
     plain = _strict(tmp_path / "plain_run/fold_0/generators/CC/result.json")["test_generation"]
     assert plain["lesion_images"] == 0 and plain["lesion_contrast_pairs"] == 0
     assert plain["lesion_mae"] is None and plain["lesion_contrast_r"] is None
-    assert plain["lesion_masks"] == {"annotated": 0, "refused": 0, "refused_by_reason": {}}
+    assert plain["lesion_masks"] == {
+        "annotated": 0,
+        "too_small_for_grid": 0,
+        "refused": 0,
+        "refused_by_reason": {},
+    }
     for key in ("mse", "psnr", "ssim", "breast_mse", "breast_psnr", "images", "breast_images"):
         assert plain[key] == result[key]  # masks change no other figure
 

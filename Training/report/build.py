@@ -38,7 +38,7 @@ from Training.metrics import (
     GENERATION_METRICS,
     GENERATION_TITLES,
     LESION_COLUMNS,
-    LESION_FIGURES,
+    LESION_SUMMARY_COUNTS,
     lesion_cells,
 )
 from Training.report import figures
@@ -342,7 +342,7 @@ def _lesion_csv(metrics: dict[str, Any]) -> dict[str, Any]:
     """The lesion figures of one view for ``generation.csv``: fold mean, SE and count
     (empty cells where no test image had a mask)."""
     row: dict[str, Any] = {}
-    for metric, count in LESION_FIGURES.items():
+    for metric, count in LESION_SUMMARY_COUNTS.items():
         mean, error = metrics.get(metric) or ("", "")
         row[f"{metric}_fold_mean"] = "" if mean is None else mean
         row[f"{metric}_fold_se"] = "" if error is None else error
@@ -808,7 +808,8 @@ def _generation_section(
             ("run", "view", *[title for title, _, _ in LESION_COLUMNS]),
             tuple(lesion_rows),
             "Inside the lesion, where the manifest gave lesion masks: mean ± SE over folds "
-            "of each fold's test mean, and n, the test pairs behind it over all folds; "
+            "of each fold's test mean, and n, the test pairs behind it (of the folds "
+            "that define it: an r needs 3 pairs in its fold); "
             "lesion contrast = mean of the DES inside the lesion − mean of a 3-pixel ring "
             "around it inside the breast, of the real and of the synthetic DES, per label, "
             "and Pearson r between the two over the pairs (defined from 3 pairs); n/a "
