@@ -564,12 +564,14 @@ def _generator_job(context: RunContext, job: Job) -> tuple[bool, dict[str, Any]]
         initial_generator=initial,
     )
     test = by_split["test"]
-    lesions = pair_lesion_masks(test, context.cache, context.manifest.path)
-    quality = generation_quality(
-        result.network, _pair_set(context, test), context.runtime, lesions.masks
-    )
 
     def write() -> None:
+        # the test metrics go into rank 0's record only: under torchrun the other ranks
+        # neither synthesise the test set nor map (or warn about) its lesion masks again
+        lesions = pair_lesion_masks(test, context.cache, context.manifest.path)
+        quality = generation_quality(
+            result.network, _pair_set(context, test), context.runtime, lesions.masks
+        )
         write_state_dict(result.network.state_dict(), file, {"synthetic_output": "true"})
         _write_result(
             folder,
