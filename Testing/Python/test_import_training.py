@@ -80,3 +80,13 @@ def test_train_runs_on_the_dicom_import_with_the_cdd_cesm_import_as_pretraining(
     assert sum(fold["cases"].values()) == len({(c.patient, c.laterality) for c in cases})
     metrics = json.loads((run / "metrics.json").read_text())
     assert "synthetic_notice" in metrics
+    # the lesion masks kept beside the exams reach the generators' test metrics, and the
+    # CDD-CESM import's masks (drawn from its segmentation CSV) reach its manifest
+    generation = [
+        json.loads(path.read_text())["test_generation"]
+        for path in run.glob("fold_*/generators/*/result.json")
+    ]
+    assert any(g["lesion_images"] > 0 and g["lesion_mae"] is not None for g in generation)
+    assert all(g["lesion_masks"]["refused"] == 0 for g in generation)
+    assert all(row.lesion_mask and row.lesion_mask.is_file() for row in rows)
+    assert all(row.lesion_mask for row in read_training_manifest(cdd).rows)
