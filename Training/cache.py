@@ -46,9 +46,9 @@ from Training.lesion_masks import (
     LE_SIZE_DIFFERS,
     REFUSAL_REASONS,
     SIZE_DIFFERS,
-    UNREADABLE,
     LesionMaskRefusedError,
     read_lesion_mask,
+    read_mask_bytes,
 )
 from VirtualBiopsyLib.atomic_io import (  # no torch in worker processes
     write_bytes_atomic,
@@ -57,6 +57,7 @@ from VirtualBiopsyLib.atomic_io import (  # no torch in worker processes
 from VirtualBiopsyLib.errors import ImageError, ImageReadError
 from VirtualBiopsyLib.images.mammogram import MammogramImage
 from VirtualBiopsyLib.images.preprocessing import PreprocessingParams, preprocess
+from VirtualBiopsyLib.limits import LimitExceededError, open_regular_file
 
 CACHE_FORMAT = "virtual-biopsy-preprocessed-v1"
 MASK_FORMAT = "virtual-biopsy-lesion-mask-v1"  # bool size × size, threshold 0.5
@@ -174,9 +175,11 @@ class PreprocessedCache:
         digest.update(CACHE_FORMAT.encode())
         digest.update(self._params_text.encode())
         try:
-            with open(path, "rb") as stream:
+            with open_regular_file(path) as stream:  # a FIFO or device: refused, not waited on
                 for chunk in iter(lambda: stream.read(1 << 20), b""):
                     digest.update(chunk)
+        except LimitExceededError as error:
+            raise ImageReadError(path, str(error)) from None
         except OSError as error:
             raise ImageReadError(path, f"cannot read file ({error.strerror})") from None
         return digest.hexdigest()
@@ -326,7 +329,8 @@ class PreprocessedCache:
         (256, 256)
         """
         image_path, mask_path = Path(image_path), Path(mask_path)
-        key = self._mask_key(image_path, mask_path, shaped_as)
+        data = read_mask_bytes(mask_path)  # read once: the key and the mask are the same bytes
+        key = self._mask_key(image_path, data, shaped_as)
         entry = self.root / "masks" / key[:2] / f"{key}.npy"
         refusal = entry.with_suffix(".refused.json")
         cached = self._read_mask_entry(entry)
@@ -335,7 +339,7 @@ class PreprocessedCache:
         stored = self._read_refusal(refusal)
         if stored is not None:
             raise LesionMaskRefusedError(*stored)
-        mask = read_lesion_mask(mask_path)  # refused without decoding any image
+        mask = read_lesion_mask(data)  # refused without decoding any image
         try:
             mapped = self._map_mask(mask, image_path, shaped_as)
         except LesionMaskRefusedError as error:
@@ -347,18 +351,13 @@ class PreprocessedCache:
         write_bytes_atomic(entry, buffer.getvalue())
         return mapped
 
-    def _mask_key(self, image_path: Path, mask_path: Path, shaped_as: Path | None) -> str:
+    def _mask_key(self, image_path: Path, mask_data: bytes, shaped_as: Path | None) -> str:
         digest = hashlib.sha256()
         digest.update(MASK_FORMAT.encode())
         digest.update(self.image_key(image_path).encode())
         if shaped_as is not None:
             digest.update(b"|drawn on|" + self.image_key(Path(shaped_as)).encode())
-        try:
-            digest.update(Path(mask_path).read_bytes())
-        except OSError as error:
-            raise LesionMaskRefusedError(
-                UNREADABLE, f"cannot read file ({error.strerror})"
-            ) from None
+        digest.update(mask_data)
         return digest.hexdigest()
 
     def _map_mask(self, mask: np.ndarray, image_path: Path, shaped_as: Path | None) -> np.ndarray:

@@ -52,7 +52,7 @@ from Training.metrics import (
     LESION_COLUMNS,
     lesion_cells,
 )
-from Training.report.data import manifest_note, run_names
+from Training.report.data import data_sha256, manifest_note, run_names
 from Training.run import generation_summary
 from VirtualBiopsyLib.atomic_io import write_bytes_atomic, write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError
@@ -94,7 +94,7 @@ def load_run(run_dir: Path, name: str | None = None) -> RunTables:
         config,
         bool(record.get("synthetic_data")),
         run_dir,
-        record.get("manifest_sha256"),
+        data_sha256(record),
     )
 
 

@@ -26,6 +26,7 @@ is over it.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -37,7 +38,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from Training.datasets import ImagePair
-from VirtualBiopsyLib.limits import LimitExceededError, check_image_size
+from VirtualBiopsyLib.limits import (
+    LimitExceededError,
+    check_image_size,
+    max_decompressed_bytes,
+    read_regular_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,21 +77,42 @@ class LesionMaskSource(Protocol):
         ...
 
 
-def read_lesion_mask(path: Path) -> np.ndarray:
-    """The mask in ``path`` as a bool array (non-zero: lesion), on its own pixel grid.
+def read_mask_bytes(path: Path) -> bytes:
+    """The bytes of the mask file at ``path``: a regular file of at most
+    :func:`max_decompressed_bytes`. Opened without blocking, so a FIFO or a device named
+    as a mask (``/dev/zero``) is refused at once instead of hanging or filling the memory
+    of the run. Raises :class:`LesionMaskRefusedError` (:data:`UNREADABLE`)."""
+    try:
+        return read_regular_file(path, max_decompressed_bytes(), "VIRTUAL_BIOPSY_MAX_DECOMPRESSED")
+    except LimitExceededError as error:
+        raise LesionMaskRefusedError(UNREADABLE, str(error)) from None
+    except OSError as error:
+        raise LesionMaskRefusedError(
+            UNREADABLE, f"cannot read file ({error.strerror or error})"
+        ) from None
+
+
+def read_lesion_mask(source: Path | bytes) -> np.ndarray:
+    """The mask in ``source`` (a file, or its bytes from :func:`read_mask_bytes`) as a
+    bool array (non-zero: lesion), on its own pixel grid.
 
     Its declared size is checked before decoding (:func:`check_image_size`), like an
     image's. Raises :class:`LesionMaskRefusedError` for a file that is not a readable image or
     holds more than one channel.
     """
+    data = source if isinstance(source, bytes) else read_mask_bytes(Path(source))
+    if not data:
+        raise LesionMaskRefusedError(UNREADABLE, "empty file (0 bytes)")
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             check_image_size(image.size[1], image.size[0])
             # a palette image's pixels are indices: read what they show (black: outside)
             values = np.asarray(image.convert("L") if image.mode == "P" else image)
     except LimitExceededError as error:
         raise LesionMaskRefusedError(UNREADABLE, f"mask refused: {error}") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+    except UnidentifiedImageError:
+        raise LesionMaskRefusedError(UNREADABLE, "not an image format PIL reads") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise LesionMaskRefusedError(UNREADABLE, f"not a readable image ({error})") from None
     if values.ndim != 2:
         raise LesionMaskRefusedError(NOT_2D, f"pixel array of shape {values.shape}")
@@ -171,4 +198,5 @@ __all__ = [
     "LesionMaskSource",
     "pair_lesion_masks",
     "read_lesion_mask",
+    "read_mask_bytes",
 ]

@@ -328,7 +328,13 @@ def _claim_run(context: RunContext, folds: list[FoldSplit], pretrain: Manifest |
         create_once(splits, staged.read_text(encoding="utf-8"))
         staged.unlink(missing_ok=True)
     if not context.selective:
-        _write_run_record(context.out_dir, plan, "running", context.runtime)
+        _write_run_record(
+            context.out_dir,
+            plan,
+            "running",
+            context.runtime,
+            manifest_data_sha256=context.manifest.data_sha256,
+        )
 
 
 def _write_run_record(
@@ -471,6 +477,7 @@ def _run_job(context: RunContext, job: Job) -> str:
         "device": str(runtime.device),
         "world_size": runtime.world_size,
         "manifest_sha256": context.manifest.sha256,
+        "manifest_data_sha256": context.manifest.data_sha256,
         "code_version": VirtualBiopsyLib.__version__,
     }
     runtime.on_main(lambda: write_status(out_dir, job, RUNNING, **provenance))
@@ -829,8 +836,16 @@ def finalize_run(out_dir: Path) -> Path:
         predictions.extend(_gather_fold(out_dir, config, fold, jobs))
     _write_summary(out_dir, config, plan["synthetic_data"], predictions)
     gathered = {**gathering_fingerprint(out_dir, jobs), "jobs": inputs}
-    _write_run_record(out_dir, plan, "complete", gathered=gathered)
+    _write_run_record(out_dir, plan, "complete", gathered=gathered, **_data_sha256(out_dir, jobs))
     return out_dir
+
+
+def _data_sha256(out_dir: Path, jobs: Sequence[Job]) -> dict[str, str]:
+    """``manifest_data_sha256`` as the jobs recorded it (one manifest, so one value), for
+    ``run.json``: the tables compare runs on it. Nothing when no job recorded it (jobs
+    written before it existed): the tables then compare ``manifest_sha256``."""
+    found = {job_status(out_dir, job).get("manifest_data_sha256") for job in jobs} - {None}
+    return {"manifest_data_sha256": found.pop()} if len(found) == 1 else {}
 
 
 def gathering_fingerprint(

@@ -36,7 +36,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 MAX_JSON_DEPTH = 32
 MAX_NETWORK_INPUT_SIZE = 1024  # the paper uses 256; a 1024² CycleGAN already needs GiBs
@@ -127,16 +127,26 @@ def check_decompressed_bytes(count: int) -> None:
         )
 
 
+def open_regular_file(path: Path | str) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file; ``LimitExceededError`` for a
+    device, FIFO or socket, found without waiting (a FIFO's plain ``open`` blocks until
+    someone writes to it, and ``/dev/zero`` never ends)."""
+    handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    stream = os.fdopen(handle, "rb")
+    if not stat.S_ISREG(os.fstat(handle).st_mode):
+        stream.close()
+        raise LimitExceededError("is not a regular file (a device, FIFO or socket)")
+    os.set_blocking(handle, True)
+    return stream
+
+
 def read_regular_file(path: Path | str, max_bytes: int, variable: str) -> bytes:
     """The bytes of a regular file of at most ``max_bytes``; ``LimitExceededError`` otherwise.
 
     A link to ``/dev/zero`` or a FIFO would never end: only regular files are read, and
     never more than ``max_bytes + 1`` bytes (the file may grow while it is read).
     """
-    with open(path, "rb") as stream:
-        mode = os.fstat(stream.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise LimitExceededError("is not a regular file (a device, FIFO or socket)")
+    with open_regular_file(path) as stream:
         data = stream.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise LimitExceededError(f"is larger than the limit of {max_bytes} bytes ({variable})")

@@ -135,6 +135,10 @@ class TrainingManifest:
     path: Path
     rows: tuple[TrainingManifestRow, ...]
     sha256: str  # of the file's bytes: provenance of every model trained on it
+    #: of the file without its ``lesion_mask`` column (``sha256`` when it has none): what a
+    #: run learns from. Masks only annotate test images, so runs on one manifest with and
+    #: without masks share it and are compared as runs on the same data.
+    data_sha256: str = ""
 
     @property
     def synthetic(self) -> bool:
@@ -166,7 +170,22 @@ def read_training_manifest(path: Path | str) -> TrainingManifest:
     rows = tuple(_parse_row(path, number, raw) for number, raw in enumerate(reader, start=2))
     if not rows:
         raise TrainingManifestError(f"{path}: training manifest has no rows")
-    return TrainingManifest(path=path, rows=rows, sha256=hashlib.sha256(data).hexdigest())
+    sha256 = hashlib.sha256(data).hexdigest()
+    without_masks = _without_mask_column(text) if LESION_MASK_COLUMN in reader.fieldnames else None
+    data_sha256 = sha256 if without_masks is None else hashlib.sha256(without_masks).hexdigest()
+    return TrainingManifest(path=path, rows=rows, sha256=sha256, data_sha256=data_sha256)
+
+
+def _without_mask_column(text: str) -> bytes:
+    """The manifest's CSV without its ``lesion_mask`` column, written as
+    :func:`format_training_manifest` writes one without masks (so the same rows without
+    masks give the same bytes)."""
+    records = list(csv.reader(io.StringIO(text, newline="")))
+    drop = records[0].index(LESION_MASK_COLUMN)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerows(record[:drop] + record[drop + 1 :] for record in records)
+    return buffer.getvalue().encode("utf-8")
 
 
 def _parse_row(manifest: Path, line: int, raw: dict[str, str | None]) -> TrainingManifestRow:
@@ -203,17 +222,27 @@ def _parse_row(manifest: Path, line: int, raw: dict[str, str | None]) -> Trainin
         laterality=laterality,
         view=view,
         modality=modality,
-        path=(manifest.parent / values["path"]).resolve(),
+        path=_resolved(manifest.parent / values["path"]),
         label=label,
         acr_density=density,
         phase=phase,
         synthetic=values["synthetic"].lower() in _TRUE,
         lesion_mask=(
-            (manifest.parent / values[LESION_MASK_COLUMN]).resolve()
+            _resolved(manifest.parent / values[LESION_MASK_COLUMN])
             if values[LESION_MASK_COLUMN]
             else None
         ),
     )
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` resolved; absolute but unresolved where resolving fails (a symlink loop:
+    ``RuntimeError`` before Python 3.13), so the manifest still reads and the file is
+    refused, named, where it is opened, instead of the whole manifest failing here."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
 
 
 def format_training_manifest(rows: Iterable[TrainingManifestRow], folder: Path) -> str:
@@ -245,8 +274,12 @@ def format_training_manifest(rows: Iterable[TrainingManifestRow], folder: Path) 
 
 
 def _relative(path: Path, folder: Path) -> str:
-    """``path`` relative to ``folder``, with forward slashes (the manifest's spelling)."""
-    return Path(os.path.relpath(Path(path).absolute(), Path(folder).absolute())).as_posix()
+    """``path`` relative to ``folder``, with forward slashes (the manifest's spelling).
+
+    Both resolved, as the reader resolves them: through a folder that is a link to
+    another depth (``imports/link -> ../../data``) an unresolved ``..`` would climb
+    from the link's target when read and name another file."""
+    return Path(os.path.relpath(_resolved(Path(path)), _resolved(Path(folder)))).as_posix()
 
 
 def write_training_manifest(path: Path, rows: Iterable[TrainingManifestRow]) -> Path:

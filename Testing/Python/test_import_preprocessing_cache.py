@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +54,19 @@ def test_progress_bar_reports_images_per_second(images, tmp_path, capsys) -> Non
     err = capsys.readouterr().err
     assert "preprocessing images" in err and f"{report.images_per_s:.1f} images/s" in err
     assert f"preprocessed {len(images)} images ({len(images)} built" in err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_named_as_an_image_is_refused_at_once_not_waited_on(tmp_path) -> None:
+    """Keying an image hashes its bytes: a FIFO's plain open would wait for a writer forever
+    (a training run hung), so it is refused by name as the scans refuse it."""
+    fifo = tmp_path / "IM0001.dcm"
+    os.mkfifo(fifo)
+    cache = PreprocessedCache(tmp_path / "cache", PreprocessingParams(size=32))
+    signal.alarm(20)
+    try:
+        with pytest.raises(ImageReadError, match="not a regular file") as refused:
+            cache.key(fifo)
+    finally:
+        signal.alarm(0)
+    assert str(fifo) in str(refused.value)

@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import stat
 from pathlib import Path
 
@@ -67,6 +68,14 @@ def test_json_files_are_bounded_in_size_depth_and_kind(tmp_path, monkeypatch):
     link.symlink_to("/dev/zero")
     with pytest.raises(LimitExceededError, match="not a regular file"):
         load_json_file(link)
+    if hasattr(os, "mkfifo"):  # a FIFO named model.json: refused at once, not waited on
+        os.mkfifo(tmp_path / "pipe.json")
+        signal.alarm(20)
+        try:
+            with pytest.raises(LimitExceededError, match="not a regular file"):
+                load_json_file(tmp_path / "pipe.json")
+        finally:
+            signal.alarm(0)
     nan = tmp_path / "nan.json"
     nan.write_text('{"a": NaN}')
     with pytest.raises(json.JSONDecodeError):

@@ -171,10 +171,32 @@ def is_own_masks_folder(folder: Path) -> bool:
     return index.get("format") == MASKS_FORMAT and present <= listed and files_only
 
 
-def check_masks_folder(folder: Path, overwrite: bool) -> None:
-    """Refuse an existing masks folder unless ``overwrite`` and it is an import's own."""
+def other_imports_manifest(folder: Path, manifest_path: Path) -> Path | None:
+    """The manifest beside ``folder`` whose masks it holds, when that is not
+    ``manifest_path`` and still exists. Manifests of one stem (``cdd.csv``, ``cdd.txt``)
+    share the folder's name: replacing or removing it would silently give the other
+    manifest this import's masks, or none."""
+    try:
+        owner = json.loads((folder / MASKS_INDEX).read_text(encoding="utf-8")).get("manifest")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(owner, str) or Path(owner).name != owner or owner == manifest_path.name:
+        return None
+    other = folder.parent / owner
+    return other if other.is_file() else None
+
+
+def check_masks_folder(folder: Path, overwrite: bool, manifest_path: Path | None = None) -> None:
+    """Refuse an existing masks folder unless ``overwrite`` and it is an import's own
+    (of ``manifest_path``, when given: never another manifest's)."""
     if not folder.exists() and not folder.is_symlink():
         return
+    other = other_imports_manifest(folder, manifest_path) if manifest_path else None
+    if other is not None:
+        raise OutputExistsError(
+            f"{folder}: holds the lesion masks of {other}, another import of the same name; "
+            "not replaced (choose another --out name)"
+        )
     if not overwrite:
         raise OutputExistsError(f"{folder}: exists; pass --overwrite to replace an earlier import")
     if folder.is_symlink() or not folder.is_dir() or not is_own_masks_folder(folder):

@@ -28,6 +28,7 @@ from Training.importers.masks import (
     MaskDrawing,
     check_masks_folder,
     lesion_masks_folder_for,
+    other_imports_manifest,
     regions_by_shape,
     remove_own_masks_folder,
     write_masks_folder,
@@ -270,7 +271,7 @@ def check_outputs(manifest_path: Path, overwrite: bool, inputs: Iterable[Path] =
             )
         if not ours(path):
             raise OutputExistsError(f"{path}: exists and is not an earlier import; not replaced")
-    check_masks_folder(lesion_masks_folder_for(manifest_path), overwrite)
+    check_masks_folder(lesion_masks_folder_for(manifest_path), overwrite, manifest_path)
 
 
 def _write_lesion_masks(
@@ -282,7 +283,7 @@ def _write_lesion_masks(
     be stale: it goes, as its manifest is replaced."""
     folder = lesion_masks_folder_for(manifest_path)
     if not result.mask_drawings:
-        if overwrite:
+        if overwrite and other_imports_manifest(folder, manifest_path) is None:
             remove_own_masks_folder(folder)
         return result.rows
     written = write_masks_folder(

@@ -53,6 +53,7 @@ from Training.report.data import (
     EVERY_PATIENT_PROTOCOL,
     ReportInputError,
     ReportRun,
+    data_sha256,
     load_runs,
     manifest_note,
 )
@@ -402,7 +403,7 @@ def _provenance(runs, analyses, n_resamples, seed) -> list[Block]:
         ),
         Table(RUN_HEADER, tuple(tuple(r) for r in run_rows(runs)), "Runs"),
     ]
-    note = manifest_note([(run.name, run.record.get("manifest_sha256")) for run in runs])
+    note = manifest_note([(run.name, data_sha256(run.record)) for run in runs])
     if note:
         blocks.append(Notice(note))
     for run, analysis in zip(runs, analyses, strict=True):

@@ -152,6 +152,18 @@ def run_names(run_dirs: Sequence[Path]) -> list[str]:
     return names
 
 
+def data_sha256(record: dict[str, Any]) -> str | None:
+    """What identifies a run's data in ``run.json``: the manifest's SHA-256 without its
+    lesion masks (``manifest_data_sha256``), else the manifest's own (runs written
+    before it existed). Masks only annotate test images, so a run with masks and one
+    without on the same rows are runs on the same patients.
+
+    >>> data_sha256({"manifest_sha256": "ab", "manifest_data_sha256": "cd"})
+    'cd'
+    """
+    return record.get("manifest_data_sha256") or record.get("manifest_sha256")
+
+
 def manifest_note(manifests: Sequence[tuple[str, str | None]]) -> str | None:
     """A warning when runs, given as ``(name, manifest SHA-256 or None)``, were trained
     on different manifests (or on one whose hash a run does not record): their rows
