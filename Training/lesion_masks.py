@@ -47,6 +47,8 @@ from VirtualBiopsyLib.limits import (
 
 logger = logging.getLogger(__name__)
 
+MAX_NAMED_WARNINGS = 5  # lesion-mask problems named one by one per call; the rest counted
+
 UNREADABLE = "unreadable"
 NOT_2D = "not a 2-D image"
 SIZE_DIFFERS = "size differs from its image"
@@ -146,8 +148,18 @@ def pair_lesion_masks(
     """Each pair's lesion mask on its DES's preprocessed grid (see the module docstring).
 
     Nothing is read for pairs without a mask, so a manifest without masks costs nothing.
+    The first :data:`MAX_NAMED_WARNINGS` problems are warned about by name, the rest in one
+    line (a deleted masks folder would otherwise give a warning per image of a data set).
     """
     result = LesionMaskSet([None] * len(pairs))
+    named = 0
+
+    def warn(message: str, *args: object) -> None:
+        nonlocal named
+        named += 1
+        if named <= MAX_NAMED_WARNINGS:
+            logger.warning(message, *args)
+
     for index, pair in enumerate(pairs):
         mask_path = pair.des_mask or pair.le_mask
         if mask_path is None:
@@ -159,7 +171,7 @@ def pair_lesion_masks(
         try:
             result.masks[index] = source.lesion_mask(pair.des_path, mask_path, shaped_as)
         except LesionMaskRefusedError as refusal:
-            logger.warning(
+            warn(
                 "%s: lesion mask %s (for %s) refused, %s; that image counts as not annotated",
                 manifest_path,
                 mask_path,
@@ -170,7 +182,7 @@ def pair_lesion_masks(
             continue
         result.annotated += 1
         if not result.masks[index].any() and _has_lesion(mask_path):
-            logger.warning(
+            warn(
                 "%s: the lesion of mask %s (for %s) covers no pixel of the %d² network grid "
                 "by half; too small at this image size, it is left out of the lesion figures",
                 manifest_path,
@@ -179,6 +191,14 @@ def pair_lesion_masks(
                 result.masks[index].shape[0],
             )
             result.too_small_for_grid += 1
+    if named > MAX_NAMED_WARNINGS:
+        logger.warning(
+            "%s: %d more lesion masks refused or too small for the grid (not named; "
+            "result.json counts them by reason: %s)",
+            manifest_path,
+            named - MAX_NAMED_WARNINGS,
+            result.record(),
+        )
     return result
 
 

@@ -18,6 +18,7 @@ from Training.cache import PreprocessedCache
 from Training.datasets import ImagePair, image_pairs, read_manifest
 from Training.lesion_masks import (
     LE_SIZE_DIFFERS,
+    MAX_NAMED_WARNINGS,
     NOT_2D,
     SIZE_DIFFERS,
     UNREADABLE,
@@ -138,6 +139,19 @@ def test_unusable_masks_are_refused_with_a_warning_and_counted(tmp_path: Path, c
         assert any(name in m and str(manifest) in m for m in caplog.messages)
     with pytest.raises(LesionMaskRefusedError, match="mask \\(30, 20\\), image \\(300, 200\\)"):
         cache.lesion_mask(pairs[2].des_path, small)  # the cached refusal says the same
+
+
+def test_a_missing_masks_folder_is_named_a_few_times_then_counted(tmp_path: Path, caplog) -> None:
+    """A deleted masks folder refuses every mask: the first few are named, the rest said
+    in one line (not a warning per image of a data set)."""
+    cache = PreprocessedCache(tmp_path / "cache", PreprocessingParams(size=64))
+    pairs = [_pair(tmp_path, tmp_path / "gone" / f"{n}.png") for n in range(12)]
+    with caplog.at_level(logging.WARNING, logger="Training.lesion_masks"):
+        masks = pair_lesion_masks(pairs, cache, tmp_path / "manifest.csv")
+    assert masks.record()["refused_by_reason"] == {UNREADABLE: 12}
+    named = [m for m in caplog.messages if "gone" in m]
+    assert len(named) == MAX_NAMED_WARNINGS and len(caplog.messages) == MAX_NAMED_WARNINGS + 1
+    assert f"{12 - MAX_NAMED_WARNINGS} more lesion masks refused" in caplog.messages[-1]
 
 
 def test_the_le_mask_serves_a_des_of_the_same_shape_only(tmp_path: Path) -> None:
