@@ -50,6 +50,7 @@ from Training.metrics import (
     GENERATION_METRICS,
     GENERATION_TITLES,
     LESION_COLUMNS,
+    format_mean_and_error,
     lesion_cells,
 )
 from Training.report.data import data_sha256, manifest_note, run_names
@@ -134,14 +135,6 @@ def write_experiments(
 Table = tuple[list[str], list[list[str]]]
 
 
-def _cell(mean: float, error: float, scale: float = 100.0, digits: int = 2) -> str:
-    if mean is None or math.isnan(mean):
-        return "n/a"
-    if error is None or math.isnan(error):
-        return f"{mean * scale:.{digits}f}"
-    return f"{mean * scale:.{digits}f} ± {error * scale:.{digits}f}"
-
-
 def settings_table(runs: Sequence[RunTables]) -> Table:
     """Table A1: one row per architecture and setting."""
     header = [
@@ -162,7 +155,7 @@ def settings_table(runs: Sequence[RunTables]) -> Table:
                     run.name,
                     run.architecture,
                     setting,
-                    *[_cell(*summary[setting][m]) for m in CLASSIFICATION_METRICS],
+                    *[format_mean_and_error(*summary[setting][m]) for m in CLASSIFICATION_METRICS],
                     f"{defined_folds(per_fold[setting])} of {total}",
                 ]
             )
@@ -188,7 +181,9 @@ def robustness_table(runs: Sequence[RunTables], repetitions: int | None) -> Tabl
         cells: dict[tuple[int, str], dict[str, str]] = {}
         for item in sweep:
             key = (int(item["percent"]), str(item["setting"]))
-            cells.setdefault(key, {})[str(item["metric"])] = _cell(item["mean"], item["se"])
+            cells.setdefault(key, {})[str(item["metric"])] = format_mean_and_error(
+                item["mean"], item["se"]
+            )
         for (percent, setting), metrics in sorted(cells.items()):
             rows.append(
                 [
@@ -224,7 +219,7 @@ def density_table(runs: Sequence[RunTables], average: bool = True) -> Table:
                         category,
                         setting,
                         str(int(metrics["n"][0])),
-                        *[_cell(*metrics[m]) for m in CLASSIFICATION_METRICS],
+                        *[format_mean_and_error(*metrics[m]) for m in CLASSIFICATION_METRICS],
                         str(int(metrics["defined_folds"][0])),
                     ]
                 )
@@ -234,7 +229,14 @@ def density_table(runs: Sequence[RunTables], average: bool = True) -> Table:
         for category, setting in sorted({(c, s) for c, s, _ in means}):
             values = [_mean_of(means[(category, setting, m)]) for m in CLASSIFICATION_METRICS]
             rows.append(
-                ["average", category, setting, "", *[_cell(v, math.nan) for v in values], ""]
+                [
+                    "average",
+                    category,
+                    setting,
+                    "",
+                    *[format_mean_and_error(v, math.nan) for v in values],
+                    "",
+                ]
             )
     return header, rows
 
@@ -260,7 +262,9 @@ def generation_table(runs: Sequence[RunTables]) -> Table:
     for run in runs:
         for view, metrics in generation_summary(run.run_dir).items():
             cells = [
-                _cell(*metrics.get(m, (math.nan, math.nan)), scale=1.0, digits=GENERATION_DIGITS[m])
+                format_mean_and_error(
+                    *metrics.get(m, (math.nan, math.nan)), scale=1.0, digits=GENERATION_DIGITS[m]
+                )
                 for m in metrics_shown
             ]
             rows.append([run.name, view, *cells, *lesion_cells(metrics)])

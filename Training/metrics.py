@@ -212,10 +212,21 @@ def _mse_and_psnr(real: np.ndarray, synthetic: np.ndarray) -> tuple[float, float
 
 def format_mean_se(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
     """``"61.52 ± 10.67"`` in the paper's style (percent by default)."""
-    mean, error = mean_and_standard_error(values)
-    if math.isnan(mean):
+    return format_mean_and_error(*mean_and_standard_error(values), scale=scale, digits=digits)
+
+
+def format_mean_and_error(
+    mean: float | None, error: float | None, scale: float = 100.0, digits: int = 2
+) -> str:
+    """``mean ± error`` scaled (percent by default): ``n/a`` for a missing or undefined
+    mean, the mean alone for an undefined error (one fold). The one way tables print it.
+
+    >>> format_mean_and_error(0.6152, 0.1067), format_mean_and_error(0.5, None)
+    ('61.52 ± 10.67', '50.00')
+    """
+    if mean is None or math.isnan(mean):
         return "n/a"
-    if math.isnan(error):
+    if error is None or math.isnan(error):
         return f"{mean * scale:.{digits}f}"
     return f"{mean * scale:.{digits}f} ± {error * scale:.{digits}f}"
 
@@ -420,10 +431,8 @@ def lesion_cells(summary: Mapping[str, object]) -> list[str]:
 
 
 def _mean_se_text(value: object, digits: int) -> str:
-    """``mean ± SE`` of a ``[mean, se]`` pair (``n/a`` for a missing or undefined mean)."""
-    if not isinstance(value, Sequence) or not value or value[0] is None:
+    """:func:`format_mean_and_error` of a ``[mean, se]`` pair as summaries store it."""
+    if not isinstance(value, Sequence) or not value:
         return "n/a"
-    mean, error = (float("nan") if v is None else float(v) for v in (*value, None)[:2])
-    if math.isnan(mean):
-        return "n/a"
-    return f"{mean:.{digits}f}" + ("" if math.isnan(error) else f" ± {error:.{digits}f}")
+    mean, error = (*value, None)[:2]
+    return format_mean_and_error(mean, error, scale=1.0, digits=digits)
