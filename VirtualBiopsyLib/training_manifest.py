@@ -40,8 +40,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from VirtualBiopsyLib.atomic_io import write_text_atomic
+from VirtualBiopsyLib.atomic_io import write_atomically, write_text_atomic
 from VirtualBiopsyLib.errors import VirtualBiopsyError
 from VirtualBiopsyLib.roles import Modality, View, slot_name
 
@@ -303,6 +304,21 @@ def lesion_mask_relative(image_relative: str, folder: str = LESION_MASK_FOLDERS[
     return (PurePosixPath(folder) / image.parent / (stem + LESION_MASK_SUFFIX)).as_posix()
 
 
+def write_lesion_mask(path: Path, mask: Any, notes: dict[str, str]) -> Path:
+    """Write ``mask`` (non-zero inside the lesion) as the manifest's mask format, an 8-bit
+    0/255 PNG, atomically; ``notes`` become PNG text chunks (who wrote it, synthetic)."""
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in notes.items():
+        info.add_text(key, value)
+    picture = Image.fromarray(np.where(np.asarray(mask) != 0, 255, 0).astype(np.uint8))
+    return write_atomically(
+        path, lambda temporary: picture.save(temporary, format="PNG", optimize=True, pnginfo=info)
+    )
+
+
 def is_lesion_mask_file(path: Path | str) -> bool:
     """True for a file named as a lesion mask (never an image to read or classify)."""
     return Path(path).name.lower().endswith(LESION_MASK_SUFFIX)
@@ -336,5 +352,6 @@ __all__ = [
     "is_training_manifest",
     "lesion_mask_relative",
     "read_training_manifest",
+    "write_lesion_mask",
     "write_training_manifest",
 ]

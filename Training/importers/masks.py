@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, PngImagePlugin
 
 from VirtualBiopsyLib import SYNTHETIC_NOTICE
 from VirtualBiopsyLib.atomic_io import staged_folder, write_text_atomic
 from VirtualBiopsyLib.errors import OutputExistsError
+from VirtualBiopsyLib.training_manifest import write_lesion_mask
 
 MASKS_INDEX = "lesion_masks.json"
 MASKS_FORMAT = "virtual-biopsy-import-lesion-masks-v1"
@@ -222,14 +222,12 @@ def write_masks_folder(
     """Draw and write every mask into a staged folder that becomes ``folder`` whole;
     return each image's mask path."""
     written: dict[Path, Path] = {}
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Software", "VirtualBiopsy import (lesion mask from hand-drawn regions)")
-    if synthetic:
-        info.add_text("Comment", SYNTHETIC_NOTICE)
+    notes = {"Software": "VirtualBiopsy import (lesion mask from hand-drawn regions)"}
+    notes |= {"Comment": SYNTHETIC_NOTICE} if synthetic else {}
     with staged_folder(folder, replace=replace) as staging:
         for image, drawing in drawings.items():
-            picture = Image.fromarray(draw_mask(drawing.size, list(drawing.regions)))
-            picture.save(staging / drawing.file_name, format="PNG", optimize=True, pnginfo=info)
+            mask = draw_mask(drawing.size, list(drawing.regions))
+            write_lesion_mask(staging / drawing.file_name, mask, notes)
             written[image] = folder / drawing.file_name
         index = {
             "format": MASKS_FORMAT,

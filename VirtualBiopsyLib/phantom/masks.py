@@ -19,12 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, PngImagePlugin
 
 from VirtualBiopsyLib import SYNTHETIC_NOTICE
 from VirtualBiopsyLib.phantom.exam import RenderedBreast
-from VirtualBiopsyLib.phantom.files import write_atomically
-from VirtualBiopsyLib.training_manifest import LESION_MASK_FOLDERS
+from VirtualBiopsyLib.training_manifest import LESION_MASK_FOLDERS, write_lesion_mask
 from VirtualBiopsyLib.training_manifest import lesion_mask_relative as manifest_mask_relative
 
 LESION_MASKS_FOLDER = LESION_MASK_FOLDERS[1]  # "synthetic_": the phantom's, never a user's
@@ -43,20 +41,11 @@ def breast_lesion_mask(breast: RenderedBreast, view: str) -> np.ndarray | None:
     return mask
 
 
-def _png_info() -> PngImagePlugin.PngInfo:
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Software", "VirtualBiopsy phantom (synthetic)")
-    info.add_text("Comment", f"Lesion mask of a synthetic phantom image. {SYNTHETIC_NOTICE}")
-    return info
-
-
-def write_lesion_mask(path: Path, mask: np.ndarray) -> Path:
-    """Write ``mask`` (non-zero inside) as an 8-bit 0/255 PNG, atomically."""
-    pixels = np.where(np.asarray(mask) != 0, 255, 0).astype(np.uint8)
-    picture = Image.fromarray(pixels)  # uint8, 2-D: mode "L"
-    return write_atomically(
-        path, lambda temp: picture.save(temp, format="PNG", optimize=True, pnginfo=_png_info())
-    )
+#: PNG text chunks of the phantom's masks: who wrote them, and that they are synthetic.
+PHANTOM_MASK_NOTES = {
+    "Software": "VirtualBiopsy phantom (synthetic)",
+    "Comment": f"Lesion mask of a synthetic phantom image. {SYNTHETIC_NOTICE}",
+}
 
 
 def write_breast_lesion_mask(
@@ -66,4 +55,6 @@ def write_breast_lesion_mask(
     mask = breast_lesion_mask(breast, view)
     if mask is None:
         return None
-    return write_lesion_mask(out_dir / lesion_mask_relative(image_relative), mask)
+    return write_lesion_mask(
+        out_dir / lesion_mask_relative(image_relative), mask, PHANTOM_MASK_NOTES
+    )
